@@ -1,0 +1,34 @@
+# edgelearn developer entry points. `make demo` and `make test` work on a fresh machine with Python + pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned to a CPU build where one is offered (a local wheel here); set
+# TORCH_SPEC / TORCH_PIP_ARGS to pick another build, e.g. TORCH_PIP_ARGS="--index-url <your CPU index>".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+# The demo needs the package alone; tests add the dev tools and Ray (the distributed executor's extra).
+TEST_EXTRAS ?= dev,ray
+
+.PHONY: install install-dev demo test lint clean
+
+install: $(VENV)/.installed-base
+install-dev: $(VENV)/.installed-$(TEST_EXTRAS)
+
+$(VENV)/.installed-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".$(if $(filter base,$*),,[$*])"
+	@$(PY) -c "import torch; torch.version.cuda and not torch.cuda.is_available() and print('warning: a CUDA build of torch is installed on a machine without a GPU')"
+	touch $@
+
+demo: install
+	$(VENV)/bin/edgelearn demo
+
+test: install-dev
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

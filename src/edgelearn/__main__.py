@@ -1,0 +1,5 @@
+"""``python -m edgelearn`` runs the CLI."""
+
+from edgelearn.cli import main
+
+main()

@@ -1,0 +1,139 @@
+"""What every algorithm sees (the run context) and the small contract it implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgelearn.config import RunConfig
+from edgelearn.data import DatasetBundle
+from edgelearn.engine import ClientData, Cohort, Executor, LocalSpec, StateDict, evaluate_state
+from edgelearn.models import ModelInfo
+from edgelearn.seeding import Seeds
+from edgelearn.system import SystemModel, Topology
+
+
+@dataclass
+class RunContext:
+    """Everything built from a config that algorithms share: data, tree, physics, executor, model."""
+
+    cfg: RunConfig
+    seeds: Seeds
+    device: torch.device
+    bundle: DatasetBundle
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    parts: list[np.ndarray]  # per device ordinal: indices into the train set
+    client_data: list[ClientData]  # per device ordinal, on `device`
+    topology: Topology
+    system: SystemModel
+    executor: Executor
+    model_fn: Callable[[], nn.Module]
+    arch_key: str
+    info: ModelInfo
+
+    def init_state(self) -> StateDict:
+        """A freshly initialised model state, seeded from the run seed ('init' stream)."""
+        torch.manual_seed(self.seeds.int_seed("init"))
+        return {k: v.detach().clone() for k, v in self.model_fn().to(self.device).state_dict().items()}
+
+    def ordinal(self, node: int) -> int:
+        """Data-partition index of a device node."""
+        return self.topology.device_ordinal(node)
+
+    def data_size(self, node: int) -> int:
+        """Number of local training samples of a device node."""
+        return len(self.client_data[self.ordinal(node)])
+
+    def client_seeds(self, purpose: str, round_: int, nodes: Sequence[int]) -> np.ndarray:
+        """Per-client integer seeds for batch orders, keyed by (round, node) so executors agree."""
+        return np.array([self.seeds.int_seed(purpose, round_, int(n)) for n in nodes], dtype=np.int64)
+
+    def cohort(
+        self,
+        nodes: Sequence[int],
+        starts: Sequence[StateDict],
+        start_of: Sequence[int],
+        group_of: Sequence[int],
+        num_groups: int,
+        round_: int,
+        **kwargs: Any,
+    ) -> Cohort:
+        """A cohort of device nodes weighted by local data size, with per-(round, node) batch seeds."""
+        data = [self.client_data[self.ordinal(n)] for n in nodes]
+        return Cohort(
+            model_fn=self.model_fn,
+            arch_key=self.arch_key,
+            data=data,
+            starts=starts,
+            start_of=np.asarray(start_of, dtype=np.int64),
+            group_of=np.asarray(group_of, dtype=np.int64),
+            num_groups=num_groups,
+            weights=np.array([len(d) for d in data], dtype=np.float64),
+            seeds=self.client_seeds("train", round_, nodes),
+            client_ids=np.asarray(nodes, dtype=np.int64),
+            **kwargs,
+        )
+
+
+def local_spec(local: Any) -> LocalSpec:
+    """LocalSpec from a LocalTrainConfig section."""
+    return LocalSpec(
+        lr=local.lr,
+        batch_size=local.batch_size,
+        epochs=local.epochs,
+        steps=local.steps,
+        momentum=local.momentum,
+        weight_decay=local.weight_decay,
+    )
+
+
+class Algorithm(ABC):
+    """An algorithm: ``init`` once, ``run_round`` per round, ``evaluate`` the model it delivers.
+
+    It never trains devices itself: it builds cohorts and calls ``ctx.executor.train``; it reports what
+    moved and what was computed to ``ctx.system``, which prices it in the ledger.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.cfg = ctx.cfg.algorithm
+        self._eval_module: nn.Module | None = None
+
+    @property
+    def rounds(self) -> int:
+        """Number of rounds this algorithm runs."""
+        return int(self.cfg.rounds)
+
+    @abstractmethod
+    def init(self) -> None:
+        """Create the initial models."""
+
+    @abstractmethod
+    def run_round(self, round_: int) -> dict[str, Any]:
+        """One round (1-based); returns per-round statistics such as the mean training loss."""
+
+    @abstractmethod
+    def delivered_state(self) -> StateDict:
+        """The state of the model the algorithm delivers (the cloud's)."""
+
+    def evaluate(self) -> dict[str, Any]:
+        """Test accuracy and loss of the delivered model."""
+        if self._eval_module is None:
+            self._eval_module = self.ctx.model_fn().to(self.ctx.device)
+        acc, loss = evaluate_state(
+            self._eval_module,
+            self.delivered_state(),
+            self.ctx.test_x,
+            self.ctx.test_y,
+            self.ctx.cfg.eval.batch_size,
+        )
+        return {"accuracy": acc, "loss": loss}

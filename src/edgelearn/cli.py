@@ -1,0 +1,117 @@
+"""The ``edgelearn`` command line: a thin Typer layer over the importable library.
+
+Exit codes: 0 success, 2 bad input (config, data, budget), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgelearn.errors import EdgelearnError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+_state = {"debug": False}
+
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", help="override a config key: --set algorithm.rounds=5")
+]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="run directory (default runs/<name>-s<seed>)")]
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="show Python tracebacks on errors")] = False,
+) -> None:
+    """edgelearn: federated, hierarchical and two-stage edge learning with an energy/delay/bytes ledger."""
+    _state["debug"] = debug
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML config file")],
+    set_: SetOpt = None,
+    out: OutOpt = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="override the run seed")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar or tables")] = False,
+) -> None:
+    """Run one experiment from a YAML config and write its run directory."""
+    from edgelearn.config import load_config
+    from edgelearn.runner import run as run_experiment
+
+    overrides = list(set_ or [])
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    cfg = load_config(config, overrides)
+    summary = run_experiment(cfg, out, progress=False if quiet else None)
+    if not quiet:
+        _print_summary(summary)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="folder for the demo's run directories")] = Path(
+        "runs/demo"
+    ),
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
+) -> None:
+    """FedAvg and HierFAVG on digits (100 devices), compared on accuracy, energy, delay and bytes."""
+    from edgelearn.demo import run_demo
+
+    run_demo(out, progress=False if quiet else None)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="a run directory written by `edgelearn run`")],
+) -> None:
+    """Print a finished run's summary tables and (re)draw its plots."""
+    from edgelearn.report.plots import plot_run
+    from edgelearn.report.progress import get_console
+    from edgelearn.report.tables import render_report
+
+    plot_run(run_dir)
+    render_report(run_dir, get_console())
+
+
+def _print_summary(summary: dict) -> None:
+    from edgelearn.report.progress import get_console
+    from edgelearn.report.tables import summary_table
+
+    console = get_console()
+    console.print(summary_table(summary))
+    console.print(f"run directory: {summary['run_dir']}")
+
+
+def main() -> None:
+    """Entry point: run the app, mapping user errors to exit 2 and anything else to exit 1."""
+    try:
+        app(standalone_mode=False)
+    except EdgelearnError as exc:
+        if _state["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors (typer may vendor click) and unexpected failures
+        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if _state["debug"]:
+            raise
+        print(
+            f"internal error: {type(exc).__name__}: {exc} (re-run with --debug for a traceback)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""Typed run configuration: YAML files validated by pydantic, with ``--set a.b=c`` overrides.
+
+Every hyper-parameter of a run lives here with its default and the reason for it, so no algorithm or
+layer below needs a magic number. Validation errors are turned into :class:`ConfigError` messages that name
+the key path, what was wrong and the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgelearn.errors import ConfigError
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+# A value that may be fixed or drawn per node uniformly from [low, high].
+FloatOrRange = PositiveFloat | tuple[PositiveFloat, PositiveFloat]
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Which dataset to load and how."""
+
+    dataset: Literal["digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "digits"
+    data_dir: str | None = Field(
+        None, description="folder with the standard files (MNIST/Fashion IDX, CIFAR)"
+    )
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.2, description="held-out share for datasets shipped without a test split (digits)"
+    )
+    num_train: PositiveInt = Field(10000, description="synthetic only: training samples")
+    num_test: PositiveInt = Field(2000, description="synthetic only: test samples")
+    num_classes: Annotated[int, Field(ge=2)] = Field(10, description="synthetic only")
+    input_shape: tuple[PositiveInt, ...] = Field((1, 8, 8), description="synthetic only: per-sample shape")
+    label_mode: Literal["fine", "coarse"] = Field("fine", description="cifar100 only")
+
+
+class PartitionConfig(Section):
+    """How the training set is split over devices."""
+
+    method: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration: small = strong label skew")
+    min_size: NonNegInt = Field(2, description="fewest samples any device may hold")
+    shards_per_device: PositiveInt = 2
+
+
+class TopologyConfig(Section):
+    """The device / edge / cloud tree: a flat star, edges x devices, or an explicit nested tree."""
+
+    devices: PositiveInt | None = Field(None, description="flat: this many devices directly under the cloud")
+    edges: NonNegInt = 0
+    devices_per_edge: PositiveInt | list[PositiveInt] | None = None
+    cloud_devices: NonNegInt = Field(0, description="with edges: devices attached directly to the cloud")
+    tree: dict[str, Any] | None = Field(None, description="explicit nested tree: {devices, children: [...]}")
+
+    @model_validator(mode="after")
+    def _one_form(self) -> TopologyConfig:
+        forms = [self.tree is not None, self.edges > 0, self.devices is not None]
+        if sum(forms) != 1:
+            raise ValueError(
+                "give exactly one of: `devices` (flat), `edges` with `devices_per_edge`, or `tree`"
+            )
+        if self.edges > 0 and self.devices_per_edge is None:
+            raise ValueError("`edges` needs `devices_per_edge` (an int, or a list with one int per edge)")
+        if isinstance(self.devices_per_edge, list) and len(self.devices_per_edge) != self.edges:
+            raise ValueError(
+                f"`devices_per_edge` lists {len(self.devices_per_edge)} counts but `edges` is {self.edges}"
+            )
+        return self
+
+
+class HardwareTierConfig(Section):
+    """Hardware of one tier; a [low, high] pair draws each node's value uniformly (heterogeneity)."""
+
+    f_max_hz: FloatOrRange = Field(1e9, description="max CPU clock; devices 1 GHz (paper_two_stage §8.3)")
+    kappa: FloatOrRange = Field(1e-28, description="effective switched capacitance (paper_two_stage §8.3)")
+    cycles_per_flop: FloatOrRange = Field(0.25, description="4 FLOPs per cycle (SIMD)")
+    p_max_w: FloatOrRange = Field(
+        0.1, description="max transmit power; devices 20 dBm (paper_two_stage §8.3)"
+    )
+
+
+class EdgeHardwareConfig(HardwareTierConfig):
+    """Edge server: 5 GHz (paper_two_stage §8.3), 1 W transmit power for the downlink."""
+
+    f_max_hz: FloatOrRange = 5e9
+    p_max_w: FloatOrRange = 1.0
+
+
+class CloudHardwareConfig(HardwareTierConfig):
+    """Cloud server: a 20 GHz aggregate clock (several cores), 1 W transmit power toward attached devices."""
+
+    f_max_hz: FloatOrRange = 2e10
+    p_max_w: FloatOrRange = 1.0
+
+
+class HardwareConfig(Section):
+    """Per-tier hardware; defaults from paper_two_stage.md §8.3 (devices 1 GHz, 0.1 W; servers 5 GHz)."""
+
+    device: HardwareTierConfig = HardwareTierConfig()
+    edge: EdgeHardwareConfig = EdgeHardwareConfig()
+    cloud: CloudHardwareConfig = CloudHardwareConfig()
+
+
+class ChannelConfig(Section):
+    """Wireless device links (path loss, fading, Shannon rate) and wired server backhaul."""
+
+    bandwidth_hz: PositiveFloat = Field(1e6, description="per server, split equally over its devices")
+    noise_psd_dbm_per_hz: float = -174.0
+    path_loss_a_db: float = 128.1
+    path_loss_b_db: float = 37.6
+    distance_m: FloatOrRange = (50.0, 250.0)
+    device_to_cloud_distance_m: FloatOrRange = (200.0, 500.0)
+    fading: Literal["none", "rayleigh"] = "none"
+    backhaul_rate_bps: PositiveFloat = Field(1e8, description="wired edge -> cloud links")
+    include_downlink: bool = Field(True, description="charge the model broadcast to devices")
+
+
+class ModelConfig(Section):
+    """Architecture from the registry plus its keyword options (e.g. hidden: [128] for mlp)."""
+
+    name: str = "mlp"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LocalTrainConfig(Section):
+    """Local SGD on a device: either `epochs` passes or `steps` mini-batch steps."""
+
+    lr: PositiveFloat = 0.05
+    batch_size: PositiveInt = 16
+    epochs: PositiveInt | None = 1
+    steps: PositiveInt | None = None
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+
+    @model_validator(mode="after")
+    def _epochs_or_steps(self) -> LocalTrainConfig:
+        if self.steps is not None and self.epochs is not None:
+            # `steps` given explicitly wins; epochs is then unused. Keeps `--set local.steps=5` simple.
+            object.__setattr__(self, "epochs", None)
+        if self.steps is None and self.epochs is None:
+            raise ValueError("set either `epochs` or `steps`")
+        return self
+
+
+class FedAvgConfig(Section):
+    """FedAvg (McMahan et al. 2017): devices train locally, the cloud averages weighted by data size."""
+
+    name: Literal["fedavg"] = "fedavg"
+    rounds: PositiveInt = 30
+    clients_per_round: PositiveInt | Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="None = all devices; an int = that many; a float in (0, 1] = that share"
+    )
+    local: LocalTrainConfig = LocalTrainConfig()
+
+
+class HierFAVGConfig(Section):
+    """HierFAVG (Liu et al. 2020): kappa1 local steps per edge round, kappa2 edge rounds per cloud round."""
+
+    name: Literal["hierfavg"] = "hierfavg"
+    rounds: PositiveInt = Field(30, description="cloud rounds")
+    kappa1: PositiveInt = Field(10, description="local SGD steps between edge aggregations")
+    kappa2: PositiveInt = Field(2, description="edge aggregations between cloud aggregations")
+    local: LocalTrainConfig = LocalTrainConfig(epochs=None, steps=10)
+
+    @model_validator(mode="after")
+    def _steps_from_kappa1(self) -> HierFAVGConfig:
+        if self.local.steps != self.kappa1:
+            object.__setattr__(
+                self, "local", self.local.model_copy(update={"steps": self.kappa1, "epochs": None})
+            )
+        return self
+
+
+AlgorithmConfig = Annotated[FedAvgConfig | HierFAVGConfig, Field(discriminator="name")]
+
+
+class EvalConfig(Section):
+    """Test-set evaluation of the delivered model."""
+
+    every: PositiveInt = Field(1, description="evaluate every this many rounds (and always the last)")
+    batch_size: PositiveInt = 2048
+
+
+class OutputConfig(Section):
+    """Where and what a run writes."""
+
+    dir: str | None = Field(None, description="run directory; default runs/<name>-<seed>")
+    plots: bool = True
+    progress: bool | None = Field(None, description="None = show a progress bar only on a terminal")
+
+
+class RunConfig(Section):
+    """A whole experiment."""
+
+    name: str = "run"
+    seed: NonNegInt = 0
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="torch device; auto = cuda if available"
+    )
+    executor: Literal["auto", "serial"] = "auto"
+    data: DataConfig = DataConfig()
+    partition: PartitionConfig = PartitionConfig()
+    topology: TopologyConfig = TopologyConfig(devices=100)
+    hardware: HardwareConfig = HardwareConfig()
+    channel: ChannelConfig = ChannelConfig()
+    model: ModelConfig = ModelConfig()
+    algorithm: AlgorithmConfig = FedAvgConfig()
+    eval: EvalConfig = EvalConfig()
+    output: OutputConfig = OutputConfig()
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides and readable errors
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value (so numbers, lists, bools work)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} has no '='", hint="write overrides as --set key.path=value")
+    key, _, raw = item.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(
+            f"override {item!r} has an empty key", hint="write overrides as --set key.path=value"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    return path, value
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with every ``key.path=value`` override set (intermediate maps created)."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        path, value = parse_override(item)
+        node: dict[str, Any] = out
+        for i, key in enumerate(path[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                where = ".".join(path[: i + 1])
+                raise ConfigError(f"override {item!r}: `{where}` is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def _fields_at(loc: Sequence[Any]) -> tuple[str, list[str] | None]:
+    """Readable dotted path for a pydantic error location, and the allowed keys of its parent section."""
+    model: Any = RunConfig
+    parts: list[str] = []
+    allowed: list[str] | None = sorted(RunConfig.model_fields)
+    leaf = False
+    for item in loc:
+        if leaf and isinstance(item, str):
+            continue  # pydantic names the member of a scalar union (e.g. 'constrained-float'): not a key
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None or item not in fields:
+            # a discriminated-union tag (e.g. 'fedavg') or a key of a free-form dict
+            if fields is None or model is None:
+                parts.append(str(item))
+            elif _union_member(model, item) is not None:
+                model = _union_member(model, item)
+                allowed = sorted(model.model_fields)
+                continue
+            else:
+                parts.append(str(item))
+                allowed = sorted(fields)
+                model = None
+            continue
+        parts.append(item)
+        allowed = sorted(fields)
+        model = _section_type(fields[item].annotation)
+        leaf = model is None and not _is_mapping(fields[item].annotation)
+    return ".".join(parts) or "<top level>", allowed
+
+
+def _section_type(annotation: Any) -> Any:
+    """The Section class behind a field annotation (unwrapping Optional/Annotated), or a union marker."""
+    if isinstance(annotation, type) and issubclass(annotation, Section):
+        return annotation
+    members = [
+        m for m in getattr(annotation, "__args__", ()) if isinstance(m, type) and issubclass(m, Section)
+    ]
+    if len(members) == 1:
+        return members[0]
+    if members:
+        return _Union(members)
+    inner = getattr(annotation, "__origin__", None)
+    if inner is Annotated:  # pragma: no cover - pydantic strips Annotated from field annotations
+        return _section_type(annotation.__args__[0])
+    return None
+
+
+def _is_mapping(annotation: Any) -> bool:
+    """True for dict-typed fields, whose keys appear in error locations as real keys."""
+    text = str(annotation)
+    return text.startswith("dict") or "dict[" in text
+
+
+class _Union:
+    """Marker for a discriminated union of sections (the algorithm)."""
+
+    def __init__(self, members: list[type[Section]]) -> None:
+        self.members = members
+        self.model_fields: dict[str, Any] = {}
+
+
+def _union_member(model: Any, tag: str) -> type[Section] | None:
+    if isinstance(model, _Union):
+        for member in model.members:
+            field = member.model_fields.get("name")
+            if field is not None and field.default == tag:
+                return member
+    return None
+
+
+def algorithm_names() -> list[str]:
+    """Names accepted by ``algorithm.name``."""
+    return [
+        m.model_fields["name"].default
+        for m in _section_type(RunConfig.model_fields["algorithm"].annotation).members
+    ]
+
+
+def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
+    """Turn a pydantic ValidationError into one ConfigError listing each bad key path and how to fix it."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        path, allowed = _fields_at(err["loc"])
+        if path in seen:
+            continue  # one message per key: a scalar union reports each member's complaint
+        seen.add(path)
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = f"`{path}` is not a known key"
+            if allowed:
+                msg += f"; allowed here: {', '.join(allowed)}"
+        elif kind == "union_tag_invalid":
+            msg = f"`{path}.name` is {err['input'].get('name')!r}; allowed: {', '.join(algorithm_names())}"
+        elif kind == "union_tag_not_found":
+            msg = f"`{path}` needs a `name`; allowed: {', '.join(algorithm_names())}"
+        else:
+            shown = err.get("input")
+            got = "" if isinstance(shown, dict) else f" (got {shown!r})"
+            msg = f"`{path}`: {err['msg']}{got}"
+        lines.append(msg)
+    return ConfigError(
+        f"invalid configuration in {source}:\n  - " + "\n  - ".join(lines),
+        hint="correct the keys above in the YAML file or the --set overrides",
+    )
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load``; a missing file or non-mapping is a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(
+            f"config file {p} does not exist",
+            hint="pass the path of a YAML file, e.g. configs/fedavg-digits.yaml",
+        )
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must hold a mapping of sections, found {type(data).__name__}")
+    return data
+
+
+def build_config(data: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> RunConfig:
+    """Validate a raw mapping (plus overrides) into a RunConfig or raise a readable ConfigError."""
+    merged = apply_overrides(data, overrides)
+    algo = merged.get("algorithm")
+    if isinstance(algo, dict) and "name" not in algo:
+        merged["algorithm"] = {"name": "fedavg", **algo}
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source) from None
+    except (TypeError, ValueError) as exc:  # validators on odd inputs (e.g. unhashable keys)
+        raise ConfigError(f"invalid configuration in {source}: {exc}") from None
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
+    """Read, override and validate a YAML config file."""
+    return build_config(read_yaml(path), overrides, source=str(path))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as YAML (tuples as lists), loadable again by :func:`load_config`."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

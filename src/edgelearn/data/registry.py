@@ -1,0 +1,85 @@
+"""One entry point, ``load_dataset(name, ...)``, mapping dataset names and options to their loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgelearn.data.builtin import load_digits_bundle, load_synthetic_bundle
+from edgelearn.data.cifar import load_cifar10_bundle, load_cifar100_bundle
+from edgelearn.data.dataset import DatasetBundle
+from edgelearn.data.idx import load_idx_bundle
+from edgelearn.errors import DataError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """How to load one named dataset: a loader taking (data_dir, seed, **options) and its option names."""
+
+    loader: Callable[..., DatasetBundle]
+    options: tuple[str, ...]
+    uses_data_dir: bool
+
+
+def _digits(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_digits_bundle(seed, **opts)
+
+
+def _synthetic(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_synthetic_bundle(seed, **opts)
+
+
+def _mnist(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_idx_bundle("mnist", data_dir)
+
+
+def _fashion(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_idx_bundle("fashion_mnist", data_dir)
+
+
+def _cifar10(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_cifar10_bundle(data_dir)
+
+
+def _cifar100(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    return load_cifar100_bundle(data_dir, **opts)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_digits, ("test_fraction",), uses_data_dir=False),
+    "synthetic": DatasetSpec(
+        _synthetic,
+        ("num_train", "num_test", "num_classes", "input_shape", "class_sep", "noise"),
+        uses_data_dir=False,
+    ),
+    "mnist": DatasetSpec(_mnist, (), uses_data_dir=True),
+    "fashion_mnist": DatasetSpec(_fashion, (), uses_data_dir=True),
+    "cifar10": DatasetSpec(_cifar10, (), uses_data_dir=True),
+    "cifar100": DatasetSpec(_cifar100, ("label_mode",), uses_data_dir=True),
+}
+
+
+def load_dataset(
+    name: str, *, data_dir: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any
+) -> DatasetBundle:
+    """Load dataset ``name`` as a normalized train/test bundle.
+
+    ``seed`` drives the digits split and synthetic generation (file datasets are fixed); ``data_dir`` is
+    ignored by digits and synthetic. Options set to None mean "use the loader's default".
+    """
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise DataError(f"unknown dataset {name!r}", hint=f"data.name must be one of: {', '.join(DATASETS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    unknown = sorted(set(given) - set(spec.options))
+    if unknown:
+        allowed = ", ".join(spec.options) if spec.options else "none"
+        raise DataError(
+            f"dataset {name!r} does not take option(s) {', '.join(unknown)}",
+            hint=f"options for {name}: {allowed}",
+        )
+    path = Path(data_dir).expanduser() if (data_dir is not None and spec.uses_data_dir) else None
+    return spec.loader(path, int(seed), **given)

@@ -1,0 +1,26 @@
+"""Training engine: cohorts of same-architecture models handed to an executor (serial, vmap, ray)."""
+
+from edgelearn.engine.batches import batch_schedule
+from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.device import resolve_device
+from edgelearn.engine.evaluate import evaluate_state
+from edgelearn.engine.executor import Executor, make_executor
+from edgelearn.engine.serial import SerialExecutor
+from edgelearn.engine.state import StateDict, WeightedMean, average_states, clone_state
+
+__all__ = [
+    "ClientData",
+    "Cohort",
+    "CohortResult",
+    "Executor",
+    "LocalSpec",
+    "SerialExecutor",
+    "StateDict",
+    "WeightedMean",
+    "average_states",
+    "batch_schedule",
+    "clone_state",
+    "evaluate_state",
+    "make_executor",
+    "resolve_device",
+]

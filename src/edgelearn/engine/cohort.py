@@ -1,0 +1,94 @@
+"""What an algorithm hands an executor: same-architecture clients, their data and where they start."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgelearn.engine.state import StateDict
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's local samples, already on the compute device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+
+@dataclass(frozen=True)
+class LocalSpec:
+    """Local SGD for this call: ``epochs`` passes or ``steps`` mini-batch steps per client."""
+
+    lr: float
+    batch_size: int
+    epochs: int | None = 1
+    steps: int | None = None
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class Cohort:
+    """Clients sharing one architecture, trained in one executor call.
+
+    ``starts[start_of[i]]`` is client i's initial state; its final state is folded into the weighted mean of
+    group ``group_of[i]`` with weight ``weights[i]``. FedAvg uses one start and one group; HierFAVG one per
+    edge; algorithms that keep a model per device set ``keep_states`` (and usually one start per client).
+    ``batch_sizes`` overrides the spec's batch size per client (two-stage plans); ``seeds`` fix each
+    client's batch order so every executor draws the same batches.
+    """
+
+    model_fn: Callable[[], nn.Module]
+    arch_key: str
+    data: Sequence[ClientData]
+    starts: Sequence[StateDict]
+    start_of: np.ndarray
+    group_of: np.ndarray
+    num_groups: int
+    weights: np.ndarray
+    seeds: np.ndarray
+    batch_sizes: np.ndarray | None = None
+    keep_states: bool = False
+    client_ids: np.ndarray | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        n = len(self.data)
+        for name in ("start_of", "group_of", "weights", "seeds"):
+            arr = np.asarray(getattr(self, name))
+            if arr.shape != (n,):
+                raise ValueError(f"Cohort.{name} must have one entry per client ({n}), got shape {arr.shape}")
+            setattr(self, name, arr)
+        if self.batch_sizes is not None:
+            self.batch_sizes = np.asarray(self.batch_sizes)
+            if self.batch_sizes.shape != (n,):
+                raise ValueError("Cohort.batch_sizes must have one entry per client")
+        if n and (self.group_of.min() < 0 or self.group_of.max() >= self.num_groups):
+            raise ValueError("Cohort.group_of must index groups 0..num_groups-1")
+        if n and (self.start_of.min() < 0 or self.start_of.max() >= len(self.starts)):
+            raise ValueError("Cohort.start_of must index Cohort.starts")
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batch_size_of(self, i: int, spec: LocalSpec) -> int:
+        """Client i's batch size: the per-client override or the spec's."""
+        return int(self.batch_sizes[i]) if self.batch_sizes is not None else spec.batch_size
+
+
+@dataclass
+class CohortResult:
+    """What came back: per-group weighted means, optional per-client states, and per-client work done."""
+
+    group_states: list[StateDict | None]
+    client_states: list[StateDict] | None
+    samples: np.ndarray  # samples processed per client (forward+backward), for FLOP accounting
+    steps: np.ndarray  # SGD steps per client
+    train_loss: np.ndarray  # mean training loss per client (nan for clients without data)

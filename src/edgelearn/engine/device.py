@@ -1,0 +1,18 @@
+"""Resolve the ``device: auto|cpu|cuda`` setting to a torch.device (nothing else hard-codes one)."""
+
+from __future__ import annotations
+
+import torch
+
+from edgelearn.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device is 'cuda' but no CUDA GPU is available", hint="set device: auto or cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda")
+    return torch.device(name)

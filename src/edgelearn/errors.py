@@ -1,0 +1,26 @@
+"""Errors users can act on. Each one maps to exit code 2 at the CLI and carries a fix-it hint."""
+
+from __future__ import annotations
+
+
+class EdgelearnError(Exception):
+    """Bad input the user can fix (config, data file, budget); the CLI prints it and exits with code 2."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  How to fix: {hint}")
+
+
+class ConfigError(EdgelearnError):
+    """A configuration key or value is invalid."""
+
+
+class DataError(EdgelearnError):
+    """A dataset file is missing, truncated or not in the expected format, or a partition is impossible."""
+
+
+class BudgetError(EdgelearnError):
+    """A resource budget cannot be met."""

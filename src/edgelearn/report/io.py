@@ -1,0 +1,170 @@
+"""Reading and writing a run directory's files: metrics.jsonl, summary.json, crash-safe writes.
+
+A run directory is created by ``edgelearn run``; this module is the only place that knows its file names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from edgelearn.errors import DataError
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+
+# Keys of a metrics record that, when present, must hold a plain number (NaN allowed: a diverged loss).
+NUMERIC_METRIC_KEYS = ("loss", "energy_j", "delay_s", "bytes_up", "bytes_down", "wall_s", "train_loss")
+TIER_ACCURACY_KEY = "accuracy_by_tier"
+
+_RUN_DIR_HINT = (
+    "pass a run directory created by `edgelearn run` (it holds config.yaml, metrics.jsonl, summary.json)"
+)
+
+PathLike = str | os.PathLike[str]
+
+
+def is_number(value: object) -> bool:
+    """True for int/float values that JSON can carry, excluding bools (which are ints to Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _run_file(run_dir: PathLike, name: str) -> Path:
+    """The path of ``name`` inside ``run_dir``, raising DataError if the directory or the file is missing."""
+    directory = Path(run_dir)
+    if not directory.is_dir():
+        raise DataError(
+            f"run directory {str(directory)!r} does not exist or is not a directory", hint=_RUN_DIR_HINT
+        )
+    path = directory / name
+    if not path.is_file():
+        raise DataError(f"{name} not found in run directory {str(directory)!r}", hint=_RUN_DIR_HINT)
+    return path
+
+
+def _validate_metrics_record(record: object, path: Path, lineno: int) -> dict[str, Any]:
+    """Check one decoded metrics line: an object with an int ``round`` >= 1 and ``accuracy`` in [0, 1]."""
+    where = f"{path}, line {lineno}"
+    if not isinstance(record, dict):
+        raise DataError(
+            f"{where}: expected a JSON object per line, got {type(record).__name__}",
+            hint='each line of metrics.jsonl must be one object like {"round": 1, "accuracy": 0.5, ...}',
+        )
+    for key in ("round", "accuracy"):
+        if key not in record:
+            raise DataError(f"{where}: required key {key!r} is missing", hint="fix or delete that line")
+    rnd = record["round"]
+    if not isinstance(rnd, int) or isinstance(rnd, bool) or rnd < 1:
+        raise DataError(
+            f"{where}: 'round' must be an integer >= 1, got {rnd!r}", hint="fix or delete that line"
+        )
+    acc = record["accuracy"]
+    if not is_number(acc) or not math.isfinite(acc) or not 0.0 <= acc <= 1.0:
+        raise DataError(
+            f"{where}: 'accuracy' must be a number in [0, 1], got {acc!r}",
+            hint="accuracy is a fraction, not a percentage; fix or delete that line",
+        )
+    for key in NUMERIC_METRIC_KEYS:
+        if key in record and record[key] is not None and not is_number(record[key]):
+            raise DataError(
+                f"{where}: {key!r} must be a number, got {record[key]!r}", hint="fix or delete that line"
+            )
+    by_tier = record.get(TIER_ACCURACY_KEY)
+    if by_tier is not None:
+        if not isinstance(by_tier, dict) or not all(is_number(v) for v in by_tier.values()):
+            raise DataError(
+                f"{where}: {TIER_ACCURACY_KEY!r} must map tier names to numbers, got {by_tier!r}",
+                hint="fix or delete that line",
+            )
+    return record
+
+
+def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
+    """All per-round records of ``run_dir/metrics.jsonl`` in file order; blank lines are skipped.
+
+    Extra keys are kept; malformed JSON or a missing/invalid ``round``/``accuracy`` raises DataError with
+    the file and 1-based line number.
+    """
+    path = _run_file(run_dir, METRICS_FILE)
+    records: list[dict[str, Any]] = []
+    with path.open("r", encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(
+                    f"{path}, line {lineno}: malformed JSON ({exc.msg} at column {exc.colno})",
+                    hint="the line may be truncated by an interrupted run; fix or delete that line",
+                ) from None
+            records.append(_validate_metrics_record(record, path, lineno))
+    return records
+
+
+def read_summary(run_dir: PathLike) -> dict[str, Any]:
+    """The decoded ``run_dir/summary.json`` object; DataError if missing, malformed or not an object."""
+    path = _run_file(run_dir, SUMMARY_FILE)
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path}: malformed JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})",
+            hint="summary.json is rewritten at the end of a run; re-run or resume the run to regenerate it",
+        ) from None
+    if not isinstance(summary, dict):
+        raise DataError(
+            f"{path}: expected a JSON object, got {type(summary).__name__}",
+            hint="summary.json is rewritten at the end of a run; re-run or resume the run to regenerate it",
+        )
+    return summary
+
+
+def _json_default(obj: object) -> Any:
+    """Serialize numpy scalars/arrays and paths, which runners naturally produce, without importing numpy."""
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON so readers see the old file or the new one, never a torn one.
+
+    Writes a temp file in the same directory, flushes and fsyncs it, then ``os.replace``s it over ``path``.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=indent, default=_json_default)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def append_jsonl(path: PathLike, record: Mapping[str, Any], *, fsync: bool = True) -> None:
+    """Append ``record`` as one compact JSON line, flushed and (by default) fsynced to survive a crash."""
+    line = json.dumps(dict(record), separators=(",", ":"), default=_json_default)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("a", encoding="utf-8") as handle:
+        handle.write(line + "\n")
+        handle.flush()
+        if fsync:
+            os.fsync(handle.fileno())

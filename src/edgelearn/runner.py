@@ -1,0 +1,206 @@
+"""Build everything a config describes, run the rounds, and write the run directory.
+
+The library entry point: ``run(cfg)`` is what ``edgelearn run`` calls, and what tests and notebooks call.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgelearn.algorithms import RunContext, make_algorithm
+from edgelearn.config import RunConfig, dump_config
+from edgelearn.data import load_dataset, partition, partition_stats
+from edgelearn.engine import ClientData, make_executor, resolve_device
+from edgelearn.models import build_model, model_info
+from edgelearn.report.io import append_jsonl, write_json_atomic
+from edgelearn.report.progress import progress_bar
+from edgelearn.seeding import Seeds
+from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
+
+
+def build_topology(cfg: RunConfig) -> Topology:
+    """The tree from the ``topology`` section (flat, edges x devices, or an explicit nested tree)."""
+    t = cfg.topology
+    if t.tree is not None:
+        return Topology.from_spec(t.tree)
+    if t.edges > 0:
+        return Topology.hierarchical(t.edges, t.devices_per_edge, cloud_devices=t.cloud_devices)
+    return Topology.flat(int(t.devices))
+
+
+def build_system(cfg: RunConfig, topology: Topology, seeds: Seeds) -> SystemModel:
+    """Hardware per tier, channel and ledger over the tree."""
+    hw = cfg.hardware
+    specs = {
+        Tier.DEVICE: HardwareSpec(**hw.device.model_dump()),
+        Tier.EDGE: HardwareSpec(**hw.edge.model_dump()),
+        Tier.CLOUD: HardwareSpec(**hw.cloud.model_dump()),
+    }
+    ch = cfg.channel.model_dump()
+    ch.pop("include_downlink")
+    return SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
+
+
+def build_context(cfg: RunConfig) -> RunContext:
+    """Load data, split it over the devices, and build the tree, physics, executor and model."""
+    seeds = Seeds(cfg.seed)
+    device = resolve_device(cfg.device)
+    d = cfg.data
+    options: dict[str, Any] = {}
+    if d.dataset == "digits":
+        options["test_fraction"] = d.test_fraction
+    elif d.dataset == "synthetic":
+        options.update(
+            num_train=d.num_train, num_test=d.num_test, num_classes=d.num_classes, input_shape=d.input_shape
+        )
+    elif d.dataset == "cifar100":
+        options["label_mode"] = d.label_mode
+    bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
+    topology = build_topology(cfg)
+    p = cfg.partition
+    method_options = {
+        "iid": {},
+        "dirichlet": {"alpha": p.alpha, "min_size": p.min_size},
+        "shards": {"shards_per_device": p.shards_per_device},
+    }[p.method]
+    parts = partition(
+        p.method, bundle.train.y, topology.num_devices, seeds.rng("partition"), **method_options
+    )
+    train_x = torch.as_tensor(bundle.train.x, device=device)
+    train_y = torch.as_tensor(bundle.train.y, device=device)
+    client_data = []
+    for idx in parts:
+        index = torch.as_tensor(idx, device=device)
+        client_data.append(ClientData(train_x[index], train_y[index]))
+    shape = tuple(bundle.input_shape)
+    options_m = dict(cfg.model.options)
+
+    def model_fn() -> torch.nn.Module:
+        return build_model(cfg.model.name, shape, bundle.num_classes, **options_m)
+
+    info = model_info(model_fn(), shape, name=cfg.model.name)
+    return RunContext(
+        cfg=cfg,
+        seeds=seeds,
+        device=device,
+        bundle=bundle,
+        test_x=torch.as_tensor(bundle.test.x, device=device),
+        test_y=torch.as_tensor(bundle.test.y, device=device),
+        parts=parts,
+        client_data=client_data,
+        topology=topology,
+        system=build_system(cfg, topology, seeds),
+        executor=make_executor(cfg.executor, device),
+        model_fn=model_fn,
+        arch_key=f"{cfg.model.name}:{shape}:{bundle.num_classes}:{sorted(options_m.items())}",
+        info=info,
+    )
+
+
+def default_run_dir(cfg: RunConfig) -> Path:
+    """``runs/<name>-s<seed>`` under the current directory."""
+    return Path("runs") / f"{cfg.name}-s{cfg.seed}"
+
+
+def _ledger_figures(totals: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "energy_j": float(totals["energy_j"]),
+        "delay_s": float(totals["delay_s"]),
+        "bytes_up": int(totals["bytes_up"]),
+        "bytes_down": int(totals["bytes_down"]),
+    }
+
+
+def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None) -> dict[str, Any]:
+    """Run one experiment end to end and return its summary (also written to ``summary.json``)."""
+    started = time.perf_counter()
+    out = Path(out_dir or cfg.output.dir or default_run_dir(cfg))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)
+
+    ctx = build_context(cfg)
+    algo = make_algorithm(ctx)
+    algo.init()
+    rounds = algo.rounds
+    last: dict[str, Any] = {}
+    best = 0.0
+    show = cfg.output.progress if progress is None else progress
+    with progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar:
+        for r in range(1, rounds + 1):
+            stats = algo.run_round(r)
+            fields: dict[str, Any] = {}
+            if r % cfg.eval.every == 0 or r == rounds:
+                ev = algo.evaluate()
+                best = max(best, ev["accuracy"])
+                last = {
+                    "round": r,
+                    **ev,
+                    **_ledger_figures(ctx.system.ledger.totals()),
+                    "wall_s": time.perf_counter() - started,
+                    **stats,
+                }
+                append_jsonl(metrics_path, _jsonable(last))
+                fields = {"acc": f"{ev['accuracy']:.3f}", "energy": f"{last['energy_j']:.3g} J"}
+            bar.advance(1, **fields)
+
+    totals = ctx.system.ledger.totals()
+    summary: dict[str, Any] = {
+        "algorithm": cfg.algorithm.name,
+        "dataset": cfg.data.dataset,
+        "seed": cfg.seed,
+        "rounds": rounds,
+        "final_accuracy": last.get("accuracy"),
+        "final_loss": last.get("loss"),
+        "best_accuracy": best,
+        **_ledger_figures(totals),
+        "wall_s": time.perf_counter() - started,
+        "by_tier": totals["by_tier"],
+        "by_kind": {"compute_j": float(totals["compute_j"]), "transmit_j": float(totals["transmit_j"])},
+        "by_phase": totals.get("by_phase", {}),
+        "flops": float(totals["flops"]),
+        "model": {
+            "name": cfg.model.name,
+            "params": ctx.info.params,
+            "param_bytes": ctx.info.param_bytes,
+            "flops_train_per_sample": ctx.info.flops_train,
+        },
+        "topology": {
+            "devices": ctx.topology.num_devices,
+            "edges": len(ctx.topology.edges),
+        },
+        "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
+        "executor": ctx.executor.name,
+        "device": str(ctx.device),
+        "data_source": ctx.bundle.source,
+    }
+    summary = _jsonable(summary)
+    write_json_atomic(out / "summary.json", summary)
+    if cfg.output.plots:
+        from edgelearn.report.plots import plot_run
+
+        summary["plots"] = [str(p) for p in plot_run(out)]
+    summary["run_dir"] = str(out)
+    return summary
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy scalars/arrays nested in dicts and lists into plain JSON types."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+__all__ = ["build_context", "build_system", "build_topology", "default_run_dir", "run"]

@@ -1,0 +1,234 @@
+"""``SystemModel``: the facade algorithms use to charge compute and transmissions to the ledger and clock.
+
+Algorithms never compute physics themselves: they say "node i ran F FLOPs" or "node i sent B bytes to its
+parent", and the system model turns that into seconds and joules (paper_two_stage.md §3.2-3.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgelearn.errors import ConfigError
+from edgelearn.seeding import Seeds
+from edgelearn.system.channel import Channel, ChannelSpec
+from edgelearn.system.costs import (
+    BITS_PER_BYTE,
+    compute_cycles,
+    compute_delay,
+    compute_energy,
+    transmit_delay,
+    transmit_energy,
+)
+from edgelearn.system.hardware import HardwareProfile, HardwareSpec, profile_arrays, sample_profiles
+from edgelearn.system.ledger import Ledger, VirtualClock
+from edgelearn.system.topology import Tier, Topology
+
+NodeIds = int | Sequence[int] | np.ndarray
+Values = float | Sequence[float] | np.ndarray
+
+LIMIT_RTOL = 1e-12
+"""Relative slack when checking a requested frequency/power against its limit (float round-off only)."""
+
+DISTANCE_STREAM = 0
+FADING_STREAM = 1
+"""Sub-keys of the ``"channel"`` seed purpose: distances are drawn once, fading once per round."""
+
+
+class SystemModel:
+    """Topology + per-node hardware + channel + ledger + virtual clock, behind a few vectorized calls.
+
+    Usage per synchronous round: ``begin_round(r)``, then ``transmit``/``compute`` calls in causal order
+    (batches are vectorized), then ``end_round()`` returns the round's delay.
+    """
+
+    def __init__(
+        self,
+        topology: Topology,
+        profiles: Sequence[HardwareProfile],
+        channel: Channel,
+        ledger: Ledger | None = None,
+        clock: VirtualClock | None = None,
+    ) -> None:
+        if len(profiles) != topology.num_nodes:
+            raise ConfigError(f"system: {len(profiles)} hardware profiles for {topology.num_nodes} nodes")
+        self.topology = topology
+        self.profiles = list(profiles)
+        self.channel = channel
+        self.ledger = ledger if ledger is not None else Ledger([n.tier for n in topology.nodes])
+        self.clock = clock if clock is not None else VirtualClock(topology.num_nodes)
+        arrays = profile_arrays(self.profiles)
+        for arr in arrays.values():
+            arr.flags.writeable = False
+        self.f_max_hz = arrays["f_max_hz"]
+        """Read-only per-node CPU limit (Hz), indexed by node id."""
+        self.kappa = arrays["kappa"]
+        self.cycles_per_flop = arrays["cycles_per_flop"]
+        self.p_max_w = arrays["p_max_w"]
+        self.round = 0
+        self._round_start = 0.0
+
+    @classmethod
+    def build(
+        cls,
+        topology: Topology,
+        hardware_specs: Mapping[Tier | str, HardwareSpec] | None,
+        channel_spec: ChannelSpec | None,
+        seeds: Seeds,
+    ) -> SystemModel:
+        """Sample hardware (seed purpose ``"hardware"``) and the channel (purpose ``"channel"``); wire up."""
+        profiles = sample_profiles(topology, hardware_specs, seeds.rng("hardware"))
+        channel = Channel(
+            topology,
+            channel_spec if channel_spec is not None else ChannelSpec(),
+            rng=seeds.rng("channel", DISTANCE_STREAM),
+            rng_factory=lambda r: seeds.rng("channel", FADING_STREAM, r),
+        )
+        return cls(topology, profiles, channel)
+
+    # ------------------------------------------------------------------ rounds
+    def begin_round(self, round_: int) -> None:
+        """Start synchronous round ``round_`` (>= 0): all nodes wait for the slowest (clock barrier)."""
+        if isinstance(round_, bool) or not isinstance(round_, (int, np.integer)) or round_ < 0:
+            raise ValueError(f"round must be an integer >= 0, got {round_!r}")
+        self.clock.sync()
+        self.round = int(round_)
+        self._round_start = self.clock.now
+
+    def end_round(self) -> float:
+        """Delay of the current round: virtual time from ``begin_round`` to the last event's end."""
+        return self.clock.now - self._round_start
+
+    @property
+    def now(self) -> float:
+        """Virtual time since the start of the run (seconds)."""
+        return self.clock.now
+
+    # ------------------------------------------------------------------ events
+    def _ids(self, nodes: NodeIds, what: str) -> np.ndarray:
+        ids = np.asarray(nodes)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"{what}: node ids must be integers, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.topology.num_nodes):
+            raise ValueError(f"{what}: node ids must lie in 0..{self.topology.num_nodes - 1}")
+        return ids
+
+    @staticmethod
+    def _check_limit(value: np.ndarray, limit: np.ndarray, ids: np.ndarray, what: str, field: str) -> None:
+        bad = ~((value > 0) & (value <= limit * (1 + LIMIT_RTOL)))
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise ConfigError(
+                f"system.{what}: {field}={float(value[i])!r} for node {int(ids[i])} is outside "
+                f"(0, {float(limit[i])!r}]",
+                hint=f"request a {field} above 0 and at most the node's limit (hardware profile)",
+            )
+
+    def compute(
+        self, nodes: NodeIds, flops: Values, *, freq_hz: Values | None = None, phase: str = "train"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Charge ``flops`` of work on each node at ``freq_hz`` (default: the node's f_max).
+
+        Returns (seconds, joules) shaped like the broadcast inputs; repeated nodes run back to back.
+        """
+        ids, work = np.broadcast_arrays(self._ids(nodes, "compute"), np.asarray(flops, dtype=np.float64))
+        shape = ids.shape
+        ids, work = ids.ravel(), work.ravel()
+        if np.any(~np.isfinite(work) | (work < 0)):
+            raise ValueError("compute: flops must be finite and >= 0")
+        if freq_hz is None:
+            freq = self.f_max_hz[ids]
+        else:
+            freq = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), shape).ravel()
+            self._check_limit(freq, self.f_max_hz[ids], ids, "compute", "freq_hz")
+        cycles = np.asarray(compute_cycles(work, self.cycles_per_flop[ids]))
+        seconds = np.asarray(compute_delay(cycles, freq))
+        joules = np.asarray(compute_energy(self.kappa[ids], cycles, freq))
+        start, end = self.clock.compute(ids, seconds)
+        self.ledger.record_compute(
+            round=self.round, node=ids, flops=work, seconds=seconds, joules=joules,
+            t_start=start, t_end=end, phase=phase,
+        )  # fmt: skip
+        return seconds.reshape(shape), joules.reshape(shape)
+
+    def transmit(
+        self,
+        src: NodeIds,
+        dst: NodeIds,
+        nbytes: Values,
+        *,
+        power_w: Values | None = None,
+        phase: str = "train",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Send ``nbytes`` over each parent-child link ``src -> dst`` (either direction) in the current round.
+
+        Power defaults to the sender's p_max; the rate comes from the channel (symmetric: the downlink uses
+        the child's link at the parent's power); energy is charged to the sender. A batch is concurrent.
+        Returns (seconds, joules) shaped like the broadcast inputs.
+        """
+        s, d, size = np.broadcast_arrays(
+            self._ids(src, "transmit"), self._ids(dst, "transmit"), np.asarray(nbytes, dtype=np.float64)
+        )
+        shape = s.shape
+        s, d, size = s.ravel(), d.ravel(), size.ravel()
+        if np.any(~np.isfinite(size) | (size < 0)):
+            raise ValueError("transmit: nbytes must be finite and >= 0")
+        parents = self.topology.parent_array
+        up = parents[s] == d
+        down = parents[d] == s
+        if np.any(~(up | down)):
+            i = int(np.flatnonzero(~(up | down))[0])
+            raise ValueError(f"transmit: nodes {int(s[i])} -> {int(d[i])} are not a parent-child link")
+        if power_w is None:
+            power = self.p_max_w[s]
+        else:
+            power = np.broadcast_to(np.asarray(power_w, dtype=np.float64), shape).ravel()
+            self._check_limit(power, self.p_max_w[s], s, "transmit", "power_w")
+        link = np.where(up, s, d)
+        rate = np.asarray(self.channel.rate(link, self.round, power), dtype=np.float64)
+        seconds = np.asarray(transmit_delay(BITS_PER_BYTE * size, rate), dtype=np.float64)
+        joules = np.asarray(transmit_energy(power, seconds), dtype=np.float64)
+        start, end = self.clock.transmit(s, d, seconds)
+        self.ledger.record_transmit(
+            round=self.round, src=s, dst=d, direction=np.where(up, "up", "down"), nbytes=size,
+            seconds=seconds, joules=joules, t_start=start, t_end=end, phase=phase,
+        )  # fmt: skip
+        return seconds.reshape(shape), joules.reshape(shape)
+
+    # ------------------------------------------------------------------ helpers
+    def uplink_rate(self, nodes: NodeIds, power_w: Values | None = None) -> np.ndarray | float:
+        """Bit/s of each node's link to its parent in the current round at ``power_w`` (default p_max)."""
+        ids = self._ids(nodes, "uplink_rate")
+        power = self.p_max_w[ids] if power_w is None else power_w
+        return self.channel.rate(ids, self.round, power)
+
+    def reparent(self, node: int, new_parent: int) -> None:
+        """Move ``node`` under ``new_parent`` and refresh the channel's bandwidth shares and distances."""
+        self.topology.reparent(node, new_parent)
+        self.channel.refresh()
+
+    def totals(self) -> dict[str, Any]:
+        """Shortcut for ``ledger.totals()``."""
+        return self.ledger.totals()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Checkpointable state: ledger, clock, current round and the (possibly reparented) tree."""
+        return {
+            "round": self.round,
+            "round_start": self._round_start,
+            "clock": self.clock.state_dict(),
+            "ledger": self.ledger.state_dict(),
+            "topology": self.topology.to_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore ``state_dict`` output into a model built from the same config and seed."""
+        self.topology.load_dict(state["topology"])
+        self.channel.refresh()
+        self.clock.load_state_dict(state["clock"])
+        self.ledger.load_state_dict(state["ledger"])
+        self.round = int(state["round"])
+        self._round_start = float(state["round_start"])

@@ -1,0 +1,89 @@
+"""CLI: exit codes, overrides, and readable errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgelearn", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=300,
+    )
+
+
+def test_run_and_report(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = _cli(
+        "run",
+        "configs/fedavg-digits.yaml",
+        "--set",
+        "algorithm.rounds=2",
+        "--set",
+        "topology.devices=10",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 3 and summary["rounds"] == 2
+    proc = _cli("report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "Final accuracy" in proc.stdout + proc.stderr
+
+
+def test_bad_config_key_exits_2_naming_the_key(tmp_path: Path) -> None:
+    proc = _cli("run", "configs/fedavg-digits.yaml", "--set", "algorithm.local.lr=-1", "--out", str(tmp_path))
+    assert proc.returncode == 2
+    assert "algorithm.local.lr" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_config_and_bad_data_dir_exit_2(tmp_path: Path) -> None:
+    proc = _cli("run", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
+    proc = _cli(
+        "run",
+        "configs/fedavg-digits.yaml",
+        "--set",
+        "data.dataset=mnist",
+        "--set",
+        f"data.data_dir={tmp_path}",
+        "--out",
+        str(tmp_path / "r"),
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(tmp_path) in proc.stderr
+
+
+def test_impossible_partition_exits_2(tmp_path: Path) -> None:
+    proc = _cli(
+        "run",
+        "configs/fedavg-digits.yaml",
+        "--set",
+        "partition.min_size=500",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    )
+    assert proc.returncode == 2 and "min_size" in proc.stderr
+
+
+def test_report_on_missing_dir_exits_2(tmp_path: Path) -> None:
+    proc = _cli("report", str(tmp_path / "none"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_usage_error_exits_2() -> None:
+    assert _cli("run").returncode == 2
+    assert _cli("frobnicate").returncode == 2
