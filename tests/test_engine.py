@@ -174,3 +174,45 @@ def test_evaluate_state_by_hand() -> None:
     good = -np.log(np.exp(2) / (np.exp(2) + 1))
     bad = -np.log(1 / (np.exp(2) + 1))
     assert loss == pytest.approx((2 * good + bad) / 3, rel=1e-6)
+
+
+def test_custom_loss_sees_extra_tensors_and_prox_pulls_toward_start() -> None:
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in _model().state_dict().items()}
+    base = _clients([8])[0]
+    target = torch.randn(8, 3)
+    data = ClientData(base.x, base.y, extra={"target": target})
+    seen_keys: list[set] = []
+
+    def mse_to_target(apply, batch):  # noqa: ANN001, ANN202
+        seen_keys.append(set(batch))
+        return ((apply(batch["x"]) - batch["target"]) ** 2).mean()
+
+    def cohort() -> Cohort:
+        return Cohort(
+            model_fn=_model,
+            arch_key="lin",
+            data=[data],
+            starts=[start],
+            start_of=np.zeros(1, int),
+            group_of=np.zeros(1, int),
+            num_groups=1,
+            weights=np.ones(1),
+            seeds=np.array([5]),
+        )
+
+    ex = SerialExecutor(torch.device("cpu"))
+    free = ex.train(cohort(), LocalSpec(lr=0.2, batch_size=4, epochs=5, loss=mse_to_target)).group_states[0]
+    prox = ex.train(cohort(), LocalSpec(lr=0.2, batch_size=4, epochs=5, loss=mse_to_target, prox_mu=2.0))
+    assert seen_keys[0] == {"x", "y", "target"}
+
+    def dist(s: dict) -> float:
+        return float(sum(((s[k] - start[k]) ** 2).sum() for k in start))
+
+    assert dist(prox.group_states[0]) < dist(free)
+    # the trained model fits the targets better than the start did
+    m = _model()
+    m.load_state_dict(start)
+    before = float(((m(data.x) - target) ** 2).mean())
+    m.load_state_dict(free)
+    assert float(((m(data.x) - target) ** 2).mean()) < before

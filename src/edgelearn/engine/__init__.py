@@ -1,7 +1,7 @@
 """Training engine: cohorts of same-architecture models handed to an executor (serial, vmap, ray)."""
 
 from edgelearn.engine.batches import batch_schedule
-from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec, LossFn, cross_entropy_loss
 from edgelearn.engine.device import resolve_device
 from edgelearn.engine.evaluate import evaluate_state
 from edgelearn.engine.executor import Executor, make_executor
@@ -14,6 +14,8 @@ __all__ = [
     "CohortResult",
     "Executor",
     "LocalSpec",
+    "LossFn",
+    "cross_entropy_loss",
     "SerialExecutor",
     "StateDict",
     "WeightedMean",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgelearn.engine.state import StateDict
@@ -14,18 +15,44 @@ from edgelearn.engine.state import StateDict
 
 @dataclass(frozen=True)
 class ClientData:
-    """One client's local samples, already on the compute device."""
+    """One client's local samples, already on the compute device.
+
+    ``extra`` holds per-sample tensors aligned with ``x`` (first dimension = number of samples), such as
+    FedAgg's bridge samples and teacher logits; batches index them with the same indices as ``x``.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
+    extra: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The samples at ``index``: keys ``x``, ``y`` and every extra tensor."""
+        out = {"x": self.x[index], "y": self.y[index]}
+        out.update({k: v[index] for k, v in self.extra.items()})
+        return out
+
+
+# apply(inputs) -> logits of the model being trained; batch holds x, y and the client's extra tensors.
+LossFn = Callable[[Callable[[torch.Tensor], torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+def cross_entropy_loss(
+    apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
+    """The default local objective: mean cross-entropy of the model's logits on the batch."""
+    return F.cross_entropy(apply(batch["x"]), batch["y"])
+
 
 @dataclass(frozen=True)
 class LocalSpec:
-    """Local SGD for this call: ``epochs`` passes or ``steps`` mini-batch steps per client."""
+    """Local SGD for this call: ``epochs`` passes or ``steps`` mini-batch steps per client.
+
+    ``loss`` is the objective (pure torch ops only, so vectorized executors can run it under vmap);
+    ``prox_mu`` adds FedProx's (mu/2)||w - w_start||^2.
+    """
 
     lr: float
     batch_size: int
@@ -33,6 +60,8 @@ class LocalSpec:
     steps: int | None = None
     momentum: float = 0.0
     weight_decay: float = 0.0
+    loss: LossFn = cross_entropy_loss
+    prox_mu: float = 0.0
 
 
 @dataclass

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgelearn.engine.batches import batch_schedule
-from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec
+from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
 from edgelearn.engine.state import StateDict, WeightedMean, clone_state
 
 
@@ -46,7 +45,7 @@ class SerialExecutor:
                 epochs=spec.epochs,
                 steps=spec.steps,
             )
-            samples[i], steps[i], losses[i] = self._fit(module, data.x, data.y, batches, spec)
+            samples[i], steps[i], losses[i] = self._fit(module, data, batches, spec)
             state = module.state_dict()
             means[int(cohort.group_of[i])].add(state, float(cohort.weights[i]))
             if kept is not None:
@@ -59,23 +58,29 @@ class SerialExecutor:
 
     @staticmethod
     def _fit(
-        module: nn.Module, x: torch.Tensor, y: torch.Tensor, batches: list[np.ndarray], spec: LocalSpec
+        module: nn.Module, data: ClientData, batches: list[np.ndarray], spec: LocalSpec
     ) -> tuple[int, int, float]:
-        """Plain SGD (optional momentum / weight decay) over the given batches; returns work and mean loss."""
+        """SGD (momentum, weight decay, proximal term as set) over the batches; returns work and mean loss."""
         if not batches:
             return 0, 0, float("nan")
         module.train()
-        opt = torch.optim.SGD(
-            module.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
-        )
-        total_loss = torch.zeros((), device=x.device)
+        params = list(module.parameters())
+        opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        anchor = [p.detach().clone() for p in params] if spec.prox_mu > 0 else None
+        device = data.y.device
+        total_loss = torch.zeros((), device=device)
         seen = 0
         for idx in batches:
-            index = torch.as_tensor(idx, device=x.device)
-            loss = F.cross_entropy(module(x[index]), y[index])
+            loss = spec.loss(module, data.batch(torch.as_tensor(idx, device=device)))
+            objective = loss if anchor is None else loss + proximal_term(params, anchor, spec.prox_mu)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
             total_loss += loss.detach()
             seen += len(idx)
         return seen, len(batches), float(total_loss) / len(batches)
+
+
+def proximal_term(params: list[torch.Tensor], anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's (mu / 2) * ||w - w_start||^2 over all parameters."""
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
