@@ -186,7 +186,7 @@ def test_custom_loss_sees_extra_tensors_and_prox_pulls_toward_start() -> None:
 
     def mse_to_target(apply, batch):  # noqa: ANN001, ANN202
         seen_keys.append(set(batch))
-        return ((apply(batch["x"]) - batch["target"]) ** 2).mean()
+        return ((apply(batch["x"]) - batch["target"]) ** 2).mean(dim=1)
 
     def cohort() -> Cohort:
         return Cohort(

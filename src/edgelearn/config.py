@@ -187,6 +187,24 @@ class HierFAVGConfig(Section):
 AlgorithmConfig = Annotated[FedAvgConfig | HierFAVGConfig, Field(discriminator="name")]
 
 
+class EngineConfig(Section):
+    """Executor tuning: vectorization chunking and the Ray cluster."""
+
+    vmap_chunk: PositiveInt | None = Field(
+        None, description="vmap: most clients trained in lockstep at once (None = a size chosen from memory)"
+    )
+    ray_address: str | None = Field(
+        None, description="ray: address of an existing cluster (None = start a local one)"
+    )
+    ray_workers: PositiveInt | None = Field(
+        None, description="ray: number of worker actors (None = one per CPU)"
+    )
+    ray_chunk: PositiveInt | None = Field(
+        None, description="ray: clients per task (None = spread evenly over workers)"
+    )
+    ray_inner: Literal["serial", "vmap"] = Field("serial", description="ray: executor each worker runs")
+
+
 class EvalConfig(Section):
     """Test-set evaluation of the delivered model."""
 
@@ -210,7 +228,8 @@ class RunConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="torch device; auto = cuda if available"
     )
-    executor: Literal["auto", "serial"] = "auto"
+    executor: Literal["auto", "serial", "vmap", "ray"] = "auto"
+    engine: EngineConfig = EngineConfig()
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     topology: TopologyConfig = TopologyConfig(devices=100)

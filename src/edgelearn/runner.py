@@ -95,7 +95,7 @@ def build_context(cfg: RunConfig) -> RunContext:
         client_data=client_data,
         topology=topology,
         system=build_system(cfg, topology, seeds),
-        executor=make_executor(cfg.executor, device),
+        executor=make_executor(cfg.executor, device, cfg.engine),
         model_fn=model_fn,
         arch_key=f"{cfg.model.name}:{shape}:{bundle.num_classes}:{sorted(options_m.items())}",
         info=info,

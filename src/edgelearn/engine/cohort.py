@@ -36,14 +36,15 @@ class ClientData:
 
 
 # apply(inputs) -> logits of the model being trained; batch holds x, y and the client's extra tensors.
+# Returns the PER-SAMPLE loss, shape (batch,): executors average it (masking padded samples when vectorized).
 LossFn = Callable[[Callable[[torch.Tensor], torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 
 
 def cross_entropy_loss(
     apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The default local objective: mean cross-entropy of the model's logits on the batch."""
-    return F.cross_entropy(apply(batch["x"]), batch["y"])
+    """The default local objective: per-sample cross-entropy of the model's logits."""
+    return F.cross_entropy(apply(batch["x"]), batch["y"], reduction="none")
 
 
 @dataclass(frozen=True)

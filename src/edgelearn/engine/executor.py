@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -21,13 +21,39 @@ class Executor(Protocol):
         ...
 
 
-EXECUTORS = ("auto", "serial")
+EXECUTORS = ("auto", "serial", "vmap", "ray")
 
 
-def make_executor(name: str, device: torch.device) -> Executor:
-    """Build the executor named in the config (``auto`` resolves to the best available one)."""
-    from edgelearn.engine.serial import SerialExecutor
+def make_executor(name: str, device: torch.device, engine: Any = None) -> Executor:
+    """Build the executor named in the config; ``engine`` is the config's EngineConfig section (or None).
 
-    if name in ("auto", "serial"):
+    ``auto`` is resolved per cohort by :class:`edgelearn.engine.auto.AutoExecutor` where available.
+    """
+    options = engine.model_dump() if engine is not None else {}
+    if name == "serial":
+        from edgelearn.engine.serial import SerialExecutor
+
         return SerialExecutor(device)
+    if name == "vmap":
+        from edgelearn.engine.vmap import VmapExecutor
+
+        return VmapExecutor(device, chunk_size=options.get("vmap_chunk"))
+    if name == "ray":
+        from edgelearn.engine.ray_executor import RayExecutor
+
+        return RayExecutor(
+            device,
+            address=options.get("ray_address"),
+            num_workers=options.get("ray_workers"),
+            chunk_size=options.get("ray_chunk"),
+            inner=options.get("ray_inner", "serial"),
+        )
+    if name == "auto":
+        try:
+            from edgelearn.engine.auto import AutoExecutor
+        except ImportError:  # vectorized engine not available: serial is always correct
+            from edgelearn.engine.serial import SerialExecutor
+
+            return SerialExecutor(device)
+        return AutoExecutor(device, chunk_size=options.get("vmap_chunk"))
     raise ConfigError(f"executor {name!r} is not available", hint=f"use one of: {', '.join(EXECUTORS)}")

@@ -71,7 +71,7 @@ class SerialExecutor:
         total_loss = torch.zeros((), device=device)
         seen = 0
         for idx in batches:
-            loss = spec.loss(module, data.batch(torch.as_tensor(idx, device=device)))
+            loss = spec.loss(module, data.batch(torch.as_tensor(idx, device=device))).mean()
             objective = loss if anchor is None else loss + proximal_term(params, anchor, spec.prox_mu)
             opt.zero_grad(set_to_none=True)
             objective.backward()
