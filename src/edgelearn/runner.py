@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from edgelearn.algorithms import RunContext, make_algorithm
+from edgelearn.algorithms.registry import algorithm_class
 from edgelearn.config import RunConfig, dump_config
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.engine import ClientData, make_executor, resolve_device
@@ -61,6 +62,7 @@ def build_context(cfg: RunConfig) -> RunContext:
     elif d.dataset == "cifar100":
         options["label_mode"] = d.label_mode
     bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
+    bundle, extras = algorithm_class(cfg.algorithm.name).prepare_data(cfg, bundle, seeds)
     topology = build_topology(cfg)
     p = cfg.partition
     method_options = {
@@ -99,6 +101,7 @@ def build_context(cfg: RunConfig) -> RunContext:
         model_fn=model_fn,
         arch_key=f"{cfg.model.name}:{shape}:{bundle.num_classes}:{sorted(options_m.items())}",
         info=info,
+        extras=extras,
     )
 
 
@@ -158,6 +161,7 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | N
         "rounds": rounds,
         "final_accuracy": last.get("accuracy"),
         "final_loss": last.get("loss"),
+        **({"accuracy_by_tier": last["accuracy_by_tier"]} if "accuracy_by_tier" in last else {}),
         "best_accuracy": best,
         **_ledger_figures(totals),
         "wall_s": time.perf_counter() - started,

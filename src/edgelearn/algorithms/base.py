@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +37,7 @@ class RunContext:
     model_fn: Callable[[], nn.Module]
     arch_key: str
     info: ModelInfo
+    extras: dict[str, Any] = field(default_factory=dict)  # what an algorithm's prepare_data added
 
     def init_state(self) -> StateDict:
         """A freshly initialised model state, seeded from the run seed ('init' stream)."""
@@ -67,6 +68,7 @@ class RunContext:
     ) -> Cohort:
         """A cohort of device nodes weighted by local data size, with per-(round, node) batch seeds."""
         data = [self.client_data[self.ordinal(n)] for n in nodes]
+        kwargs.setdefault("weights", np.array([len(d) for d in data], dtype=np.float64))
         return Cohort(
             model_fn=self.model_fn,
             arch_key=self.arch_key,
@@ -75,7 +77,6 @@ class RunContext:
             start_of=np.asarray(start_of, dtype=np.int64),
             group_of=np.asarray(group_of, dtype=np.int64),
             num_groups=num_groups,
-            weights=np.array([len(d) for d in data], dtype=np.float64),
             seeds=self.client_seeds("train", round_, nodes),
             client_ids=np.asarray(nodes, dtype=np.int64),
             **kwargs,
@@ -103,6 +104,17 @@ class Algorithm(ABC):
 
     name: ClassVar[str]
 
+    @classmethod
+    def prepare_data(
+        cls, cfg: RunConfig, bundle: DatasetBundle, seeds: Seeds
+    ) -> tuple[DatasetBundle, dict[str, Any]]:
+        """Reshape the loaded dataset before it is partitioned (e.g. carve general vs task data).
+
+        Returns the bundle whose train split the devices share and whose test split measures accuracy, plus
+        extras stored on the RunContext. The default keeps the bundle as loaded.
+        """
+        return bundle, {}
+
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.cfg.algorithm
@@ -115,7 +127,7 @@ class Algorithm(ABC):
 
     @abstractmethod
     def init(self) -> None:
-        """Create the initial models."""
+        """Create the initial models (and charge any one-off setup, such as FedAgg's embeddings)."""
 
     @abstractmethod
     def run_round(self, round_: int) -> dict[str, Any]:

@@ -9,6 +9,11 @@ from edgelearn.algorithms.hierfavg import HierFAVG
 ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (FedAvg, HierFAVG)}
 
 
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The class registered under ``name``."""
+    return ALGORITHMS[name]
+
+
 def make_algorithm(ctx: RunContext) -> Algorithm:
     """The algorithm named in ``ctx.cfg.algorithm.name``."""
-    return ALGORITHMS[ctx.cfg.algorithm.name](ctx)
+    return algorithm_class(ctx.cfg.algorithm.name)(ctx)
