@@ -37,6 +37,9 @@ def run(
     out: OutOpt = None,
     seed: Annotated[int | None, typer.Option("--seed", help="override the run seed")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar or tables")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the run in --out from its newest good checkpoint")
+    ] = False,
 ) -> None:
     """Run one experiment from a YAML config and write its run directory."""
     from edgelearn.config import load_config
@@ -46,7 +49,7 @@ def run(
     if seed is not None:
         overrides.append(f"seed={seed}")
     cfg = load_config(config, overrides)
-    summary = run_experiment(cfg, out, progress=False if quiet else None)
+    summary = run_experiment(cfg, out, progress=False if quiet else None, resume=resume)
     if not quiet:
         _print_summary(summary)
 

@@ -218,6 +218,10 @@ class OutputConfig(Section):
     dir: str | None = Field(None, description="run directory; default runs/<name>-<seed>")
     plots: bool = True
     progress: bool | None = Field(None, description="None = show a progress bar only on a terminal")
+    checkpoint_every: NonNegInt = Field(
+        5, description="checkpoint every this many rounds (0 = only at the end)"
+    )
+    checkpoint_keep: PositiveInt = Field(2, description="newest checkpoints kept (older ones are deleted)")
 
 
 class RunConfig(Section):

@@ -24,3 +24,9 @@ class DataError(EdgelearnError):
 
 class BudgetError(EdgelearnError):
     """A resource budget cannot be met."""
+
+
+class DivergenceError(EdgelearnError):
+    """Training produced a NaN or infinite loss or weight; the message names the round, tier and node."""
+
+    exit_code = 1

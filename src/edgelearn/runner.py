@@ -5,23 +5,33 @@ The library entry point: ``run(cfg)`` is what ``edgelearn run`` calls, and what 
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 from edgelearn.algorithms import RunContext, make_algorithm
 from edgelearn.algorithms.registry import algorithm_class
-from edgelearn.config import RunConfig, dump_config
+from edgelearn.checkpoint import checkpoints, load_latest, save_checkpoint, write_atomic
+from edgelearn.config import RunConfig, build_config, dump_config
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.engine import ClientData, make_executor, resolve_device
+from edgelearn.errors import ConfigError, DivergenceError
 from edgelearn.models import build_model, model_info
 from edgelearn.report.io import append_jsonl, write_json_atomic
 from edgelearn.report.progress import progress_bar
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
+
+log = logging.getLogger(__name__)
+# Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
+_TEST_ROUND_SLEEP = float(os.environ.get("EDGELEARN_TEST_ROUND_SLEEP", "0") or 0)
 
 
 def build_topology(cfg: RunConfig) -> Topology:
@@ -119,38 +129,123 @@ def _ledger_figures(totals: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None) -> dict[str, Any]:
-    """Run one experiment end to end and return its summary (also written to ``summary.json``)."""
+def _check_resumable(cfg: RunConfig, out: Path) -> None:
+    """A resumed run must use the config it started with (output settings aside)."""
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(
+            f"cannot resume: {saved_path} does not exist",
+            hint="resume a run directory written by `edgelearn run`",
+        )
+    saved = build_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}, source=str(saved_path))
+    mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
+    if mine != theirs:
+        keys = sorted(k for k in mine if mine[k] != theirs.get(k))
+        raise ConfigError(
+            f"cannot resume {out}: the config differs from the one it was started with "
+            f"(sections: {', '.join(keys)})",
+            hint="resume with the same config and overrides, or start a new run directory",
+        )
+
+
+def _truncate_metrics(path: Path, last_round: int) -> None:
+    """Drop metrics lines after ``last_round`` (and a partial line a kill may have left)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if record.get("round", 0) > last_round:
+            break
+        kept.append(line)
+    write_atomic(path, "".join(f"{line}\n" for line in kept).encode())
+
+
+def run(
+    cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None, resume: bool = False
+) -> dict[str, Any]:
+    """Run one experiment end to end and return its summary (also written to ``summary.json``).
+
+    With ``resume``, continue from the newest good checkpoint in the run directory; the finished run's
+    ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields).
+    """
     started = time.perf_counter()
     out = Path(out_dir or cfg.output.dir or default_run_dir(cfg))
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    loaded = None
+    if resume:
+        _check_resumable(cfg, out)
+        loaded = load_latest(ckpt_dir)
+        if loaded is None:
+            log.warning("no usable checkpoint in %s: starting from round 1", ckpt_dir)
+    if loaded is None:
+        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+        metrics_path.unlink(missing_ok=True)
+        for _, old in checkpoints(ckpt_dir):
+            old.unlink()
+            old.with_suffix(".pt.sha256").unlink(missing_ok=True)
 
     ctx = build_context(cfg)
     algo = make_algorithm(ctx)
     algo.init()
     rounds = algo.rounds
-    last: dict[str, Any] = {}
-    best = 0.0
+    first, last, best, wall_before = 1, {}, 0.0, 0.0
+    if loaded is not None:
+        done, payload = loaded
+        algo.load_state_dict(payload["algorithm"])
+        ctx.system.load_state_dict(payload["system"])
+        first, last, best, wall_before = done + 1, payload["last"], payload["best"], payload["wall_s"]
+        _truncate_metrics(metrics_path, done)
+
+    def wall() -> float:
+        return wall_before + time.perf_counter() - started
+
+    def checkpoint(r: int) -> None:
+        payload = {
+            "algorithm": algo.state_dict(),
+            "system": ctx.system.state_dict(),
+            "last": last,
+            "best": best,
+            "wall_s": wall(),
+        }
+        save_checkpoint(ckpt_dir, r, payload, keep=cfg.output.checkpoint_keep)
+
     show = cfg.output.progress if progress is None else progress
+    every_ckpt = cfg.output.checkpoint_every
     with progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar:
-        for r in range(1, rounds + 1):
+        bar.advance(first - 1)
+        for r in range(first, rounds + 1):
             stats = algo.run_round(r)
+            if _TEST_ROUND_SLEEP:
+                time.sleep(_TEST_ROUND_SLEEP)
             fields: dict[str, Any] = {}
             if r % cfg.eval.every == 0 or r == rounds:
                 ev = algo.evaluate()
+                if not np.isfinite(ev["loss"]):
+                    raise DivergenceError(
+                        f"training diverged in round {r}: the delivered (cloud) model's test loss is "
+                        f"{ev['loss']}",
+                        hint="lower the learning rate; the last good checkpoint is kept (--resume)",
+                    )
                 best = max(best, ev["accuracy"])
-                last = {
-                    "round": r,
-                    **ev,
-                    **_ledger_figures(ctx.system.ledger.totals()),
-                    "wall_s": time.perf_counter() - started,
-                    **stats,
-                }
-                append_jsonl(metrics_path, _jsonable(last))
+                last = _jsonable(
+                    {
+                        "round": r,
+                        **ev,
+                        **_ledger_figures(ctx.system.ledger.totals()),
+                        "wall_s": wall(),
+                        **stats,
+                    }
+                )
+                append_jsonl(metrics_path, last)
                 fields = {"acc": f"{ev['accuracy']:.3f}", "energy": f"{last['energy_j']:.3g} J"}
+            if r == rounds or (every_ckpt and r % every_ckpt == 0):
+                checkpoint(r)
             bar.advance(1, **fields)
 
     totals = ctx.system.ledger.totals()
@@ -164,7 +259,7 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | N
         **({"accuracy_by_tier": last["accuracy_by_tier"]} if "accuracy_by_tier" in last else {}),
         "best_accuracy": best,
         **_ledger_figures(totals),
-        "wall_s": time.perf_counter() - started,
+        "wall_s": wall(),
         "by_tier": totals["by_tier"],
         "by_kind": {"compute_j": float(totals["compute_j"]), "transmit_j": float(totals["transmit_j"])},
         "by_phase": totals.get("by_phase", {}),
@@ -175,14 +270,12 @@ def run(cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | N
             "param_bytes": ctx.info.param_bytes,
             "flops_train_per_sample": ctx.info.flops_train,
         },
-        "topology": {
-            "devices": ctx.topology.num_devices,
-            "edges": len(ctx.topology.edges),
-        },
+        "topology": {"devices": ctx.topology.num_devices, "edges": len(ctx.topology.edges)},
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
         "executor": ctx.executor.name,
         "device": str(ctx.device),
         "data_source": ctx.bundle.source,
+        **algo.summary_extras(),
     }
     summary = _jsonable(summary)
     write_json_atomic(out / "summary.json", summary)

@@ -14,6 +14,7 @@ from torch import nn
 from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.engine import ClientData, Cohort, Executor, LocalSpec, StateDict, evaluate_state
+from edgelearn.errors import DivergenceError
 from edgelearn.models import ModelInfo
 from edgelearn.seeding import Seeds
 from edgelearn.system import SystemModel, Topology
@@ -83,6 +84,20 @@ class RunContext:
         )
 
 
+def _has_data(ctx: RunContext, nodes: Sequence[int]) -> np.ndarray:
+    return np.array([ctx.data_size(int(n)) > 0 for n in nodes], dtype=bool)
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_device(v, device) for v in obj]
+    return obj
+
+
 def local_spec(local: Any) -> LocalSpec:
     """LocalSpec from a LocalTrainConfig section."""
     return LocalSpec(
@@ -103,6 +118,8 @@ class Algorithm(ABC):
     """
 
     name: ClassVar[str]
+    # Attributes holding everything a checkpoint must restore (model states and the like).
+    checkpoint_attrs: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def prepare_data(
@@ -136,6 +153,31 @@ class Algorithm(ABC):
     @abstractmethod
     def delivered_state(self) -> StateDict:
         """The state of the model the algorithm delivers (the cloud's)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint stores for this algorithm: the attributes named in ``checkpoint_attrs``."""
+        return {name: getattr(self, name) for name in self.checkpoint_attrs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output after :meth:`init` (tensors are moved to the run's device)."""
+        for name in self.checkpoint_attrs:
+            setattr(self, name, _to_device(state[name], self.ctx.device))
+
+    def check_finite(self, losses: np.ndarray, nodes: Sequence[int], round_: int) -> None:
+        """Stop with a DivergenceError naming the round, tier and node whose training loss is NaN/inf."""
+        bad = np.flatnonzero(np.isinf(losses) | (np.isnan(losses) & _has_data(self.ctx, nodes)))
+        if len(bad):
+            node = int(nodes[int(bad[0])])
+            raise DivergenceError(
+                f"training diverged in round {round_}: tier {self.ctx.topology.tier(node).value}, "
+                f"node {node} "
+                f"({self.ctx.topology.nodes[node].name}) has a non-finite loss",
+                hint="lower the learning rate; the run directory keeps the last good checkpoint (--resume)",
+            )
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Algorithm-specific entries for summary.json (e.g. a two-stage plan's predictions)."""
+        return {}
 
     def evaluate(self) -> dict[str, Any]:
         """Test accuracy and loss of the delivered model."""

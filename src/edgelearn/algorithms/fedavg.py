@@ -18,6 +18,7 @@ class FedAvg(Algorithm):
     """Cloud-coordinated FedAvg with optional client sampling per round."""
 
     name = "fedavg"
+    checkpoint_attrs = ("global_state",)
 
     def init(self) -> None:
         """Initial global model; devices with no data never take part."""
@@ -48,6 +49,7 @@ class FedAvg(Algorithm):
             chosen, [self.global_state], np.zeros(len(chosen)), np.zeros(len(chosen)), 1, round_
         )
         result = ctx.executor.train(cohort, local_spec(self.cfg.local))
+        self.check_finite(result.train_loss, chosen, round_)
         system.compute(chosen, result.samples * float(ctx.info.flops_train), phase="train")
         send_up(system, chosen, nbytes, phase="upload")
         aggregate_cost(system, 0, len(chosen), ctx.info.params)

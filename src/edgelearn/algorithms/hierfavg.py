@@ -20,6 +20,7 @@ class HierFAVG(Algorithm):
     """Two-level averaging: device -> edge every kappa1 steps, edge -> cloud every kappa2 edge rounds."""
 
     name = "hierfavg"
+    checkpoint_attrs = ("cloud_state", "edge_states")
 
     def init(self) -> None:
         """Cloud model, one aggregation group per parent of a device (with data)."""
@@ -63,6 +64,7 @@ class HierFAVG(Algorithm):
                 (round_ - 1) * self.cfg.kappa2 + k,
             )
             result = ctx.executor.train(cohort, spec)
+            self.check_finite(result.train_loss, self.devices, round_)
             losses.append(np.nanmean(result.train_loss))
             system.compute(self.devices, result.samples * float(ctx.info.flops_train), phase="train")
             for head in self.heads:
