@@ -68,6 +68,48 @@ def demo(
 
 
 @app.command()
+def plan(
+    config: Annotated[Path, typer.Argument(help="a two-stage YAML config (configs/two_stage/...)")],
+    set_: SetOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the Plan and the baseline schemes as JSON")
+    ] = False,
+) -> None:
+    """Solve a two-stage config's resource plan (rounds, batches, clocks, powers) without training."""
+    import json
+
+    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.config import load_config
+
+    report_ = plan_report(load_config(config, list(set_ or [])))
+    if as_json:
+        print(json.dumps(report_, indent=2))
+        return
+    from rich.table import Table
+
+    from edgelearn.report.progress import get_console
+
+    table = Table(title=f"Two-stage plans on the same budgets ({report_['devices']} devices)")
+    for col in ("scheme", "M", "N", "energy J", "delay s", "bound", "feasible"):
+        table.add_column(col, justify="right" if col != "scheme" else "left")
+    rows = {"optimized": report_, **report_["schemes"]}
+    for name, p in rows.items():
+        fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
+        table.add_row(
+            name,
+            str(p["M"]),
+            str(p["N"]),
+            fmt(p["energy_j"]),
+            fmt(p["delay_s"]),
+            fmt(p["bound"]),
+            "yes" if p["feasible"] else "no",
+        )
+    console = get_console()
+    console.print(table)
+    console.print(f"shift: {report_['shift']}")
+
+
+@app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `edgelearn run`")],
 ) -> None:

@@ -184,7 +184,53 @@ class HierFAVGConfig(Section):
         return self
 
 
-AlgorithmConfig = Annotated[FedAvgConfig | HierFAVGConfig, Field(discriminator="name")]
+class ShiftConfig(Section):
+    """How the server's general data and the devices' task data differ (data/shift.py)."""
+
+    kind: Literal["label", "rotation", "noise"] = "rotation"
+    level: float = Field(0.3, ge=0, le=1, description="0 = same distribution, 1 = strongest shift")
+    general_fraction: float = Field(0.5, gt=0, lt=1, description="share of the train split on the server")
+    w1_samples: PositiveInt = Field(500, description="subsample size of the exact Wasserstein-1 estimate")
+
+
+class BudgetConfig(Section):
+    """Total budgets over both stages (paper_two_stage.md §5)."""
+
+    energy_j: PositiveFloat = 20.0
+    delay_s: PositiveFloat = 60.0
+
+
+class TwoStageConfig(Section):
+    """Two-stage edge learning: plan rounds, batches, clocks and powers, then execute the plan."""
+
+    name: Literal["two_stage"] = "two_stage"
+    scheme: Literal[
+        "optimized", "finetune_only", "pretrain_only", "fixed_ratio", "no_optimization", "separate"
+    ] = Field("optimized", description="the joint design or one of the baseline schemes (spec §8.5)")
+    shift: ShiftConfig = ShiftConfig()
+    budget: BudgetConfig = BudgetConfig()
+    eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
+    eta_ft: PositiveFloat = Field(0.05, description="fine-tuning step size (spec §8.3)")
+    bound: Literal["A", "B", "C"] = Field("A", description="convergence bound form (spec §4)")
+    method: Literal["convex", "sca"] = Field(
+        "convex", description="inner solver: exact convex (6.3) or SCA (6.2)"
+    )
+    max_batch_pre: PositiveInt = Field(5000, description="cap on the pre-training batch (spec §8.3)")
+    max_batch_ft: PositiveInt = Field(1000, description="cap on a device's batch (spec §8.3; also |D_k|)")
+    max_ft_rounds: PositiveInt = Field(
+        500,
+        description="most fine-tuning rounds searched (keep small with fading: one program per N)",
+    )
+    constants_seed: NonNegInt = Field(0, description="seed of the bound-constant estimators")
+    pretrain_log_points: PositiveInt = Field(
+        20, description="pre-training steps are run and logged in at most this many chunks (runner rounds)"
+    )
+    grad_norm_samples: NonNegInt = Field(
+        512, description="task samples for the measured squared gradient norm per evaluation (0 = off)"
+    )
+
+
+AlgorithmConfig = Annotated[FedAvgConfig | HierFAVGConfig | TwoStageConfig, Field(discriminator="name")]
 
 
 class EngineConfig(Section):
@@ -203,6 +249,9 @@ class EngineConfig(Section):
         None, description="ray: clients per task (None = spread evenly over workers)"
     )
     ray_inner: Literal["serial", "vmap"] = Field("serial", description="ray: executor each worker runs")
+    torch_threads: PositiveInt | None = Field(
+        None, description="torch intra-op threads in this process (None = torch's default: one per core)"
+    )
 
 
 class EvalConfig(Section):
@@ -219,7 +268,7 @@ class OutputConfig(Section):
     plots: bool = True
     progress: bool | None = Field(None, description="None = show a progress bar only on a terminal")
     checkpoint_every: NonNegInt = Field(
-        5, description="checkpoint every this many rounds (0 = only at the end)"
+        10, description="checkpoint every this many rounds (0 = only at the end)"
     )
     checkpoint_keep: PositiveInt = Field(2, description="newest checkpoints kept (older ones are deleted)")
 

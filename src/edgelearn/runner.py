@@ -61,6 +61,8 @@ def build_context(cfg: RunConfig) -> RunContext:
     """Load data, split it over the devices, and build the tree, physics, executor and model."""
     seeds = Seeds(cfg.seed)
     device = resolve_device(cfg.device)
+    if cfg.engine.torch_threads is not None:
+        torch.set_num_threads(cfg.engine.torch_threads)
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "digits":
@@ -91,9 +93,10 @@ def build_context(cfg: RunConfig) -> RunContext:
         client_data.append(ClientData(train_x[index], train_y[index]))
     shape = tuple(bundle.input_shape)
     options_m = dict(cfg.model.options)
+    name, num_classes = cfg.model.name, bundle.num_classes
 
-    def model_fn() -> torch.nn.Module:
-        return build_model(cfg.model.name, shape, bundle.num_classes, **options_m)
+    def model_fn() -> torch.nn.Module:  # captures only small values: it travels to Ray workers
+        return build_model(name, shape, num_classes, **options_m)
 
     info = model_info(model_fn(), shape, name=cfg.model.name)
     return RunContext(
@@ -191,6 +194,25 @@ def run(
             old.with_suffix(".pt.sha256").unlink(missing_ok=True)
 
     ctx = build_context(cfg)
+    try:
+        return _run(cfg, ctx, out, loaded, started, progress)
+    finally:
+        shutdown = getattr(ctx.executor, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+
+
+def _run(
+    cfg: RunConfig,
+    ctx: RunContext,
+    out: Path,
+    loaded: tuple[int, dict[str, Any]] | None,
+    started: float,
+    progress: bool | None,
+) -> dict[str, Any]:
+    """The round loop of :func:`run` (checkpoints, metrics, summary, plots)."""
+    ckpt_dir = out / "checkpoints"
+    metrics_path = out / "metrics.jsonl"
     algo = make_algorithm(ctx)
     algo.init()
     rounds = algo.rounds

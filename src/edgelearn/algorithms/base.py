@@ -13,7 +13,7 @@ from torch import nn
 
 from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
-from edgelearn.engine import ClientData, Cohort, Executor, LocalSpec, StateDict, evaluate_state
+from edgelearn.engine import ClientData, Cohort, CohortResult, Executor, LocalSpec, StateDict, evaluate_state
 from edgelearn.errors import DivergenceError
 from edgelearn.models import ModelInfo
 from edgelearn.seeding import Seeds
@@ -82,10 +82,6 @@ class RunContext:
             client_ids=np.asarray(nodes, dtype=np.int64),
             **kwargs,
         )
-
-
-def _has_data(ctx: RunContext, nodes: Sequence[int]) -> np.ndarray:
-    return np.array([ctx.data_size(int(n)) > 0 for n in nodes], dtype=bool)
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -163,9 +159,12 @@ class Algorithm(ABC):
         for name in self.checkpoint_attrs:
             setattr(self, name, _to_device(state[name], self.ctx.device))
 
-    def check_finite(self, losses: np.ndarray, nodes: Sequence[int], round_: int) -> None:
-        """Stop with a DivergenceError naming the round, tier and node whose training loss is NaN/inf."""
-        bad = np.flatnonzero(np.isinf(losses) | (np.isnan(losses) & _has_data(self.ctx, nodes)))
+    def check_finite(self, result: CohortResult, nodes: Sequence[int], round_: int) -> None:
+        """Stop with a DivergenceError naming the round, tier and node whose training loss is NaN/inf.
+
+        Clients that trained on no sample report NaN by convention and are not flagged.
+        """
+        bad = np.flatnonzero(~np.isfinite(result.train_loss) & (result.samples > 0))
         if len(bad):
             node = int(nodes[int(bad[0])])
             raise DivergenceError(

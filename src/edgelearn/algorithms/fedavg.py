@@ -49,7 +49,7 @@ class FedAvg(Algorithm):
             chosen, [self.global_state], np.zeros(len(chosen)), np.zeros(len(chosen)), 1, round_
         )
         result = ctx.executor.train(cohort, local_spec(self.cfg.local))
-        self.check_finite(result.train_loss, chosen, round_)
+        self.check_finite(result, chosen, round_)
         system.compute(chosen, result.samples * float(ctx.info.flops_train), phase="train")
         send_up(system, chosen, nbytes, phase="upload")
         aggregate_cost(system, 0, len(chosen), ctx.info.params)

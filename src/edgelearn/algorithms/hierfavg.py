@@ -64,7 +64,7 @@ class HierFAVG(Algorithm):
                 (round_ - 1) * self.cfg.kappa2 + k,
             )
             result = ctx.executor.train(cohort, spec)
-            self.check_finite(result.train_loss, self.devices, round_)
+            self.check_finite(result, self.devices, round_)
             losses.append(np.nanmean(result.train_loss))
             system.compute(self.devices, result.samples * float(ctx.info.flops_train), phase="train")
             for head in self.heads:

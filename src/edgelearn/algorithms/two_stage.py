@@ -1,0 +1,309 @@
+"""Two-stage edge learning with joint resource management (Lyu et al., arXiv 2404.00836; spec
+``paper_two_stage.md``).
+
+The edge server pre-trains on its stored general data (M rounds of centralised SGD with batch D~ at clock
+f~), then the devices fine-tune by federated edge learning (N rounds; each device takes one gradient on a
+batch of B_k samples at clock f_k and uploads it at power p_k; the server averages weighted by batch size).
+``edgelearn.planning`` chooses all of these under energy and delay budgets; this module executes the Plan for
+real and charges every computation and upload to the ledger with the planned clocks and powers, so the
+measured energy and delay can be set beside the prediction.
+
+Ledger rounds: every pre-training step is recorded as system round 0 (the server alone works; no channel is
+used), fine-tuning round n as system round n, so per-round channel gains (fading) are the ones planned for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edgelearn.algorithms.base import Algorithm
+from edgelearn.config import RunConfig
+from edgelearn.data import DatasetBundle
+from edgelearn.data.shift import make_shift, wasserstein1
+from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
+from edgelearn.errors import ConfigError
+from edgelearn.seeding import Seeds
+
+
+class TwoStage(Algorithm):
+    """Execute a two-stage Plan: M server SGD steps on general data, then N FEEL rounds on task data."""
+
+    name = "two_stage"
+    checkpoint_attrs = ("state",)
+
+    @classmethod
+    def prepare_data(
+        cls, cfg: RunConfig, bundle: DatasetBundle, seeds: Seeds
+    ) -> tuple[DatasetBundle, dict[str, Any]]:
+        """Carve the server's general set and the shifted task sets; estimate their Wasserstein-1 distance."""
+        sh = cfg.algorithm.shift
+        shifted = make_shift(
+            bundle, sh.kind, sh.level, seeds.rng("shift"), general_fraction=sh.general_fraction
+        )
+        task = DatasetBundle(
+            name=bundle.name,
+            train=shifted.task_train,
+            test=shifted.task_test,
+            num_classes=bundle.num_classes,
+            input_shape=bundle.input_shape,
+            classes=bundle.classes,
+            source=f"{bundle.source}; task side: {sh.kind} shift at level {sh.level}",
+            mean=bundle.mean,
+            std=bundle.std,
+        )
+        w1 = wasserstein1(shifted.general, shifted.task_train, seeds.rng("shift", 1), samples=sh.w1_samples)
+        return task, {"general": shifted.general, "w1": w1}
+
+    # ------------------------------------------------------------------------------------------------
+    def init(self) -> None:
+        """Estimate the bound constants, build the planning problem from the system model, and plan."""
+        self.setup()
+        self.plan = self.make_plan(self.cfg.scheme)
+        if not self.plan.feasible:
+            raise ConfigError(
+                f"scheme {self.cfg.scheme!r} has no feasible plan on these budgets: {self.plan.status}",
+                hint="raise budget.energy_j / budget.delay_s, or pick another algorithm.scheme",
+            )
+
+    def make_plan(self, scheme: str) -> Any:
+        """Solve the planning problem for ``scheme`` ("optimized" or a baseline); needs :meth:`setup`."""
+        from edgelearn.planning import SearchOptions, solve
+        from edgelearn.planning.baselines import (
+            finetune_only,
+            fixed_ratio,
+            no_optimization,
+            pretrain_only,
+            separate_design,
+        )
+
+        cfg = self.cfg
+        kw: dict[str, Any] = {
+            "bound": cfg.bound,
+            "method": cfg.method,
+            "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds),
+        }
+        schemes = {
+            "optimized": lambda: solve(self.problem, **kw),
+            "finetune_only": lambda: finetune_only(self.problem, **kw),
+            "pretrain_only": lambda: pretrain_only(self.problem, **kw),
+            "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
+            "no_optimization": lambda: no_optimization(self.problem, bound=cfg.bound),
+            "separate": lambda: separate_design(self.problem, **kw),
+        }
+        return schemes[scheme]()
+
+    def setup(self) -> None:
+        """Everything before planning: server, general data, initial model, bound constants, the problem."""
+        from edgelearn.planning import TwoStageProblem, estimate_constants
+
+        ctx, cfg = self.ctx, self.cfg
+        if ctx.cfg.channel.include_downlink:
+            raise ConfigError(
+                "two_stage neglects the model broadcast, as its system model does (paper_two_stage.md §3.3)",
+                hint="set channel.include_downlink: false",
+            )
+        topo = ctx.topology
+        self.devices = np.array(topo.devices, dtype=np.int64)
+        parents = {topo.parent(int(d)) for d in self.devices}
+        if len(parents) != 1:
+            raise ConfigError(
+                "two_stage needs one edge server with all devices under it (found devices under "
+                f"{len(parents)} different parents)",
+                hint="use topology.devices: K (devices under one server) or topology.edges: 1",
+            )
+        self.server = parents.pop()
+        general = ctx.extras["general"]
+        self.general = ClientData(
+            torch.as_tensor(general.x, device=ctx.device), torch.as_tensor(general.y, device=ctx.device)
+        )
+        self.state: StateDict = ctx.init_state()
+        model = ctx.model_fn().to(ctx.device)
+        model.load_state_dict(self.state)
+        task_x = torch.cat([d.x for d in ctx.client_data])
+        task_y = torch.cat([d.y for d in ctx.client_data])
+        self.task_sample = self._subsample(task_x, task_y)
+        self.constants = estimate_constants(
+            model, (task_x, task_y), (self.general.x, self.general.y), seed=cfg.constants_seed
+        )
+        self.problem = self._problem(TwoStageProblem, self.constants)
+
+    def _problem(self, problem_cls: Any, constants: Any) -> Any:
+        """The planner's view of this run: hardware and channels from the system model, data, budgets."""
+        ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
+        dev, s = self.devices, self.server
+        flops = float(ctx.info.flops_train)
+        fading = ctx.cfg.channel.fading != "none"
+        rounds = np.arange(1, cfg.max_ft_rounds + 1)
+        gain = (
+            np.stack([system.channel.gain(dev, int(r)) for r in rounds])
+            if fading
+            else system.channel.gain(dev, 1)
+        )
+        return problem_cls.from_arrays(
+            f_max_server=float(system.f_max_hz[s]),
+            kappa_server=float(system.kappa[s]),
+            cycles_per_sample_server=flops * float(system.cycles_per_flop[s]),
+            general_size=len(self.general),
+            eta_pre=cfg.eta_pre,
+            f_max=system.f_max_hz[dev],
+            kappa=system.kappa[dev],
+            cycles_per_sample=flops * system.cycles_per_flop[dev],
+            p_max=system.p_max_w[dev],
+            bandwidth=system.channel.bandwidth(dev),
+            gain=gain,
+            data_sizes=np.array([ctx.data_size(int(d)) for d in dev], dtype=np.float64),
+            noise_psd=10 ** (ctx.cfg.channel.noise_psd_dbm_per_hz / 10) / 1000,
+            payload_bits=8.0 * ctx.info.param_bytes,
+            eta_ft=cfg.eta_ft,
+            energy_j=cfg.budget.energy_j,
+            delay_s=cfg.budget.delay_s,
+            constants=constants,
+            max_batch_pre=cfg.max_batch_pre,
+            max_batch_ft=cfg.max_batch_ft,
+        )
+
+    def _subsample(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = min(self.cfg.grad_norm_samples, len(y))
+        idx = torch.as_tensor(self.ctx.seeds.rng("grad_norm").choice(len(y), size=n, replace=False))
+        return x[idx.to(x.device)], y[idx.to(y.device)]
+
+    @property
+    def pretrain_rounds(self) -> int:
+        """Runner rounds spent pre-training: M server steps in at most ``pretrain_log_points`` chunks."""
+        return -(-self.plan.M // self.pretrain_chunk) if self.plan.M else 0
+
+    @property
+    def pretrain_chunk(self) -> int:
+        """Server SGD steps per runner round of the pre-training stage."""
+        return max(1, -(-self.plan.M // self.cfg.pretrain_log_points))
+
+    @property
+    def rounds(self) -> int:
+        """Pre-training chunks plus N fine-tuning rounds."""
+        return self.pretrain_rounds + int(self.plan.N)
+
+    def run_round(self, round_: int) -> dict[str, Any]:
+        """A chunk of pre-training steps (first rounds) or one FEEL round."""
+        if round_ <= self.pretrain_rounds:
+            return self._pretrain_steps(round_)
+        return self._finetune_round(round_ - self.pretrain_rounds - 1)
+
+    def _train(
+        self, data: list[ClientData], batches: np.ndarray, lr: float, seeds: np.ndarray, steps: int = 1
+    ) -> Any:
+        cohort = Cohort(
+            model_fn=self.ctx.model_fn,
+            arch_key=self.ctx.arch_key,
+            data=data,
+            starts=[self.state],
+            start_of=np.zeros(len(data), dtype=np.int64),
+            group_of=np.zeros(len(data), dtype=np.int64),
+            num_groups=1,
+            weights=batches.astype(np.float64),  # aggregation weighted by batch size (spec §3.1)
+            seeds=seeds,
+            batch_sizes=batches,
+        )
+        spec = LocalSpec(lr=lr, batch_size=int(batches.max()), epochs=None, steps=steps)
+        return self.ctx.executor.train(cohort, spec)
+
+    def _pretrain_steps(self, round_: int) -> dict[str, Any]:
+        """Server SGD steps ``(round_-1)*chunk+1 .. min(round_*chunk, M)`` on the general data."""
+        system, plan = self.ctx.system, self.plan
+        steps = min(self.pretrain_chunk, plan.M - (round_ - 1) * self.pretrain_chunk)
+        system.begin_round(0)
+        seeds = self.ctx.client_seeds("pretrain", round_, [self.server])
+        result = self._train([self.general], np.array([plan.batch_pre]), self.cfg.eta_pre, seeds, steps=steps)
+        self.check_finite(result, [self.server], round_)
+        self.state = result.group_states[0]
+        flops = float(result.samples[0]) * self.ctx.info.flops_train
+        system.compute(self.server, flops, freq_hz=plan.f_server, phase="pretrain")
+        system.end_round()
+        return {
+            "stage": "pretrain",
+            "pretrain_steps": int(result.steps[0]),
+            "train_loss": float(result.train_loss[0]),
+        }
+
+    def _finetune_round(self, n: int) -> dict[str, Any]:
+        ctx, system = self.ctx, self.ctx.system
+        batches, freqs, powers = self.plan.round_allocation(n)
+        batches = np.asarray(batches, dtype=np.int64)
+        system.begin_round(n + 1)
+        data = [ctx.client_data[ctx.ordinal(int(d))] for d in self.devices]
+        result = self._train(data, batches, self.cfg.eta_ft, ctx.client_seeds("train", n + 1, self.devices))
+        self.check_finite(result, self.devices, self.plan.M + n + 1)
+        self.state = result.group_states[0]
+        system.compute(self.devices, batches * float(ctx.info.flops_train), freq_hz=freqs, phase="finetune")
+        system.transmit(
+            self.devices,
+            np.full(len(self.devices), self.server),
+            ctx.info.param_bytes,
+            power_w=powers,
+            phase="upload",
+        )
+        system.end_round()
+        return {"stage": "finetune", "train_loss": float(np.average(result.train_loss, weights=batches))}
+
+    def delivered_state(self) -> StateDict:
+        """The current model: pre-trained so far, then fine-tuned."""
+        return self.state
+
+    def evaluate(self) -> dict[str, Any]:
+        """Task test accuracy and loss, plus the measured squared gradient norm of the task loss (E7)."""
+        out = super().evaluate()
+        if self.cfg.grad_norm_samples:
+            out["grad_norm_sq"] = self._grad_norm_sq()
+        return out
+
+    def _grad_norm_sq(self) -> float:
+        module = self._eval_module
+        assert module is not None  # set by evaluate()
+        module.load_state_dict(self.state)
+        module.eval()
+        x, y = self.task_sample
+        params = [p for p in module.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(F.cross_entropy(module(x), y), params)
+        return float(sum((g.double() ** 2).sum() for g in grads))
+
+    def summary_extras(self) -> dict[str, Any]:
+        """The plan, its predicted energy/delay beside the ledger's, the shift and the bound constants."""
+        totals = self.ctx.system.ledger.totals()
+        plan = self.plan
+        return {
+            "scheme": self.cfg.scheme,
+            "plan": plan.to_json(),
+            "predicted": {"energy_j": plan.energy_j, "delay_s": plan.delay_s},
+            "measured": {"energy_j": float(totals["energy_j"]), "delay_s": float(totals["delay_s"])},
+            "shift": {**self.cfg.shift.model_dump(), "w1": float(self.ctx.extras["w1"])},
+            "constants": {k: v for k, v in vars(self.constants).items()},
+        }
+
+
+SCHEME_NAMES = ("optimized", "finetune_only", "pretrain_only", "fixed_ratio", "no_optimization", "separate")
+
+
+def plan_report(cfg: RunConfig) -> dict[str, Any]:
+    """Solve a two-stage config without training: the optimized Plan's JSON plus every baseline scheme's.
+
+    Raises BudgetError (naming the smallest feasible budgets) when the budgets admit no plan.
+    """
+    from edgelearn.runner import build_context
+
+    if cfg.algorithm.name != "two_stage":
+        raise ConfigError(
+            f"`edgelearn plan` needs algorithm.name: two_stage, got {cfg.algorithm.name!r}",
+            hint="use a config under configs/two_stage/",
+        )
+    algo = TwoStage(build_context(cfg))
+    algo.setup()
+    best = algo.make_plan("optimized")
+    report = best.to_json()
+    report["schemes"] = {s: algo.make_plan(s).to_json() for s in SCHEME_NAMES if s != "optimized"}
+    report["constants"] = dict(vars(algo.constants))
+    report["shift"] = {**cfg.algorithm.shift.model_dump(), "w1": float(algo.ctx.extras["w1"])}
+    report["devices"] = int(len(algo.devices))
+    return report

@@ -1,0 +1,282 @@
+"""Convergence bounds of two-stage edge learning as pluggable objectives (paper_two_stage.md §4, §5).
+
+A bound maps (M, N, the two inverse-batch sums, the constants, the step sizes) to a number the planner
+minimises. The planner only ever calls :meth:`Bound.value`, and relies on one structural property that all
+three forms below have: for fixed (M, N) the value is affine and non-decreasing in the two inverse-batch
+sums ``S_pre = sum_m 1/D~^(m)`` and ``S_ft = sum_n 1/sum_k B~_k^(n)``. :func:`affine_parts` recovers that
+affine structure (the "J decomposition" of spec §5) by evaluation, so a user-written bound needs no extra
+methods.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Protocol, runtime_checkable
+
+from edgelearn.errors import ConfigError
+
+AFFINE_CHECK_POINT = (2.0, 3.0)
+"""(S_pre, S_ft) at which :func:`affine_parts` checks that a bound is really affine in the two sums."""
+
+AFFINE_CHECK_RTOL = 1e-6
+"""Relative tolerance of that affinity check."""
+
+CONDITION_NUMBER_DEFAULT = 100.0
+"""L / mu for form B's Polyak-Lojasiewicz constant mu. A guess [G]: the spec has no PL constant; 100 keeps
+pre-training useful for a few hundred rounds at eta = 0.05, L ~ 1-10."""
+
+
+@dataclass(frozen=True)
+class BoundConstants:
+    """Problem constants of the bound: smoothness L, per-sample gradient variances of the task and general
+    distributions, initial gap Delta = F(w~0) - F*, gradient mismatch delta = sup ||grad F - grad F~||, and
+    (form C only) the loss gap sup |F - F~|."""
+
+    L: float
+    sigma2_task: float
+    sigma2_general: float
+    Delta: float
+    delta: float
+    loss_gap: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "loss_gap" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"BoundConstants.{f.name}: got {value!r}; need a finite number")
+            if value < 0 or (f.name == "L" and value <= 0):
+                need = "> 0" if f.name == "L" else ">= 0"
+                raise ConfigError(
+                    f"BoundConstants.{f.name}: got {value!r}; need {need}",
+                    hint="estimate the constants with edgelearn.planning.estimate_constants",
+                )
+            object.__setattr__(self, f.name, float(value))
+
+    def to_dict(self) -> dict[str, float | None]:
+        """Plain dict (JSON-ready), e.g. to cache the estimate in a run directory."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, float | None]) -> BoundConstants:
+        """Inverse of :meth:`to_dict`; unknown keys raise ConfigError."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise ConfigError(f"BoundConstants: unknown keys {extra}", hint=f"use only {sorted(known)}")
+        return cls(**data)  # type: ignore[arg-type]
+
+
+@runtime_checkable
+class Bound(Protocol):
+    """A convergence bound used as the planning objective.
+
+    ``value`` must be affine and non-decreasing in ``inv_batch_pre_sum`` and ``inv_batch_ft_sum`` for fixed
+    (M, N), and return ``math.inf`` where it is undefined (e.g. M = N = 0).
+    """
+
+    name: str
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """The bound for M pre-training and N fine-tuning rounds with the given inverse-batch sums."""
+        ...
+
+
+@dataclass(frozen=True)
+class AffineParts:
+    """For fixed (M, N): bound = offset + weight_pre * S_pre + weight_ft * S_ft (weights >= 0)."""
+
+    offset: float
+    weight_pre: float
+    weight_ft: float
+
+    def value(self, inv_batch_pre_sum: float, inv_batch_ft_sum: float) -> float:
+        """Evaluate the affine form."""
+        return self.offset + self.weight_pre * inv_batch_pre_sum + self.weight_ft * inv_batch_ft_sum
+
+
+def affine_parts(
+    bound: Bound, M: int, N: int, constants: BoundConstants, eta_pre: float, eta_ft: float
+) -> AffineParts:
+    """Split ``bound`` at fixed (M, N) into offset and the weights of the two inverse-batch sums.
+
+    Evaluates the bound at (0, 0), (1, 0), (0, 1) and checks affinity at a fourth point; a bound that is not
+    affine or decreases with an inverse-batch sum raises ConfigError (the planner's inner problem would not
+    be the convex program of spec §6.3 otherwise).
+    """
+    offset = bound.value(M, N, 0.0, 0.0, constants, eta_pre, eta_ft)
+    if not math.isfinite(offset):
+        return AffineParts(math.inf, 0.0, 0.0)
+    w_pre = bound.value(M, N, 1.0, 0.0, constants, eta_pre, eta_ft) - offset
+    w_ft = bound.value(M, N, 0.0, 1.0, constants, eta_pre, eta_ft) - offset
+    name = getattr(bound, "name", type(bound).__name__)
+    if w_pre < 0 or w_ft < 0:
+        raise ConfigError(
+            f"bound {name!r}: decreases with an inverse-batch sum at M={M}, N={N} "
+            f"(weights {w_pre:.3g}, {w_ft:.3g})",
+            hint="a planning bound must not reward smaller batches",
+        )
+    sp, sf = AFFINE_CHECK_POINT
+    expected = offset + w_pre * sp + w_ft * sf
+    got = bound.value(M, N, sp, sf, constants, eta_pre, eta_ft)
+    if not math.isclose(got, expected, rel_tol=AFFINE_CHECK_RTOL, abs_tol=AFFINE_CHECK_RTOL * abs(offset)):
+        raise ConfigError(
+            f"bound {name!r} is not affine in the inverse-batch sums at M={M}, N={N} "
+            f"(value {got:.6g} vs affine prediction {expected:.6g})",
+            hint="write the bound as offset(M, N) + a(M, N) * S_pre + b(M, N) * S_ft",
+        )
+    return AffineParts(offset, w_pre, w_ft)
+
+
+@dataclass(frozen=True)
+class StepWeightedBound:
+    """Form A (spec §4.2, the default): step-weighted average of ||grad F||^2 over all M + N rounds,
+
+    Phi = (2 Delta + M eta~ delta^2 + L eta~^2 sigma~^2 S_pre + L eta^2 sigma^2 S_ft) / (M eta~ + N eta).
+    With N = 0 (pre-training only) it bounds the average over the M pre-training iterates.
+    """
+
+    name: str = "A"
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """Phi of spec §4.2."""
+        denom = M * eta_pre + N * eta_ft
+        if denom <= 0:
+            return math.inf
+        c = constants
+        num = (
+            2.0 * c.Delta
+            + M * eta_pre * c.delta**2
+            + c.L * eta_pre**2 * c.sigma2_general * inv_batch_pre_sum
+            + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum
+        )
+        return num / denom
+
+
+@dataclass(frozen=True)
+class FineTuneGapBound:
+    """Form B (reconstruction of spec §4 alternative B): average of ||grad F||^2 over the N fine-tuning
+    rounds only, pre-training entering through the gap F(w~^(M)) - F*, which shrinks under a PL condition.
+
+    With mu = L / condition_number and rho = 1 - mu eta~, the pre-training recursion
+    gap_{m+1} <= rho gap_m + eta~ delta^2 / 2 + L eta~^2 sigma~^2 / (2 D~) gives
+    gap_M = rho^M Delta + (1 - rho^M) / (mu eta~) * (eta~ delta^2 / 2 + L eta~^2 sigma~^2 S_pre / (2 M))
+    (exact for equal pre-training batches, which the planner always uses), and
+    Phi_B = (2 gap_M + L eta^2 sigma^2 S_ft) / (N eta) for N >= 1; for N = 0 it is 2 L gap_M, the
+    smoothness bound ||grad F(w)||^2 <= 2 L (F(w) - F*) at the pre-trained model.
+    """
+
+    condition_number: float = CONDITION_NUMBER_DEFAULT
+    name: str = "B"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.condition_number) or self.condition_number < 1:
+            raise ConfigError(
+                f"bound B: condition_number={self.condition_number!r}; need a finite number >= 1 (mu <= L)"
+            )
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """Phi_B as documented on the class."""
+        c = constants
+        gap = c.Delta
+        if M > 0:
+            mu = c.L / self.condition_number
+            rho = min(max(1.0 - mu * eta_pre, 0.0), 1.0)
+            decay = rho**M
+            per_round = eta_pre * c.delta**2 / 2.0 + c.L * eta_pre**2 * c.sigma2_general * (
+                inv_batch_pre_sum / (2.0 * M)
+            )
+            gap = decay * c.Delta + (1.0 - decay) / (mu * eta_pre) * per_round
+        if N <= 0:
+            return 2.0 * c.L * gap if M > 0 else math.inf
+        return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
+
+
+@dataclass(frozen=True)
+class StageWiseBound:
+    """Form C (reconstruction of spec §4 alternative C): stage-wise gradients, ||grad F~||^2 while
+    pre-training and ||grad F||^2 while fine-tuning, joined through eps = sup |F - F~| (= G W1):
+
+    Phi_C = (2 Delta + 4 eps [M >= 1] + L eta~^2 sigma~^2 S_pre + L eta^2 sigma^2 S_ft) / (M eta~ + N eta).
+    The shift enters once (two loss switches at w~^(0) and w~^(M)), not scaled by M. Needs
+    ``BoundConstants.loss_gap``.
+    """
+
+    name: str = "C"
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """Phi_C as documented on the class."""
+        c = constants
+        if c.loss_gap is None:
+            raise ConfigError(
+                "bound C needs BoundConstants.loss_gap (sup |F - F~|), which is not set",
+                hint="estimate it with estimate_constants or pass loss_gap=... to BoundConstants",
+            )
+        denom = M * eta_pre + N * eta_ft
+        if denom <= 0:
+            return math.inf
+        shift = 4.0 * c.loss_gap if M > 0 else 0.0
+        num = (
+            2.0 * c.Delta
+            + shift
+            + c.L * eta_pre**2 * c.sigma2_general * inv_batch_pre_sum
+            + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum
+        )
+        return num / denom
+
+
+BOUND_FORMS: dict[str, type] = {"A": StepWeightedBound, "B": FineTuneGapBound, "C": StageWiseBound}
+"""Built-in bound forms by name."""
+
+
+def get_bound(bound: str | Bound) -> Bound:
+    """A bound object from a form name ("A", "B", "C") or a user object implementing :class:`Bound`."""
+    if isinstance(bound, str):
+        key = bound.strip().upper()
+        if key not in BOUND_FORMS:
+            raise ConfigError(f"bound: unknown form {bound!r}", hint=f"use one of {sorted(BOUND_FORMS)}")
+        return BOUND_FORMS[key]()
+    if not isinstance(bound, Bound):
+        raise ConfigError(
+            f"bound: {type(bound).__name__} does not implement the Bound protocol",
+            hint="give it a name attribute and a value(M, N, S_pre, S_ft, constants, eta_pre, eta_ft) method",
+        )
+    return bound

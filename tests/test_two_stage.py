@@ -1,0 +1,83 @@
+"""Two-stage edge learning end to end: plan, execute, and compare the ledger with the prediction."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgelearn.config import load_config
+from edgelearn.runner import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs/two_stage/digits.yaml"
+TINY = [
+    "topology.devices=4",
+    "algorithm.budget.energy_j=2.0",
+    "algorithm.budget.delay_s=6.0",
+    "algorithm.max_ft_rounds=60",
+    "algorithm.grad_norm_samples=64",
+    "algorithm.pretrain_log_points=5",
+    "output.plots=false",
+    "engine.torch_threads=1",
+]
+
+
+@pytest.mark.parametrize("extra", [["algorithm.shift.level=0.0"], ["algorithm.scheme=fixed_ratio"]])
+def test_executed_plan_matches_its_prediction(tmp_path: Path, extra: list[str]) -> None:
+    summary = run(load_config(CONFIG, TINY + extra), tmp_path, progress=False)
+    plan = summary["plan"]
+    assert plan["feasible"]
+    assert plan["M"] + plan["N"] > 0
+    pred, meas = summary["predicted"], summary["measured"]
+    assert meas["energy_j"] == pytest.approx(pred["energy_j"], rel=0.01)
+    assert meas["delay_s"] == pytest.approx(pred["delay_s"], rel=0.01)
+    assert pred["energy_j"] <= 2.0 * (1 + 1e-6) and pred["delay_s"] <= 6.0 * (1 + 1e-6)
+    # uploads: one model-sized gradient per device per fine-tuning round; pre-training sends nothing
+    assert summary["bytes_up"] == plan["N"] * 4 * summary["model"]["param_bytes"]
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("grad_norm_sq" in m and m["grad_norm_sq"] >= 0 for m in lines)
+    assert summary["shift"]["w1"] > 0
+    assert summary["constants"]["L"] > 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edgelearn", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+
+
+def test_plan_json_has_the_interface_keys() -> None:
+    sets = [x for o in TINY for x in ("--set", o)]
+    proc = _cli("plan", str(CONFIG), "--json", *sets)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    for key in ("M", "N", "energy_j", "delay_s", "bound", "feasible", "schemes"):
+        assert key in report
+    assert set(report["schemes"]) == {
+        "finetune_only",
+        "pretrain_only",
+        "fixed_ratio",
+        "no_optimization",
+        "separate",
+    }
+    # the optimized plan's bound is no worse than any feasible baseline's (within rounding, 1%)
+    for name, p in report["schemes"].items():
+        if p["feasible"] and name != "pretrain_only":
+            assert report["bound"] <= p["bound"] * 1.01, name
+
+
+def test_infeasible_budget_exits_2_with_the_minimum_budgets() -> None:
+    sets = [x for o in TINY for x in ("--set", o)]
+    proc = _cli("plan", str(CONFIG), *sets, "--set", "algorithm.budget.energy_j=1e-6")
+    assert proc.returncode == 2
+    assert "budget.energy_j" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_stage_rejects_a_downlink_it_does_not_model(tmp_path: Path) -> None:
+    sets = [x for o in TINY for x in ("--set", o)]
+    proc = _cli("run", str(CONFIG), *sets, "--set", "channel.include_downlink=true", "--out", str(tmp_path))
+    assert proc.returncode == 2 and "include_downlink" in proc.stderr
