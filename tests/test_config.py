@@ -112,3 +112,9 @@ def test_shipped_configs_match_the_demo() -> None:
     assert load_config(ROOT / "configs/fedavg-digits.yaml") == build_config(FEDAVG_DIGITS)
     assert load_config(ROOT / "configs/hierfavg-digits.yaml") == build_config(HIERFAVG_DIGITS)
     load_config(ROOT / "configs/fedavg-fashion.yaml")
+
+
+def test_two_stage_config_matches_the_demo() -> None:
+    from edgelearn.demo import TWO_STAGE_DIGITS
+
+    assert load_config(ROOT / "configs/two_stage/digits.yaml") == build_config(TWO_STAGE_DIGITS)

@@ -26,9 +26,16 @@ FIELD_SIGNIFICANT_DIGITS = 4
 REFRESHES_PER_SECOND = 4  # rich's default is 10; rounds are slow, so redraw less often
 
 
+# Width of tables printed into a file or pipe (rich's 80-column default squeezes the comparison tables).
+NON_TERMINAL_WIDTH = 140
+
+
 def get_console() -> Console:
     """A rich Console writing to stderr, for progress and log lines that must not mix with stdout output."""
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console = Console(stderr=True, width=NON_TERMINAL_WIDTH)
+    return console
 
 
 def format_fields(fields: dict[str, Any]) -> str:
