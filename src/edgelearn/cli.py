@@ -109,6 +109,21 @@ def plan(
     console.print(f"shift: {report_['shift']}")
 
 
+@app.command("pretrain-autoencoder")
+def pretrain_autoencoder(
+    config: Annotated[Path, typer.Argument(help="YAML config (its data and algorithm.autoencoder section)")],
+    out: Annotated[Path, typer.Option("--out", help="file to write (a .sha256 file is written beside it)")],
+    set_: SetOpt = None,
+) -> None:
+    """Pre-train FedAgg's frozen bridge autoencoder on held-out data and save it with a checksum."""
+    from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
+    from edgelearn.config import load_config
+    from edgelearn.report.progress import get_console
+
+    meta = pretrain_autoencoder_file(load_config(config, list(set_ or [])), out)
+    get_console().print(meta)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `edgelearn run`")],

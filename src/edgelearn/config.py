@@ -230,12 +230,102 @@ class TwoStageConfig(Section):
     )
 
 
-AlgorithmConfig = Annotated[FedAvgConfig | HierFAVGConfig | TwoStageConfig, Field(discriminator="name")]
+class TierModelsConfig(Section):
+    """Model of each tier; a tier left empty gets the dataset-sized default (algorithms/fedagg.py)."""
+
+    device: ModelConfig | None = None
+    edge: ModelConfig | None = None
+    cloud: ModelConfig | None = None
+
+
+class DeviceMixConfig(Section):
+    """A share of devices on another architecture (the paper's Table VII: 20% of devices on ResNet-10)."""
+
+    share: Annotated[float, Field(ge=0, le=1)] = Field(0.2, description="share of devices switched")
+    model: ModelConfig = ModelConfig(name="resnet8")
+
+
+class AutoencoderConfig(Section):
+    """Where the frozen bridge autoencoder comes from: a checksummed file, or pre-training at init."""
+
+    path: str | None = Field(
+        None, description="file written by save_autoencoder (verified by its .sha256); None = pre-train"
+    )
+    source: Literal["test", "unassigned_train"] = Field(
+        "test",
+        description="held-out images to pre-train on (never a device's data): the test split's "
+        "unlabelled images, or training samples no device holds",
+    )
+    # Sized so pre-training at init stays short on a CPU: 2000 images x 20 epochs is under a quarter of the
+    # steps of 5000 x 30, and on Fashion-MNIST 2000 x 10 at lr 3e-3 already reconstructs held-out training
+    # images with MSE 0.015 vs 0.012 for 5000 x 30 at 1e-3 ([0, 1]-scaled pixels, measured). Pre-train once
+    # with more (edgelearn pretrain-autoencoder) and set `path` for long experiments.
+    max_samples: PositiveInt = Field(2000, description="most held-out images used for pre-training")
+    epochs: PositiveInt = Field(20, description="pre-training epochs (MSE reconstruction, Adam)")
+    lr: PositiveFloat = Field(3e-3, description="Adam learning rate of the pre-training")
+    batch_size: Annotated[int, Field(ge=2)] = Field(64, description="pre-training mini-batch")
+    embed_channels: PositiveInt = Field(4, description="embedding channels (official demo: 4)")
+
+
+class MigrationConfig(Section):
+    """Re-parent ``node`` under ``new_parent`` at the start of round ``round`` (Theorem 1); ids or names."""
+
+    round: PositiveInt
+    node: NonNegInt | str
+    new_parent: NonNegInt | str
+
+
+class FedAggConfig(Section):
+    """FedAgg with BSBODP; defaults are the paper's (beta 10, gamma 1, T 3, lr 1e-3, batch 8, §6)."""
+
+    name: Literal["fedagg"] = "fedagg"
+    rounds: PositiveInt = Field(30, description="rounds (one FEDAGG_TRAIN(root) each)")
+    models: TierModelsConfig = TierModelsConfig()
+    device_mix: DeviceMixConfig | None = None
+    beta: Annotated[float, Field(ge=0)] = Field(10.0, description="KD weight at non-leaf students (Eq. 2)")
+    beta_leaf: Annotated[float, Field(ge=0)] = Field(
+        1.0, description="KD weight inside the leaf loss (official code: 1; paper Eq. 4 reads beta)"
+    )
+    gamma: Annotated[float, Field(ge=0)] = Field(1.0, description="weight of the bridge terms at leaves")
+    T: PositiveFloat = Field(3.0, description="distillation temperature")
+    lr: PositiveFloat = 0.001
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    batch_size: PositiveInt = 8
+    schedule: Literal["parallel", "sequential"] = "parallel"
+    demo_compat: bool = Field(
+        False, description="teachers in train mode over student-sized batches, as the official demo"
+    )
+    bridge_scale: Literal["data", "unit"] = Field(
+        "data", description="data = decoder output mapped to the data's range; unit = raw [0,1] (demo)"
+    )
+    teacher_batch_size: PositiveInt = Field(
+        128,
+        description="samples per no-grad teacher forward pass; 128 was fastest per sample on a 1-thread CPU "
+        "(ResNets on 8x8 and 28x28 images: 1024 was up to 3x slower at 28x28)",
+    )
+    eval_devices: PositiveInt | None = Field(
+        20, description="devices evaluated each round (a fixed seeded sample); None = all"
+    )
+    tier_eval_samples: PositiveInt | None = Field(
+        2000,
+        description="edge and device models are tested on a fixed seeded subset of this many test "
+        "samples (None = all); the cloud model always on the full test set",
+    )
+    autoencoder: AutoencoderConfig = AutoencoderConfig()
+    migrations: list[MigrationConfig] = Field(default_factory=list)
+
+
+AlgorithmConfig = Annotated[
+    FedAvgConfig | HierFAVGConfig | TwoStageConfig | FedAggConfig, Field(discriminator="name")
+]
 
 
 class EngineConfig(Section):
     """Executor tuning: vectorization chunking and the Ray cluster."""
 
+    auto: Literal["rule", "probe"] = Field(
+        "rule", description="executor=auto: a deterministic rule (reproducible bits) or a timing probe"
+    )
     vmap_chunk: PositiveInt | None = Field(
         None, description="vmap: most clients trained in lockstep at once (None = a size chosen from memory)"
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from edgelearn.algorithms.base import Algorithm, RunContext
+from edgelearn.algorithms.fedagg import FedAgg
 from edgelearn.algorithms.fedavg import FedAvg
 from edgelearn.algorithms.hierfavg import HierFAVG
 from edgelearn.algorithms.two_stage import TwoStage
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (FedAvg, HierFAVG, TwoStage)}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (FedAvg, HierFAVG, TwoStage, FedAgg)}
 
 
 def algorithm_class(name: str) -> type[Algorithm]:

@@ -55,5 +55,5 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
             from edgelearn.engine.serial import SerialExecutor
 
             return SerialExecutor(device)
-        return AutoExecutor(device, chunk_size=options.get("vmap_chunk"))
+        return AutoExecutor(device, chunk_size=options.get("vmap_chunk"), mode=options.get("auto", "rule"))
     raise ConfigError(f"executor {name!r} is not available", hint=f"use one of: {', '.join(EXECUTORS)}")

@@ -1,0 +1,170 @@
+"""Time one FedAgg round against its floor: the cloud model's own SGD epoch over the same bridge samples.
+
+The cloud student must take ``N / batch`` sequential SGD steps per round (batch 8 in the paper), so one plain
+PyTorch epoch of the cloud model over the N bridge samples at that batch size is the least a round can cost.
+This script builds a FedAgg run from command-line settings, runs ``--warmup`` rounds, times ``--rounds``
+rounds, timing the floor on the same bridge samples right after each one (so a busy machine slows both
+alike), prints the median ratio with a breakdown (teacher inference, student passes per tier) and writes JSON.
+
+    PYTHONPATH=src python benchmarks/fedagg_round.py --dataset digits --devices 100 --edges 4 \
+        --json runs/bench/fedagg_round.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
+from edgelearn.config import build_config
+from edgelearn.runner import build_context
+
+FLOOR_SEED = 0
+"""Seed of the floor epoch's initialization and batch order."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line settings of the benchmark."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits", help="data.dataset (digits, fashion_mnist, ...)")
+    p.add_argument("--data-dir", default=None, help="data.data_dir for file datasets")
+    p.add_argument("--devices", type=int, default=100, help="total devices, split evenly over edges")
+    p.add_argument("--edges", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=1.0, help="Dirichlet concentration of the split")
+    p.add_argument("--executor", default="auto", choices=["auto", "serial", "vmap"])
+    p.add_argument("--schedule", default="parallel", choices=["parallel", "sequential"])
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (executor probes, caches)")
+    p.add_argument("--rounds", type=int, default=1, help="timed rounds (the mean is reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--set", action="append", default=[], help="extra algorithm overrides key=value (YAML)")
+    p.add_argument(
+        "--run-set", action="append", default=[], help="extra run-config overrides a.b=value (e.g. data.*)"
+    )
+    p.add_argument("--json", default=None, help="write the result here")
+    return p.parse_args(argv)
+
+
+def floor_epoch(algo: FedAgg, batch_size: int) -> float:
+    """Seconds of one plain SGD epoch (momentum 0.9, cross-entropy) of a fresh cloud model on all bridges."""
+    arch = algo.models.arch(0)
+    torch.manual_seed(FLOOR_SEED)
+    model = arch.model_fn().to(algo.ctx.device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=algo.cfg.lr, momentum=algo.cfg.momentum)
+    x, y = algo.store.bridges, algo.store.labels
+    order = torch.as_tensor(np.random.default_rng(FLOOR_SEED).permutation(len(y)), device=y.device)
+    started = time.perf_counter()
+    for i in range(0, len(y), batch_size):
+        idx = order[i : i + batch_size]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - started
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build the run, time the rounds and the floor; return the JSON record."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.devices % args.edges:
+        raise SystemExit(f"--devices ({args.devices}) must be a multiple of --edges ({args.edges})")
+    overrides = [
+        f"data.dataset={args.dataset}",
+        "topology.devices=null",
+        f"topology.edges={args.edges}",
+        f"topology.devices_per_edge={args.devices // args.edges}",
+        f"partition.alpha={args.alpha}",
+        f"executor={args.executor}",
+    ]
+    if args.data_dir:
+        overrides.append(f"data.data_dir={args.data_dir}")
+    overrides += args.run_set
+    ctx = build_context(build_config({}, overrides))
+    algo_overrides = {"schedule": args.schedule, "batch_size": args.batch_size}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        algo_overrides[key] = yaml.safe_load(value)
+    algo = FedAgg(ctx, FedAggConfig.model_validate(algo_overrides))
+    started = time.perf_counter()
+    algo.init()
+    init_s = time.perf_counter() - started
+    for r in range(1, args.warmup + 1):
+        algo.run_round(r)
+    walls, floors, parts = [], [], []
+    for r in range(args.warmup + 1, args.warmup + args.rounds + 1):
+        started = time.perf_counter()
+        stats = algo.run_round(r)
+        walls.append(time.perf_counter() - started)
+        parts.append(stats["wall_s_by_part"])
+        floors.append(floor_epoch(algo, args.batch_size))
+    round_s = float(np.mean(walls))
+    ledger = ctx.system.ledger.round_totals(args.warmup + args.rounds)
+    tier_nodes = {"device": ctx.topology.devices[0], "edge": ctx.topology.edges[0], "cloud": 0}
+    models = {t: algo.models.arch(n).info.__dict__ for t, n in tier_nodes.items()}
+    return {
+        "benchmark": "fedagg_round",
+        "dataset": args.dataset,
+        "devices": args.devices,
+        "edges": args.edges,
+        "samples": int(algo.count(0)),
+        "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "executor": ctx.executor.name,
+        "threads": torch.get_num_threads(),
+        "models": models,
+        "init_s": init_s,
+        "round_s": round_s,
+        "round_s_each": walls,
+        "floor_epoch_s": float(np.mean(floors)),
+        "floor_epoch_s_each": floors,
+        "ratio": float(np.median(np.array(walls) / np.array(floors))),
+        "ratio_each": [w / f for w, f in zip(walls, floors)],
+        "wall_s_by_part": {k: float(np.mean([p.get(k, 0.0) for p in parts])) for k in parts[-1]},
+        "round_ledger": {
+            "energy_j": ledger["energy_j"],
+            "delay_s": ledger["delay_s"],
+            "bytes": ledger["bytes_up"] + ledger["bytes_down"],
+            "by_tier": ledger["by_tier"],
+        },
+        "accuracy_by_tier": algo.evaluate()["accuracy_by_tier"],
+        "host": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print a summary and write the JSON when asked."""
+    args = parse_args(argv)
+    out = run(args)
+    print(
+        f"FedAgg round on {out['dataset']} ({out['devices']} devices, {out['edges']} edges, "
+        f"{out['samples']} samples, batch {out['batch_size']}, {out['schedule']}, "
+        f"executor {out['executor']}, {out['threads']} threads)"
+    )
+    print(f"  round            {out['round_s']:8.2f} s")
+    for part, seconds in out["wall_s_by_part"].items():
+        print(f"    {part:<14} {seconds:8.2f} s")
+    print(f"  floor (cloud SGD epoch over the bridge samples) {out['floor_epoch_s']:.2f} s")
+    print(f"  ratio round / floor = {out['ratio']:.2f} (median of {len(out['ratio_each'])} paired timings)")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2), encoding="utf-8")
+        print(f"  wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

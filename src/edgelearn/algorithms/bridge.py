@@ -1,0 +1,226 @@
+"""Bridge samples (paper_fedagg.md §3): embeddings computed once on the devices, sent up the tree with their
+labels hop by hop, and decoded once into the shared transfer set that parents and children distil on.
+
+The decoder is frozen, so ``dec(enc(x))`` never changes: :func:`build_bridge_store` encodes every device's
+samples and decodes them once at INIT, without gradients, in large batches, and every node then reads its
+subtree's rows from the cache (rows are grouped by device ordinal, so a subtree is usually a contiguous
+slice and costs no copy). Reusable by any algorithm that ships per-sample payloads up the tree.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from edgelearn.data import DatasetBundle
+from edgelearn.engine import ClientData
+from edgelearn.errors import DataError
+from edgelearn.models.autoencoder import Autoencoder, pretrain_autoencoder, reconstruction_mse
+from edgelearn.system import SystemModel
+
+FLOAT_BYTES = 4
+"""Embeddings and logits travel as float32."""
+LABEL_BYTES = 8
+"""A label travels as one int64, as the official demo keeps labels (torch's default integer tensor)."""
+ENCODE_BATCH_SIZE = 4096
+"""Samples per no-grad encoder/decoder pass at INIT."""
+
+BridgeScale = Literal["data", "unit"]
+PretrainSource = Literal["test", "unassigned_train"]
+
+
+def sample_bytes(embed_numel: int, label_bytes: int = LABEL_BYTES) -> int:
+    """Bytes one sample costs on one hop at INIT: its embedding floats x 4 plus its label."""
+    return int(embed_numel) * FLOAT_BYTES + int(label_bytes)
+
+
+def logit_bytes(num_classes: int, samples: int | np.ndarray) -> int | np.ndarray:
+    """Bytes of ``samples`` logit vectors of ``num_classes`` float32 each (one KD transfer)."""
+    return FLOAT_BYTES * int(num_classes) * samples
+
+
+@dataclass
+class BridgeStore:
+    """Every device's embeddings, bridge samples and labels, rows grouped by device ordinal.
+
+    ``offsets[k]:offsets[k+1]`` are device ordinal k's rows, in the order of its local samples, so row i of a
+    device's block is the bridge version of its real sample i.
+    """
+
+    embeddings: torch.Tensor
+    bridges: torch.Tensor
+    labels: torch.Tensor
+    offsets: np.ndarray
+
+    def count(self, ordinal: int) -> int:
+        """Number of samples of device ordinal ``ordinal``."""
+        return int(self.offsets[ordinal + 1] - self.offsets[ordinal])
+
+    def span(self, ordinal: int) -> slice:
+        """Rows of one device."""
+        return slice(int(self.offsets[ordinal]), int(self.offsets[ordinal + 1]))
+
+    def rows(self, ordinals: Sequence[int]) -> slice | torch.Tensor:
+        """Rows of several devices in the given order: a slice when they are contiguous, else an index."""
+        spans = [self.span(int(k)) for k in ordinals]
+        if not spans:
+            return slice(0, 0)
+        if all(a.stop == b.start for a, b in zip(spans[:-1], spans[1:])):
+            return slice(spans[0].start, spans[-1].stop)
+        idx = np.concatenate([np.arange(s.start, s.stop) for s in spans])
+        return torch.as_tensor(idx, dtype=torch.long, device=self.labels.device)
+
+    def take(self, ordinals: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bridge samples, labels) of several devices, concatenated in order (views when contiguous)."""
+        r = self.rows(ordinals)
+        return self.bridges[r], self.labels[r]
+
+
+@torch.no_grad()
+def build_bridge_store(
+    autoencoder: Autoencoder,
+    client_data: Sequence[ClientData],
+    *,
+    scale: BridgeScale = "data",
+    batch_size: int = ENCODE_BATCH_SIZE,
+) -> BridgeStore:
+    """Encode each device's samples and decode them once (frozen autoencoder, eval mode, no gradients).
+
+    ``scale="data"`` maps the decoder's [0, 1] output to the data's range (so bridge and real samples share
+    a scale); ``"unit"`` keeps the raw sigmoid output as the official demo does (§10 item 6).
+    """
+    if scale not in ("data", "unit"):
+        raise DataError(f"bridge scale must be 'data' or 'unit', got {scale!r}")
+    autoencoder.eval()
+    counts = np.array([len(d) for d in client_data], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    if offsets[-1] == 0:
+        raise DataError("no device holds any sample: FedAgg has nothing to encode")
+    x = torch.cat([d.x for d in client_data if len(d)], dim=0)
+    labels = torch.cat([d.y for d in client_data if len(d)], dim=0)
+    device = autoencoder.out_low.device
+    emb_parts, bridge_parts = [], []
+    for i in range(0, x.shape[0], batch_size):
+        z = autoencoder.encode(x[i : i + batch_size].to(device))
+        u = autoencoder.decode(z)
+        emb_parts.append(z)
+        bridge_parts.append(autoencoder.to_data_scale(u) if scale == "data" else u)
+    return BridgeStore(
+        embeddings=torch.cat(emb_parts).to(x.device),
+        bridges=torch.cat(bridge_parts).to(x.device),
+        labels=labels,
+        offsets=offsets,
+    )
+
+
+def charge_paths(
+    system: SystemModel, flows: Iterable[tuple[Sequence[int], float]], *, phase: str
+) -> dict[tuple[int, int], float]:
+    """Send each flow ``(path, nbytes)`` hop by hop along ``path`` (child -> parent links, upward).
+
+    Loads of flows sharing a link add up; links are sent one tree level at a time, deepest first, so a relay
+    forwards only after it has received. Returns the bytes charged per (child, parent) link.
+    """
+    load: dict[tuple[int, int], float] = defaultdict(float)
+    for path, nbytes in flows:
+        for child, parent in zip(path[:-1], path[1:]):
+            load[(int(child), int(parent))] += float(nbytes)
+    links = sorted(load)
+    depth = system.topology.depth
+    for d in sorted({depth(c) for c, _ in links}, reverse=True):
+        level = [link for link in links if depth(link[0]) == d]
+        system.transmit(
+            np.array([c for c, _ in level], dtype=np.int64),
+            np.array([p for _, p in level], dtype=np.int64),
+            np.array([load[link] for link in level], dtype=np.float64),
+            phase=phase,
+        )
+    return dict(load)
+
+
+def upload_to_root(
+    system: SystemModel, samples: Mapping[int, int], per_sample_bytes: int, *, phase: str
+) -> dict[tuple[int, int], float]:
+    """Every node in ``samples`` sends that many samples' payload up to the cloud, hop by hop."""
+    topo = system.topology
+    return charge_paths(
+        system,
+        ((topo.path_to_root(int(n)), float(k) * per_sample_bytes) for n, k in samples.items() if k > 0),
+        phase=phase,
+    )
+
+
+def heldout_images(
+    bundle: DatasetBundle,
+    parts: Sequence[np.ndarray],
+    *,
+    source: PretrainSource,
+    max_samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Images (no labels) for pre-training the autoencoder, never from a device's partition.
+
+    ``"test"``: a seeded random subset of the test split (unlabelled images of the same domain, standing in
+    for the paper's public dataset). ``"unassigned_train"``: training samples no device received.
+    """
+    if source == "test":
+        pool = bundle.test.x
+    elif source == "unassigned_train":
+        used = np.zeros(len(bundle.train), dtype=bool)
+        for p in parts:
+            used[np.asarray(p, dtype=np.int64)] = True
+        pool = bundle.train.x[~used]
+    else:
+        raise DataError(f"autoencoder.source must be 'test' or 'unassigned_train', got {source!r}")
+    if len(pool) < 2:
+        raise DataError(
+            f"autoencoder.source={source!r} leaves {len(pool)} image(s) for pre-training",
+            hint="use autoencoder.source: test, or load a pretrained file with autoencoder.path",
+        )
+    take = min(int(max_samples), len(pool))
+    idx = np.sort(rng.choice(len(pool), size=take, replace=False))
+    return np.ascontiguousarray(pool[idx])
+
+
+def pretrain_on_heldout(
+    bundle: DatasetBundle,
+    parts: Sequence[np.ndarray],
+    *,
+    source: PretrainSource,
+    max_samples: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    embed_channels: int,
+    seed: int,
+    device: torch.device,
+) -> tuple[Autoencoder, dict[str, Any]]:
+    """Build and pre-train a frozen autoencoder on held-out images; returns it and the metadata to save.
+
+    Initialization and shuffling are seeded by ``seed``; the caller's torch RNG is left untouched.
+    """
+    images = heldout_images(
+        bundle, parts, source=source, max_samples=max_samples, rng=np.random.default_rng(seed)
+    )
+    data = torch.as_tensor(images, device=device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Autoencoder(bundle.input_shape, embed_channels).to(device)
+    pretrain_autoencoder(model, data, epochs, lr, seed, batch_size=batch_size)
+    meta = {
+        "input_shape": [int(s) for s in bundle.input_shape],
+        "embed_channels": int(embed_channels),
+        "dataset": bundle.name,
+        "source": source,
+        "samples": int(len(images)),
+        "epochs": int(epochs),
+        "lr": float(lr),
+        "seed": int(seed),
+        "mse": reconstruction_mse(model, data),
+    }
+    return model, meta

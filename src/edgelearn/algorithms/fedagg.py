@@ -1,0 +1,702 @@
+"""FedAgg (Wu et al., INFOCOM 2024): agglomerative federated learning over device -> edge -> cloud.
+
+Every node owns a model of its tier's architecture (small on devices, larger on edges, largest in the cloud);
+parameters are never averaged or exchanged. Each parent-child pair runs BSBODP (paper_fedagg.md §4): first
+downward distillation (child = student of the parent's logits), then upward (parent = student of the
+child's logits), both on the bridge samples of the child's subtree. Leaf students add cross-entropy on their
+real data (Eq. 4), non-leaf students use CE + beta * KD_T (Eq. 2). Only embeddings + labels (once, at INIT)
+and logits (every round) ever move.
+
+Schedules (one round = one ``FEDAGG_TRAIN(root)``):
+
+* ``parallel`` (Algorithm 2 with children in parallel): levels of parents, deepest first; at each level every
+  child of every parent there learns from its parent at once (devices as one executor cohort, edges as
+  another), then every parent learns from the union of its children's subtree bridge samples in one pass.
+* ``sequential`` (the official demo, §5.2): depth first, child by child: ``DIR(child, parent)`` then
+  ``DIR(parent, child)`` over that child's subtree, a non-leaf child finishing its own subtree first.
+
+Deviations from the demo, on purpose: every device has its own model (the demo shares 15, §10 item 1);
+teachers infer in eval mode under no_grad (``demo_compat: true`` restores train-mode teachers); bridge samples
+are mapped to the data's scale (``bridge_scale: unit`` restores the raw [0, 1] decoder output).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgelearn.algorithms.base import Algorithm, RunContext
+from edgelearn.algorithms.bridge import (
+    BridgeStore,
+    build_bridge_store,
+    charge_paths,
+    logit_bytes,
+    pretrain_on_heldout,
+    sample_bytes,
+    upload_to_root,
+)
+from edgelearn.algorithms.distill import (
+    BRIDGE_KEY,
+    TEACHER_KEY,
+    leaf_loss,
+    non_leaf_loss,
+    teacher_logits,
+)
+from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig, TierModelsConfig
+from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, StateDict, evaluate_state
+from edgelearn.errors import ConfigError, DataError
+from edgelearn.models import ModelInfo, build_model, describe
+from edgelearn.models.autoencoder import (
+    MAX_PARAMS,
+    Autoencoder,
+    autoencoder_flops,
+    build_autoencoder,
+    load_autoencoder,
+    num_params,
+    save_autoencoder,
+)
+from edgelearn.system import Tier, Topology
+
+if TYPE_CHECKING:
+    from edgelearn.config import RunConfig
+
+TIERS: tuple[str, ...] = ("device", "edge", "cloud")
+
+LARGE_IMAGE_MIN_SIDE = 32
+"""Images from this side on (CIFAR) get the larger defaults."""
+
+# Default models per tier: a small CNN / a small ResNet / a wider ResNet (the issue's sizing; the paper uses a
+# 3-layer CNN / ResNet-10 / ResNet-18 on CIFAR, §2.3). Parameters on 1x28x28: cnn_small ~22k, resnet8 ~78k,
+# resnet14 width 2 ~0.70M; on 3x32x32 resnet14 ~0.18M and resnet20 width 2 ~1.1M.
+DEFAULT_MODELS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
+    "device": ("cnn_small", {}),
+    "edge": ("resnet8", {}),
+    "cloud": ("resnet14", {"width": 2}),
+}
+DEFAULT_MODELS_LARGE: Mapping[str, tuple[str, Mapping[str, Any]]] = {
+    "device": ("cnn_small", {}),
+    "edge": ("resnet14", {}),
+    "cloud": ("resnet20", {"width": 2}),
+}
+
+# Ledger phases of FedAgg's events.
+PHASE_INIT_ENCODE = "init_encode"
+PHASE_INIT_EMBED = "init_embed"
+PHASE_INIT_DECODE = "init_decode"
+PHASE_TEACHER = "kd_teacher"
+PHASE_LOGITS_DOWN = "kd_logits_down"
+PHASE_LOGITS_UP = "kd_logits_up"
+PHASE_STUDENT = "kd_student"
+PHASE_MIGRATE_EMBED = "migrate_embed"
+PHASE_MIGRATE_DECODE = "migrate_decode"
+
+DOWN, UP = 0, 1
+"""Direction codes in seeds and the call trace: DOWN = child learns from parent, UP = parent from child."""
+AUTOENCODER_SEED_PURPOSE = "fedagg_autoencoder"
+"""Seed stream of the autoencoder's initialization and pre-training shuffles."""
+SEED_BOUND = 2**31
+"""Integer seeds handed to torch/numpy stay below this."""
+
+
+# ------------------------------------------------------------------------------------ per-node models
+@dataclass(frozen=True)
+class TierArch:
+    """One architecture used in the tree: how to build it and what it costs."""
+
+    key: str
+    name: str
+    options: Mapping[str, Any]
+    model_fn: Callable[[], nn.Module]
+    info: ModelInfo
+
+
+def make_arch(model: ModelConfig, input_shape: Sequence[int], num_classes: int) -> TierArch:
+    """A :class:`TierArch` for a ``ModelConfig`` (unknown names/options raise ConfigError)."""
+    shape = tuple(int(s) for s in input_shape)
+    options = dict(model.options)
+    info = describe(model.name, shape, num_classes, **options)
+
+    def model_fn() -> nn.Module:
+        return build_model(model.name, shape, num_classes, **options)
+
+    key = f"{model.name}:{shape}:{num_classes}:{sorted(options.items())}"
+    return TierArch(key=key, name=model.name, options=options, model_fn=model_fn, info=info)
+
+
+def default_tier_models(input_shape: Sequence[int]) -> dict[str, ModelConfig]:
+    """Dataset-sized defaults: :data:`DEFAULT_MODELS` below 32 px (digits, MNIST), else the larger set."""
+    side = min(int(s) for s in tuple(input_shape)[1:]) if len(input_shape) == 3 else 0
+    table = DEFAULT_MODELS_LARGE if side >= LARGE_IMAGE_MIN_SIDE else DEFAULT_MODELS
+    return {tier: ModelConfig(name=n, options=dict(o)) for tier, (n, o) in table.items()}
+
+
+def resolve_tier_models(models: TierModelsConfig, input_shape: Sequence[int]) -> dict[str, ModelConfig]:
+    """The configured model of each tier, falling back to :func:`default_tier_models`."""
+    defaults = default_tier_models(input_shape)
+    return {t: getattr(models, t) or defaults[t] for t in TIERS}
+
+
+class NodeModels:
+    """Every node's own model: an architecture per node and a state per node, never shared between nodes.
+
+    Inference (teachers, evaluation) reuses one module per architecture, loaded with a node's state.
+    """
+
+    def __init__(self, archs: Mapping[str, TierArch], arch_of: Mapping[int, str], device: torch.device):
+        self.archs = dict(archs)
+        self.arch_of = dict(arch_of)
+        self.device = device
+        self.states: dict[int, StateDict] = {}
+        self._modules: dict[str, nn.Module] = {}
+
+    @classmethod
+    def build(
+        cls,
+        topology: Topology,
+        tier_models: Mapping[str, ModelConfig],
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        init_seed: Callable[[int], int],
+        device: torch.device,
+        overrides: Mapping[int, ModelConfig] | None = None,
+    ) -> NodeModels:
+        """Architectures from ``tier_models`` (``overrides`` per node id win) and freshly seeded states.
+
+        Node ``n``'s weights are drawn after ``torch.manual_seed(init_seed(n))``; the caller's torch RNG is
+        restored afterwards.
+        """
+        archs: dict[str, TierArch] = {}
+        arch_of: dict[int, str] = {}
+        by_cfg: dict[str, TierArch] = {}
+        for node in topology.nodes:
+            cfg = (overrides or {}).get(node.id) or tier_models[node.tier.value]
+            ident = cfg.model_dump_json()
+            if ident not in by_cfg:
+                by_cfg[ident] = make_arch(cfg, input_shape, num_classes)
+            arch = by_cfg[ident]
+            archs[arch.key] = arch
+            arch_of[node.id] = arch.key
+        models = cls(archs, arch_of, device)
+        with torch.random.fork_rng(devices=[]):
+            for node in topology.nodes:
+                torch.manual_seed(init_seed(node.id))
+                module = models.arch(node.id).model_fn()
+                models.states[node.id] = {
+                    k: v.detach().to(device, copy=True) for k, v in module.state_dict().items()
+                }
+        return models
+
+    def arch(self, node: int) -> TierArch:
+        """The architecture of node ``node``."""
+        return self.archs[self.arch_of[int(node)]]
+
+    def module(self, node: int) -> nn.Module:
+        """The shared inference module of ``node``'s architecture, loaded with ``node``'s state."""
+        arch = self.arch(node)
+        module = self._modules.get(arch.key)
+        if module is None:
+            module = arch.model_fn().to(self.device)
+            self._modules[arch.key] = module
+        module.load_state_dict(self.states[int(node)])
+        return module
+
+
+# ---------------------------------------------------------------------------------------- algorithm
+@dataclass
+class _Student:
+    """One student of a directional call: its data (with the teacher's logits) and who taught it."""
+
+    node: int
+    data: ClientData
+    leaf: bool
+    teacher: int
+
+
+class FedAgg(Algorithm):
+    """FedAgg: per-node heterogeneous models, BSBODP over every parent-child pair, the cloud model delivered.
+
+    ``algo_cfg`` lets tests and scripts run FedAgg on a context built from another algorithm's config.
+    """
+
+    name = "fedagg"
+
+    def __init__(self, ctx: RunContext, algo_cfg: FedAggConfig | None = None) -> None:
+        super().__init__(ctx)
+        if algo_cfg is not None:
+            self.cfg = algo_cfg
+        if not isinstance(self.cfg, FedAggConfig):
+            raise ConfigError(
+                f"FedAgg needs an algorithm section of type FedAggConfig, got {type(self.cfg).__name__}",
+                hint="set algorithm.name: fedagg",
+            )
+        self.trace: list[tuple[int, int, int]] = []
+        """(direction, student, teacher) of every directional distillation of the latest round, in order."""
+        self.wall: dict[str, float] = defaultdict(float)
+        """Host wall seconds of the current round: teacher inference and student passes per tier."""
+
+    # ------------------------------------------------------------------------------------- init
+    def init(self) -> None:
+        """Models, autoencoder, INIT embeddings up the tree (charged), bridge samples decoded once."""
+        ctx, cfg = self.ctx, self.cfg
+        shape = tuple(int(s) for s in ctx.bundle.input_shape)
+        if len(shape) != 3:
+            raise ConfigError(
+                f"FedAgg needs image data (C, H, W); dataset {ctx.bundle.name!r} has input shape {shape}",
+                hint="use an image dataset: digits, mnist, fashion_mnist, cifar10, cifar100",
+            )
+        self.num_classes = int(ctx.bundle.num_classes)
+        topo = ctx.topology
+        tier_models = resolve_tier_models(cfg.models, shape)
+        self.models = NodeModels.build(
+            topo,
+            tier_models,
+            shape,
+            self.num_classes,
+            init_seed=lambda n: ctx.seeds.int_seed("init", n),
+            device=ctx.device,
+            overrides=self._device_mix(),
+        )
+        self.autoencoder = self._load_or_pretrain(shape)
+        self.enc_flops, self.dec_flops = autoencoder_flops(self.autoencoder)
+        self.bytes_per_sample = sample_bytes(self.autoencoder.embed_numel)
+        self.store: BridgeStore = build_bridge_store(
+            self.autoencoder, ctx.client_data, scale=cfg.bridge_scale, batch_size=cfg.teacher_batch_size
+        )
+        self._cache_version = -1
+        system = ctx.system
+        system.begin_round(0)
+        counts = {d: self.store.count(ctx.ordinal(d)) for d in topo.devices}
+        holders = [d for d, k in counts.items() if k > 0]
+        system.compute(holders, [self.enc_flops * counts[d] for d in holders], phase=PHASE_INIT_ENCODE)
+        upload_to_root(system, counts, self.bytes_per_sample, phase=PHASE_INIT_EMBED)
+        # Every node decodes the embeddings it stores once (devices their own, for the leaf loss).
+        decoders = [n for n in range(topo.num_nodes) if self.count(n) > 0]
+        system.compute(decoders, [self.dec_flops * self.count(n) for n in decoders], phase=PHASE_INIT_DECODE)
+        system.end_round()
+        rng = ctx.seeds.rng("fedagg_eval")
+        with_data = [d for d in topo.devices if counts[d] > 0]
+        k = len(with_data) if cfg.eval_devices is None else min(cfg.eval_devices, len(with_data))
+        self.eval_devices = sorted(int(d) for d in rng.choice(with_data, size=k, replace=False))
+        n_test = len(ctx.test_y)
+        m = n_test if cfg.tier_eval_samples is None else min(cfg.tier_eval_samples, n_test)
+        picked = np.sort(rng.choice(n_test, size=m, replace=False))
+        index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
+        self.tier_test = (ctx.test_x[index], ctx.test_y[index])
+
+    def _device_mix(self) -> dict[int, ModelConfig]:
+        """Devices switched to ``device_mix.model``: a seeded share of all devices."""
+        mix = self.cfg.device_mix
+        devices = self.ctx.topology.devices
+        if mix is None or mix.share == 0:
+            return {}
+        k = int(round(mix.share * len(devices)))
+        chosen = self.ctx.seeds.rng("fedagg_mix").choice(devices, size=k, replace=False)
+        return {int(d): mix.model for d in chosen}
+
+    def _load_or_pretrain(self, shape: tuple[int, ...]) -> Autoencoder:
+        """The frozen autoencoder: loaded (checksum-verified) from ``autoencoder.path`` or pre-trained."""
+        ac, ctx = self.cfg.autoencoder, self.ctx
+        if ac.path is not None:
+            state, meta = load_autoencoder(ac.path)
+            saved = tuple(int(s) for s in meta.get("input_shape", ()))
+            if saved != shape:
+                raise DataError(
+                    f"autoencoder file {ac.path} was trained for input shape {saved}, the data has {shape}",
+                    hint="pre-train an autoencoder on this dataset (edgelearn pretrain-autoencoder)",
+                )
+            embed = int(meta.get("embed_channels", ac.embed_channels))
+            model = build_autoencoder(shape, state, embed_channels=embed, device=ctx.device)
+        else:
+            model, _ = _pretrain(ctx, ac)
+        if num_params(model) > MAX_PARAMS:
+            raise ConfigError(
+                f"the autoencoder has {num_params(model)} parameters, above the paper's {MAX_PARAMS}",
+                hint="lower autoencoder.embed_channels",
+            )
+        return model
+
+    # ------------------------------------------------------------------------------- tree views
+    def _refresh(self) -> None:
+        topo = self.ctx.topology
+        if self._cache_version == topo.version:
+            return
+        self._ordinals: dict[int, list[int]] = {}
+        self._counts: dict[int, int] = {}
+        for n in range(topo.num_nodes):
+            ords = [self.ctx.ordinal(d) for d in topo.subtree_devices(n)]
+            self._ordinals[n] = ords
+            self._counts[n] = sum(self.store.count(k) for k in ords)
+        self._cache_version = topo.version
+
+    def count(self, node: int) -> int:
+        """Samples (bridge samples) in ``node``'s subtree; a device's own sample count."""
+        self._refresh()
+        return self._counts[int(node)]
+
+    def ordinals(self, node: int) -> list[int]:
+        """Device ordinals of ``node``'s subtree, in node-id order (the row order of its bridge samples)."""
+        self._refresh()
+        return self._ordinals[int(node)]
+
+    def is_leaf(self, node: int) -> bool:
+        """True for devices (the leaves of the tree)."""
+        return self.ctx.topology.tier(int(node)) is Tier.DEVICE
+
+    # ----------------------------------------------------------------------------- primitives
+    def _teach(self, teacher: int, ordinals: Sequence[int]) -> torch.Tensor:
+        """``teacher``'s logits on the bridges of ``ordinals``, large no-grad batches (callers charge it)."""
+        started = time.perf_counter()
+        bridges, _ = self.store.take(ordinals)
+        module = self.models.module(teacher)
+        demo = self.cfg.demo_compat
+        logits = teacher_logits(
+            module,
+            bridges,
+            batch_size=self.cfg.batch_size if demo else self.cfg.teacher_batch_size,
+            train_mode=demo,
+        )
+        if demo:  # train-mode BatchNorm updated the teacher's running statistics: keep them
+            self.models.states[teacher] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self.wall["teacher"] += time.perf_counter() - started
+        return logits
+
+    def _leaf_data(self, node: int, logits: torch.Tensor) -> ClientData:
+        """A device's real samples with their aligned bridge samples and the teacher's logits on them."""
+        k = self.ctx.ordinal(node)
+        real = self.ctx.client_data[k]
+        return ClientData(
+            real.x, real.y, extra={BRIDGE_KEY: self.store.bridges[self.store.span(k)], TEACHER_KEY: logits}
+        )
+
+    def _bridge_data(self, ordinals: Sequence[int], logits: torch.Tensor) -> ClientData:
+        """Bridge samples of ``ordinals`` with their labels and the teacher's logits (a non-leaf student)."""
+        bridges, labels = self.store.take(ordinals)
+        return ClientData(bridges, labels, extra={TEACHER_KEY: logits})
+
+    def _train(self, students: Sequence[_Student], round_: int, direction: int) -> dict[int, float]:
+        """Train students in cohorts of (architecture, leaf or not) through the executor; charge FLOPs."""
+        cfg, ctx = self.cfg, self.ctx
+        groups: dict[tuple[str, bool], list[_Student]] = defaultdict(list)
+        for s in students:
+            groups[(self.models.arch_of[s.node], s.leaf)].append(s)
+        losses: dict[int, float] = {}
+        for (key, leaf), members in groups.items():
+            arch = self.models.archs[key]
+            nodes = [s.node for s in members]
+            cohort = Cohort(
+                model_fn=arch.model_fn,
+                arch_key=arch.key,
+                data=[s.data for s in members],
+                starts=[self.models.states[n] for n in nodes],
+                start_of=np.arange(len(nodes)),
+                group_of=np.zeros(len(nodes), dtype=np.int64),
+                num_groups=1,
+                weights=np.ones(len(nodes)),
+                seeds=np.array(
+                    [
+                        ctx.seeds.int_seed("fedagg_batches", round_, s.node, direction, s.teacher)
+                        for s in members
+                    ],
+                    dtype=np.int64,
+                ),
+                keep_states=True,
+                client_ids=np.asarray(nodes, dtype=np.int64),
+            )
+            loss = (
+                leaf_loss(cfg.gamma, cfg.beta_leaf, cfg.T, joint_forward=not cfg.demo_compat)
+                if leaf
+                else non_leaf_loss(cfg.beta, cfg.T)
+            )
+            spec = LocalSpec(lr=cfg.lr, batch_size=cfg.batch_size, epochs=1, momentum=cfg.momentum, loss=loss)
+            started = time.perf_counter()
+            result: CohortResult = ctx.executor.train(cohort, spec)
+            self.wall[f"student_{ctx.topology.tier(nodes[0]).value}"] += time.perf_counter() - started
+            self.check_finite(result, nodes, round_)
+            assert result.client_states is not None
+            for n, state in zip(nodes, result.client_states):
+                self.models.states[n] = state
+            # A leaf step runs the model on the real and the bridge version of each sample.
+            passes = 2 if leaf else 1
+            ctx.system.compute(
+                nodes, result.samples * float(passes * arch.info.flops_train), phase=PHASE_STUDENT
+            )
+            losses.update({n: float(v) for n, v in zip(nodes, result.train_loss)})
+        return losses
+
+    def _down(self, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
+        """Downward KD for (parent, child) pairs at once: each parent infers once on all its listed children's
+        subtrees, sends each child its logits, then all children train in parallel cohorts."""
+        by_parent: dict[int, list[int]] = defaultdict(list)
+        for parent, child in pairs:
+            by_parent[parent].append(child)
+        students: list[_Student] = []
+        src, dst, nbytes, teachers, flops = [], [], [], [], []
+        for parent, children in by_parent.items():
+            ords = [k for c in children for k in self.ordinals(c)]
+            logits = self._teach(parent, ords)
+            teachers.append(parent)
+            flops.append(self.models.arch(parent).info.flops_forward * logits.shape[0])
+            start = 0
+            for child in children:
+                n = self.count(child)
+                part = logits[start : start + n]
+                start += n
+                self.trace.append((DOWN, child, parent))
+                leaf = self.is_leaf(child)
+                data = self._leaf_data(child, part) if leaf else self._bridge_data(self.ordinals(child), part)
+                students.append(_Student(child, data, leaf, parent))
+                src.append(parent)
+                dst.append(child)
+                nbytes.append(logit_bytes(self.num_classes, n))
+        system = self.ctx.system
+        system.compute(teachers, flops, phase=PHASE_TEACHER)
+        system.transmit(
+            np.array(src), np.array(dst), np.array(nbytes, dtype=np.float64), phase=PHASE_LOGITS_DOWN
+        )
+        return self._train(students, round_, DOWN)
+
+    def _up(self, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
+        """Upward KD: each child infers on its own subtree and sends the logits up; each parent then trains
+        once on the union of its listed children's bridge samples."""
+        by_parent: dict[int, list[int]] = defaultdict(list)
+        for parent, child in pairs:
+            by_parent[parent].append(child)
+        students: list[_Student] = []
+        src, dst, nbytes, teachers, flops = [], [], [], [], []
+        for parent, children in by_parent.items():
+            parts, ords = [], []
+            for child in children:
+                child_ords = self.ordinals(child)
+                logits = self._teach(child, child_ords)
+                self.trace.append((UP, parent, child))
+                parts.append(logits)
+                ords.extend(child_ords)
+                teachers.append(child)
+                flops.append(self.models.arch(child).info.flops_forward * logits.shape[0])
+                src.append(child)
+                dst.append(parent)
+                nbytes.append(logit_bytes(self.num_classes, logits.shape[0]))
+            teacher = children[0] if len(children) == 1 else self.ctx.topology.num_nodes  # a union
+            students.append(_Student(parent, self._bridge_data(ords, torch.cat(parts)), False, teacher))
+        system = self.ctx.system
+        system.compute(teachers, flops, phase=PHASE_TEACHER)
+        system.transmit(
+            np.array(src), np.array(dst), np.array(nbytes, dtype=np.float64), phase=PHASE_LOGITS_UP
+        )
+        return self._train(students, round_, UP)
+
+    # --------------------------------------------------------------------------------- rounds
+    def levels(self) -> list[list[tuple[int, int]]]:
+        """(parent, child) pairs with data, grouped by the parent's depth, deepest level first."""
+        topo = self.ctx.topology
+        by_depth: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        for n in range(topo.num_nodes):
+            if self.is_leaf(n):
+                continue
+            for c in topo.children(n):
+                if self.count(c) > 0:
+                    by_depth[topo.depth(n)].append((n, c))
+        return [by_depth[d] for d in sorted(by_depth, reverse=True)]
+
+    def _sequential(self, node: int, round_: int, losses: dict[int, list[float]]) -> None:
+        """The official demo's depth-first order: each child's subtree, then BSBODP(child, node)."""
+        for child in self.ctx.topology.children(node):
+            if self.count(child) == 0:
+                continue
+            if not self.is_leaf(child):
+                self._sequential(child, round_, losses)
+            for direction in (DOWN, UP):
+                step = self._down if direction == DOWN else self._up
+                for n, v in step([(node, child)], round_).items():
+                    losses[n].append(v)
+
+    def run_round(self, round_: int) -> dict[str, Any]:
+        """Scheduled migrations, then one FEDAGG_TRAIN(root); returns losses and bytes per phase."""
+        system = self.ctx.system
+        system.begin_round(round_)
+        self.wall.clear()
+        self.trace.clear()
+        for m in self.cfg.migrations:
+            if m.round == round_:
+                self.migrate(self._node_id(m.node), self._node_id(m.new_parent))
+        losses: dict[int, list[float]] = defaultdict(list)
+        if self.cfg.schedule == "sequential":
+            self._sequential(0, round_, losses)
+        else:
+            for pairs in self.levels():
+                for step in (self._down, self._up):
+                    for n, v in step(pairs, round_).items():
+                        losses[n].append(v)
+        system.end_round()
+        totals = system.ledger.round_totals(round_)
+        tier_loss: dict[str, list[float]] = defaultdict(list)
+        topo = self.ctx.topology
+        for n, vals in losses.items():
+            tier_loss[topo.tier(n).value].extend(v for v in vals if np.isfinite(v))
+        return {
+            "train_loss": float(np.mean(losses[0])) if losses.get(0) else float("nan"),
+            "train_loss_by_tier": {t: float(np.mean(v)) if v else None for t, v in sorted(tier_loss.items())},
+            "bytes_by_phase": {
+                p: v["bytes_up"] + v["bytes_down"]
+                for p, v in sorted(totals["by_phase"].items())
+                if v["bytes_up"] + v["bytes_down"] > 0
+            },
+            "wall_s_by_part": dict(sorted(self.wall.items())),
+        }
+
+    # ------------------------------------------------------------------------------ migration
+    def _node_id(self, ref: int | str) -> int:
+        topo = self.ctx.topology
+        if isinstance(ref, str):
+            for n in topo.nodes:
+                if n.name == ref:
+                    return n.id
+            raise ConfigError(
+                f"algorithm.migrations: no node named {ref!r}",
+                hint="use a node id or a default name such as edge0 or dev3",
+            )
+        if not 0 <= int(ref) < topo.num_nodes:
+            raise ConfigError(f"algorithm.migrations: node id {ref} is not in 0..{topo.num_nodes - 1}")
+        return int(ref)
+
+    def migrate(self, node: int, new_parent: int) -> dict[tuple[int, int], float]:
+        """Re-parent ``node`` (with its subtree) under ``new_parent`` (Theorem 1) and re-send its subtree's
+        embeddings + labels hop by hop along the new path, up to just below the lowest common ancestor of
+        the old and new position (that ancestor and every node above it already store them); each new
+        holder decodes them once. Moving a device between two edges costs one hop; moving it up to a node
+        that already holds its data costs nothing.
+
+        Charged to the system's current round; returns the bytes per (child, parent) link.
+        """
+        topo = self.ctx.topology
+        old_path = topo.path_to_root(node)
+        self.ctx.system.reparent(node, new_parent)
+        if topo.path_to_root(node) == old_path:
+            return {}
+        new_path = topo.path_to_root(node)
+        holders = set(old_path[1:])
+        stop = next(i for i, n in enumerate(new_path) if i > 0 and n in holders)
+        n_samples = self.count(node)
+        load = charge_paths(
+            self.ctx.system,
+            [(new_path[:stop], float(n_samples * self.bytes_per_sample))],
+            phase=PHASE_MIGRATE_EMBED,
+        )
+        receivers = new_path[1:stop]
+        if receivers and n_samples:
+            self.ctx.system.compute(receivers, float(self.dec_flops * n_samples), phase=PHASE_MIGRATE_DECODE)
+        return load
+
+    # -------------------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Every node's model state (the autoencoder and bridge samples are rebuilt by ``init``)."""
+        return {"node_states": dict(self.models.states)}  # states are replaced, never mutated in place
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output after :meth:`init` (same tree and models)."""
+        saved = state.get("node_states")
+        if not isinstance(saved, dict) or set(saved) != set(self.models.states):
+            raise DataError(
+                "FedAgg checkpoint: its node states do not match this run's nodes",
+                hint="resume with the config the checkpoint was written by",
+            )
+        device = self.ctx.device
+        self.models.states = {
+            int(n): {k: v.to(device, copy=True) for k, v in s.items()} for n, s in saved.items()
+        }
+        self._cache_version = -1
+
+    # -------------------------------------------------------------------------------- metrics
+    def delivered_state(self) -> StateDict:
+        """The cloud model's state."""
+        return self.models.states[0]
+
+    def summary_extras(self) -> dict[str, Any]:
+        """summary.json entries: each tier's model(s) and the bridge-sample payload sizes."""
+        topo = self.ctx.topology
+        tiers: dict[str, dict[str, Any]] = {}
+        for n in range(topo.num_nodes):
+            arch = self.models.arch(n)
+            entry = tiers.setdefault(topo.tier(n).value, {})
+            info = entry.setdefault(
+                arch.name, {"params": arch.info.params, "param_bytes": arch.info.param_bytes, "nodes": 0}
+            )
+            info["nodes"] += 1
+        return {
+            "models_by_tier": tiers,
+            "bridge": {
+                "embedding_floats": self.autoencoder.embed_numel,
+                "bytes_per_sample": self.bytes_per_sample,
+                "autoencoder_params": num_params(self.autoencoder),
+            },
+        }
+
+    def _accuracy(self, node: int, full: bool = False) -> tuple[float, float]:
+        """Test accuracy and loss of ``node``'s model (the full test set, or the fixed tier subset)."""
+        x, y = (self.ctx.test_x, self.ctx.test_y) if full else self.tier_test
+        return evaluate_state(self.models.module(node), None, x, y, self.ctx.cfg.eval.batch_size)
+
+    def evaluate(self) -> dict[str, Any]:
+        """Cloud accuracy and loss (full test set), plus ``accuracy_by_tier``: cloud, the mean over edges
+        and the mean over the evaluated devices (a fixed seeded sample of ``eval_devices``), both tested on a
+        fixed seeded subset of ``tier_eval_samples`` test samples, so many devices stay cheap to evaluate."""
+        acc, loss = self._accuracy(0, full=True)
+        edges = self.ctx.topology.edges
+        edge_acc = [self._accuracy(e)[0] for e in edges]
+        dev_acc = [self._accuracy(d)[0] for d in self.eval_devices]
+        return {
+            "accuracy": acc,
+            "loss": loss,
+            "accuracy_by_tier": {
+                "cloud": acc,
+                "edge": float(np.mean(edge_acc)) if edge_acc else None,
+                "device": float(np.mean(dev_acc)) if dev_acc else None,
+            },
+        }
+
+
+# ------------------------------------------------------------------------------- autoencoder files
+def _pretrain(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict[str, Any]]:
+    """Pre-train the bridge autoencoder on the context's held-out images (seeded by the run seed)."""
+    return pretrain_on_heldout(
+        ctx.bundle,
+        ctx.parts,
+        source=ac.source,
+        max_samples=ac.max_samples,
+        epochs=ac.epochs,
+        lr=ac.lr,
+        batch_size=ac.batch_size,
+        embed_channels=ac.embed_channels,
+        seed=ctx.seeds.int_seed(AUTOENCODER_SEED_PURPOSE) % SEED_BOUND,
+        device=ctx.device,
+    )
+
+
+def pretrain_autoencoder_file(cfg: RunConfig, path: str | Path) -> dict[str, Any]:
+    """What ``edgelearn pretrain-autoencoder`` runs: pre-train on the config's held-out data (the same data,
+    split and seed a FedAgg run with ``autoencoder.path: null`` would use) and save it with its SHA-256.
+
+    The ``algorithm.autoencoder`` section is used when the config's algorithm is FedAgg, else its defaults.
+    Returns the saved metadata plus ``path`` and ``sha256``.
+    """
+    from edgelearn.runner import build_context  # runtime import: the runner imports the algorithms
+
+    ac = cfg.algorithm.autoencoder if isinstance(cfg.algorithm, FedAggConfig) else AutoencoderConfig()
+    ctx = build_context(cfg)
+    if len(ctx.bundle.input_shape) != 3:
+        raise ConfigError(
+            f"dataset {ctx.bundle.name!r} has input shape {tuple(ctx.bundle.input_shape)}, not an image",
+            hint="the FedAgg autoencoder needs image data (C, H, W)",
+        )
+    model, meta = _pretrain(ctx, ac)
+    digest = save_autoencoder(path, model.state_dict(), meta)
+    return {**meta, "path": str(path), "sha256": digest}

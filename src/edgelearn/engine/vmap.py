@@ -1,0 +1,395 @@
+"""The vmap executor: chunks of same-architecture clients trained in lockstep with ``torch.func``.
+
+Per-client parameters, gradients and momentum buffers are stacked on dim 0 and one
+``vmap(grad_and_value(...))`` call computes every client's step. Ragged data is padded: step ``t`` gathers
+each client's batch ``t`` from one concatenated data tensor, padded to that step's largest batch with the
+client's sample 0 under a 0/1 mask, so the loss is a masked mean. Clients are sorted by their number of
+steps, so the clients that still have a step ``t`` are a prefix of the chunk and only that prefix is computed
+and updated: a finished client's weights, momentum and weight decay are never touched. Per step the Python
+work is a fixed number of tensor operations, whatever the number of clients.
+
+Results equal :class:`~edgelearn.engine.serial.SerialExecutor`'s within float tolerance. Models the
+lockstep path cannot reproduce exactly (BatchNorm, whose batch statistics would see the padding and whose
+running statistics update in place; dropout, whose random masks differ; tied parameters) fall back to the
+serial executor for that cohort, logged once per architecture at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from edgelearn.engine.batches import batch_schedule
+from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn
+from edgelearn.engine.serial import SerialExecutor
+from edgelearn.engine.state import StateDict, WeightedMean
+from edgelearn.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+CPU_MEMORY_BUDGET_BYTES = 256 << 20
+"""Working memory one chunk may use on a CPU (or any non-CUDA) device: 256 MiB. Bigger chunks gain nothing
+on a CPU: measured here (2 cores, MLP 64-128-10, 10,000 clients, batch 16) chunks of 125 to 1,000 clients ran
+a round in the same time and 4,000 took 1.5x longer (out of cache) with 2x the memory. ``engine.vmap_chunk``
+overrides the estimate."""
+CUDA_FREE_MEMORY_FRACTION = 0.5
+"""Share of a CUDA device's currently free memory one chunk may use; the rest is left for the client data,
+the evaluation model and allocator fragmentation."""
+PARAM_COPIES = 5
+"""Stacked per-client state copies alive during a step: weights, gradients, momentum, the proximal anchor
+(or the update's temporaries) and the float64 copy aggregation makes."""
+ACTIVATION_COPIES = 3
+"""Per-sample activation memory multiplier: saved forward activations, their gradients and the batching
+temporaries."""
+INDEX_BYTES_PER_SLOT = 9
+"""Bytes of the precomputed gather plan per (step, client, batch slot): an int64 index and a bool mask."""
+
+
+def unsupported_reason(module: nn.Module) -> str | None:
+    """Why ``module`` cannot be trained in lockstep with results equal to serial, or None when it can."""
+    for name, sub in module.named_modules():
+        where = name or type(module).__name__
+        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
+            return (
+                f"{where} is {type(sub).__name__}: its batch statistics would include padded samples and its "
+                "running statistics update in place, which vmap cannot do per client"
+            )
+        if isinstance(sub, nn.modules.instancenorm._InstanceNorm) and sub.track_running_stats:
+            return f"{where} is {type(sub).__name__} with running statistics (updated in place)"
+        if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:
+            return f"{where} is {type(sub).__name__}: its random masks would differ from the serial run"
+    named = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
+    if not set(module.state_dict()) <= named:
+        return "the model has tied (shared) parameters"
+    return None
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one chunk may use on ``device``: a share of free CUDA memory, else a fixed CPU budget."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_FREE_MEMORY_FRACTION)
+    return CPU_MEMORY_BUDGET_BYTES
+
+
+@torch.no_grad()
+def activation_bytes_per_sample(module: nn.Module, sample: torch.Tensor) -> int:
+    """Bytes of every leaf module's output for one input sample (plus the input): the activation footprint."""
+    total = sample.numel() * sample.element_size()
+
+    def hook(_mod: nn.Module, _inp: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
+    try:
+        module(sample[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+@dataclass
+class _Plan:
+    """A chunk's gather plan: per step, which rows of the concatenated data each active client uses."""
+
+    index: torch.Tensor  # (steps, clients, width) int64 rows of the concatenated data; padding = sample 0
+    mask: torch.Tensor  # (steps, clients, width) bool, True for real samples
+    active: list[int]  # clients with a step t (a prefix of the chunk, which is sorted by steps)
+    width: list[int]  # largest batch of step t
+
+
+def _plan(sizes: Sequence[int], schedules: Sequence[list[np.ndarray]], device: torch.device) -> _Plan:
+    """Build the padded gather plan of a chunk whose clients are sorted by number of steps, descending."""
+    count = len(schedules)
+    steps = np.array([len(s) for s in schedules], dtype=np.int64)
+    horizon = int(steps.max()) if count else 0
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if count else np.zeros(0, int)
+    lens = np.zeros((horizon, count), dtype=np.int64)
+    for c, sched in enumerate(schedules):
+        for t, idx in enumerate(sched):
+            lens[t, c] = len(idx)
+    width = int(lens.max()) if lens.size else 0
+    index = np.broadcast_to(offsets[None, :, None], (horizon, count, width)).copy()
+    for c, sched in enumerate(schedules):
+        for t, idx in enumerate(sched):
+            index[t, c, : len(idx)] += idx
+    lens_t = torch.as_tensor(lens, device=device)
+    mask = torch.arange(width, device=device) < lens_t[..., None]
+    return _Plan(
+        index=torch.as_tensor(index, device=device),
+        mask=mask,
+        active=[int((steps > t).sum()) for t in range(horizon)],
+        width=[int(lens[t].max()) for t in range(horizon)],
+    )
+
+
+StepFn = Callable[
+    [dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor],
+    tuple[dict[str, torch.Tensor], torch.Tensor],
+]
+
+
+def make_step(module: nn.Module, loss: LossFn) -> StepFn:
+    """``vmap(grad_and_value(masked mean loss))`` over (trainable, fixed, batch, mask), stacked on dim 0."""
+
+    def objective(
+        trainable: dict[str, torch.Tensor],
+        fixed: dict[str, torch.Tensor],
+        batch: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        def apply(x: torch.Tensor) -> torch.Tensor:
+            return functional_call(module, (trainable, fixed), (x,))
+
+        per_sample = loss(apply, batch)
+        if per_sample.shape != mask.shape:
+            raise ConfigError(
+                f"LocalSpec.loss returned shape {tuple(per_sample.shape)} for a batch of "
+                f"{mask.shape[0]} samples",
+                hint="return PER-SAMPLE losses of shape (batch,), "
+                "e.g. F.cross_entropy(..., reduction='none')",
+            )
+        kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))
+        return kept.sum() / mask.sum().clamp_min(1)
+
+    return vmap(grad_and_value(objective))
+
+
+class VmapExecutor:
+    """Trains a cohort chunk by chunk, each chunk's clients in lockstep under ``torch.func.vmap``.
+
+    ``chunk_size`` bounds the clients trained at once (config ``engine.vmap_chunk``); None picks the largest
+    chunk whose estimated footprint, ``PARAM_COPIES`` x state bytes + ``ACTIVATION_COPIES`` x batch x
+    activation bytes per sample + the gather plan, per client, fits :func:`memory_budget`.
+    """
+
+    name = "vmap"
+
+    def __init__(self, device: torch.device, chunk_size: int | None = None) -> None:
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ConfigError(
+                f"engine.vmap_chunk must be a positive integer or null, got {chunk_size!r}",
+                hint="set engine.vmap_chunk to e.g. 256, or leave it null to size chunks from memory",
+            )
+        self.device = device
+        self.chunk_size = chunk_size
+        self.serial = SerialExecutor(device)
+        self._modules: dict[str, nn.Module] = {}
+        self._reasons: dict[str, str | None] = {}
+        self._activation: dict[str, int] = {}
+        self._logged: set[str] = set()
+
+    def _module(self, cohort: Cohort) -> nn.Module:
+        """The cohort architecture's template module (built without shifting the caller's torch RNG)."""
+        module = self._modules.get(cohort.arch_key)
+        if module is None:
+            with torch.random.fork_rng(devices=[]):
+                module = cohort.model_fn().to(self.device)
+            module.train()
+            self._modules[cohort.arch_key] = module
+        return module
+
+    def unsupported_reason(self, cohort: Cohort) -> str | None:
+        """Why this cohort's model falls back to serial training (cached per architecture), or None."""
+        if cohort.arch_key not in self._reasons:
+            self._reasons[cohort.arch_key] = unsupported_reason(self._module(cohort))
+        return self._reasons[cohort.arch_key]
+
+    def train(self, cohort: Cohort, spec: LocalSpec) -> CohortResult:
+        """Local SGD for every client, chunk by chunk in lockstep; fold final states into group means."""
+        n = len(cohort)
+        means = [WeightedMean() for _ in range(cohort.num_groups)]
+        samples = np.zeros(n, dtype=np.int64)
+        steps = np.zeros(n, dtype=np.int64)
+        losses = np.full(n, np.nan)
+        kept: list[StateDict] | None = [] if cohort.keep_states else None
+        if n == 0:
+            groups: list[StateDict | None] = [None] * cohort.num_groups
+            return CohortResult(groups, kept, samples, steps, losses)
+        reason = self.unsupported_reason(cohort)
+        if reason is not None:
+            if cohort.arch_key not in self._logged:
+                self._logged.add(cohort.arch_key)
+                log.info("vmap executor: training %s serially because %s", cohort.arch_key, reason)
+            return self.serial.train(cohort, spec)
+        module = self._module(cohort)
+        expected = set(module.state_dict())
+        for j, start in enumerate(cohort.starts):
+            if set(start) != expected:
+                raise ValueError(
+                    f"Cohort.starts[{j}] does not match the model's state: missing "
+                    f"{sorted(expected - set(start))}, unexpected {sorted(set(start) - expected)}"
+                )
+        schedules = [
+            batch_schedule(
+                len(data),
+                cohort.batch_size_of(i, spec),
+                seed=int(cohort.seeds[i]),
+                epochs=spec.epochs,
+                steps=spec.steps,
+            )
+            for i, data in enumerate(cohort.data)
+        ]
+        for i, sched in enumerate(schedules):
+            steps[i] = len(sched)
+            samples[i] = sum(len(b) for b in sched)
+        order = np.argsort(-steps, kind="stable")
+        size = self.chunk_size or self.auto_chunk_size(cohort, schedules)
+        step_fn = make_step(module, spec.loss)
+        slots: list[StateDict | None] = [None] * n
+        for begin in range(0, n, size):
+            members = order[begin : begin + size]
+            state, loss_sum = self._train_chunk(module, step_fn, cohort, spec, members, schedules)
+            done = steps[members] > 0
+            losses[members[done]] = loss_sum[done] / steps[members[done]]
+            self._fold(state, cohort, members, means)
+            if kept is not None:
+                columns = {k: v.unbind(0) for k, v in state.items()}
+                for j, i in enumerate(members):
+                    slots[int(i)] = {k: col[j].clone() for k, col in columns.items()}
+        if kept is not None:
+            kept.extend(s for s in slots if s is not None)
+        like = cohort.starts[0]
+        groups = [m.result(like) if m.total_weight > 0 else None for m in means]
+        return CohortResult(
+            group_states=groups, client_states=kept, samples=samples, steps=steps, train_loss=losses
+        )
+
+    def auto_chunk_size(self, cohort: Cohort, schedules: Sequence[list[np.ndarray]]) -> int:
+        """Largest number of clients whose estimated lockstep footprint fits :func:`memory_budget`."""
+        state_bytes = sum(v.numel() * v.element_size() for v in cohort.starts[0].values())
+        if cohort.arch_key not in self._activation:
+            sample = next((d.x[:1] for d in cohort.data if len(d)), None)
+            self._activation[cohort.arch_key] = (
+                0
+                if sample is None
+                else activation_bytes_per_sample(self._module(cohort), sample.to(self.device))
+            )
+        horizon = max((len(s) for s in schedules), default=0)
+        width = max((len(b) for s in schedules for b in s[:1]), default=0)
+        per_client = (
+            PARAM_COPIES * state_bytes
+            + ACTIVATION_COPIES * width * self._activation[cohort.arch_key]
+            + INDEX_BYTES_PER_SLOT * horizon * width
+        )
+        return int(max(1, min(len(cohort), memory_budget(self.device) // max(1, per_client))))
+
+    def _stack_starts(self, cohort: Cohort, members: np.ndarray) -> StateDict:
+        """Each member's start state stacked on dim 0 (fresh tensors, safe to update in place)."""
+        unique, inverse = np.unique(cohort.start_of[members], return_inverse=True)
+        pick = torch.as_tensor(inverse, device=self.device)
+        keys = list(cohort.starts[int(unique[0])])
+        return {
+            k: torch.stack([cohort.starts[int(u)][k].to(self.device) for u in unique]).index_select(0, pick)
+            for k in keys
+        }
+
+    def _concat_data(self, cohort: Cohort, members: np.ndarray) -> dict[str, torch.Tensor]:
+        """The members' x, y and extra tensors concatenated along the sample axis."""
+        first = cohort.data[int(members[0])]
+        keys = set(first.extra)
+        for i in members:
+            if set(cohort.data[int(i)].extra) != keys:
+                raise DataError(
+                    f"cohort clients carry different extra tensors: client {int(members[0])} has "
+                    f"{sorted(keys)}, client {int(i)} has {sorted(cohort.data[int(i)].extra)}",
+                    hint="give every client of a cohort the same extra per-sample tensors",
+                )
+        columns = {
+            "x": [cohort.data[int(i)].x for i in members],
+            "y": [cohort.data[int(i)].y for i in members],
+        }
+        for k in first.extra:
+            if k in columns:
+                raise DataError(
+                    f"client extra tensor name {k!r} clashes with x/y", hint="rename the extra tensor"
+                )
+            columns[k] = [cohort.data[int(i)].extra[k] for i in members]
+        out: dict[str, torch.Tensor] = {}
+        for k, parts in columns.items():
+            try:
+                out[k] = torch.cat([p.to(self.device) for p in parts])
+            except RuntimeError as exc:
+                raise DataError(
+                    f"cohort clients' {k!r} tensors differ in per-sample shape or dtype: {exc}",
+                    hint="every client of a cohort must share the per-sample shape of x, y and extras",
+                ) from exc
+        return out
+
+    def _train_chunk(
+        self,
+        module: nn.Module,
+        step_fn: StepFn,
+        cohort: Cohort,
+        spec: LocalSpec,
+        members: np.ndarray,
+        schedules: Sequence[list[np.ndarray]],
+    ) -> tuple[StateDict, np.ndarray]:
+        """Lockstep SGD of one chunk (members sorted by steps, descending); final stacked state, loss sums."""
+        state = self._stack_starts(cohort, members)
+        grad_names = {n for n, p in module.named_parameters() if p.requires_grad}
+        trainable = {k: v for k, v in state.items() if k in grad_names}
+        fixed = {k: v for k, v in state.items() if k not in grad_names}
+        anchor = {k: v.clone() for k, v in trainable.items()} if spec.prox_mu > 0 else None
+        chunk = [schedules[int(i)] for i in members]
+        data = self._concat_data(cohort, members)
+        plan = _plan([len(cohort.data[int(i)]) for i in members], chunk, self.device)
+        momentum: dict[str, torch.Tensor] = {}
+        loss_sum = torch.zeros(len(members), device=self.device)
+        for t, (active, width) in enumerate(zip(plan.active, plan.width)):
+            rows = plan.index[t, :active, :width].reshape(-1)
+            batch = {k: v.index_select(0, rows).view(active, width, *v.shape[1:]) for k, v in data.items()}
+            params = {k: v[:active] for k, v in trainable.items()}
+            grads, loss = step_fn(
+                params, {k: v[:active] for k, v in fixed.items()}, batch, plan.mask[t, :active, :width]
+            )
+            loss_sum[:active] += loss.detach()
+            for k, p in params.items():
+                d_p = grads[k]
+                if anchor is not None:
+                    d_p = d_p + spec.prox_mu * (p - anchor[k][:active])
+                if spec.weight_decay != 0:
+                    d_p = d_p.add(p, alpha=spec.weight_decay)
+                if spec.momentum != 0:
+                    if t == 0:
+                        momentum[k] = d_p.clone()
+                    else:
+                        d_p = momentum[k][:active].mul_(spec.momentum).add_(d_p)
+                p.add_(d_p, alpha=-spec.lr)
+        return state, loss_sum.cpu().numpy().astype(np.float64)
+
+    def _fold(self, state: StateDict, cohort: Cohort, members: np.ndarray, means: list[WeightedMean]) -> None:
+        """Add the chunk's final states to their groups' running weighted means.
+
+        Each group's chunk mean is one weighted reduction at the model's dtype (a BLAS dot product, no float64
+        copy of the stacked states), folded in with the group's chunk weight; the running means across
+        chunks stay float64 in :class:`WeightedMean`. Integer buffers keep their maximum, as there.
+        """
+        groups = cohort.group_of[members]
+        for g in np.unique(groups):
+            rows = np.nonzero(groups == g)[0]
+            weights = np.asarray(cohort.weights[members[rows]], dtype=np.float64)
+            total = float(weights.sum())
+            share = weights / total if total > 0 else np.zeros_like(weights)
+            sub: Mapping[str, torch.Tensor] = state
+            if len(rows) != len(members):
+                pick = torch.as_tensor(rows, device=self.device)
+                sub = {k: v.index_select(0, pick) for k, v in state.items()}
+            mean = {
+                k: torch.tensordot(torch.as_tensor(share, dtype=v.dtype, device=v.device), v, dims=1)
+                if v.is_floating_point()
+                else v.amax(dim=0)
+                for k, v in sub.items()
+            }
+            means[int(g)].add(mean, total)

@@ -1,0 +1,131 @@
+"""FedAgg's KD loss against hand-computed values and the official batchmean form; leaf/non-leaf losses;
+eval-mode no-grad teacher inference."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from edgelearn.algorithms.distill import (
+    BRIDGE_KEY,
+    KD_EPS,
+    TEACHER_KEY,
+    kd_loss,
+    kd_per_sample,
+    leaf_loss,
+    non_leaf_loss,
+    teacher_logits,
+)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _hand_kd(p: list[float], q: list[float], T: float) -> float:
+    """T^2 * sum_c (p_c + eps) * log((p_c + eps) / q_c), written out."""
+    return T * T * sum((pc + KD_EPS) * math.log((pc + KD_EPS) / qc) for pc, qc in zip(p, q))
+
+
+def test_kd_matches_hand_computed_value() -> None:
+    T = 2.0
+    # Student logits (0, 0) -> q = (1/2, 1/2); teacher (2 ln 3, 0) / T = (ln 3, 0) -> p = (3/4, 1/4).
+    s = torch.tensor([[0.0, 0.0], [math.log(2.0) * T, 0.0]], dtype=torch.float64)
+    z = torch.tensor([[2 * math.log(3.0), 0.0], [0.0, 0.0]], dtype=torch.float64)
+    first = _hand_kd([0.75, 0.25], [0.5, 0.5], T)  # = 4 * (0.75 ln 1.5 + 0.25 ln 0.5) ~ 0.523248
+    second = _hand_kd([0.5, 0.5], [2 / 3, 1 / 3], T)  # student (ln 2, 0) -> q = (2/3, 1/3)
+    assert first == pytest.approx(0.5232481, abs=1e-6)
+    per = kd_per_sample(s, z, T)
+    assert per.tolist() == pytest.approx([first, second], rel=1e-12)
+    assert float(kd_loss(s, z, T)) == pytest.approx((first + second) / 2, rel=1e-12)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 6),
+    classes=st.integers(2, 7),
+    T=st.floats(0.5, 5.0),
+)
+@settings(max_examples=50, deadline=None)
+def test_kd_equals_the_official_kldiv_batchmean_form(seed: int, batch: int, classes: int, T: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(batch, classes, generator=g, dtype=torch.float64) * 3
+    z = torch.randn(batch, classes, generator=g, dtype=torch.float64) * 3
+    official = nn.KLDivLoss(reduction="batchmean")(
+        F.log_softmax(s / T, dim=1), F.softmax(z / T, dim=1) + KD_EPS
+    ) * (T * T)
+    assert float(kd_loss(s, z, T)) == pytest.approx(float(official), rel=1e-9, abs=1e-12)
+    # identical logits: only the epsilon remains, T^2 * sum_c (p_c + eps) * log((p_c + eps) / p_c)
+    p = F.softmax(s / T, dim=1)
+    eps_only = (T * T) * ((p + KD_EPS) * torch.log((p + KD_EPS) / p)).sum(dim=1)
+    assert torch.allclose(kd_per_sample(s, s, T), eps_only, rtol=1e-6, atol=1e-15)
+
+
+def test_kd_gradient_flows_to_the_student_only() -> None:
+    s = torch.tensor([[1.0, -1.0]], requires_grad=True)
+    z = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    kd_loss(s, z, 3.0).backward()
+    assert s.grad is not None and float(s.grad.abs().sum()) > 0
+    assert z.grad is None
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def test_non_leaf_loss_is_ce_plus_beta_kd() -> None:
+    T, beta = 2.0, 10.0
+    batch = {
+        "x": torch.tensor([[0.0, 0.0]], dtype=torch.float64),
+        "y": torch.tensor([0]),
+        TEACHER_KEY: torch.tensor([[2 * math.log(3.0), 0.0]], dtype=torch.float64),
+    }
+    out = non_leaf_loss(beta, T)(_identity, batch)
+    assert out.shape == (1,)
+    assert float(out[0]) == pytest.approx(math.log(2.0) + beta * _hand_kd([0.75, 0.25], [0.5, 0.5], T))
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_leaf_loss_is_real_ce_plus_gamma_times_bridge_terms(joint: bool) -> None:
+    T, gamma, beta_leaf = 2.0, 0.5, 3.0
+    batch = {
+        "x": torch.tensor([[math.log(3.0), 0.0]], dtype=torch.float64),  # real: p(y=0) = 3/4
+        BRIDGE_KEY: torch.tensor([[0.0, 0.0]], dtype=torch.float64),  # bridge: p(y=0) = 1/2
+        "y": torch.tensor([0]),
+        TEACHER_KEY: torch.tensor([[2 * math.log(3.0), 0.0]], dtype=torch.float64),
+    }
+    out = leaf_loss(gamma, beta_leaf, T, joint_forward=joint)(_identity, batch)
+    expected = math.log(4 / 3) + gamma * (math.log(2.0) + beta_leaf * _hand_kd([0.75, 0.25], [0.5, 0.5], T))
+    assert float(out[0]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_teacher_logits_eval_mode_no_grad_and_batch_size_invariant() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    module.train()
+    for _ in range(3):  # give BatchNorm non-trivial running statistics
+        module(torch.randn(16, 4))
+    before = module[1].running_mean.clone()
+    x = torch.randn(37, 4)
+    big = teacher_logits(module, x, batch_size=1024)
+    small = teacher_logits(module, x, batch_size=5)
+    assert not big.requires_grad and big.shape == (37, 3)
+    assert torch.allclose(big, small, atol=1e-6)  # eval mode: running statistics, no batch dependence
+    assert torch.equal(module[1].running_mean, before)
+    assert not module.training
+    teacher_logits(module, x, batch_size=8, train_mode=True)  # the demo's quirk mutates running stats
+    assert not torch.equal(module[1].running_mean, before)
+    with pytest.raises(ValueError):
+        teacher_logits(module, x[:0])
