@@ -109,6 +109,17 @@ def plan(
     console.print(f"shift: {report_['shift']}")
 
 
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option("--quick", help="a few-minute subset (CI smoke run)")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="write every record as JSON here")] = None,
+) -> None:
+    """Benchmark the executors (serial, vmap, auto, ray) against centralized training; print a table."""
+    from edgelearn.bench import main as bench_main
+
+    bench_main(quick, json_path)
+
+
 @app.command("pretrain-autoencoder")
 def pretrain_autoencoder(
     config: Annotated[Path, typer.Argument(help="YAML config (its data and algorithm.autoencoder section)")],
