@@ -309,7 +309,6 @@ def test_killed_worker_mid_call_does_not_change_results(fresh: RayExecutor, tmp_
 
 
 def test_runner_reproduces_the_serial_run(executor: RayExecutor, tmp_path: Path) -> None:
-    pids = executor.worker_pids()
     base = ["topology.devices=10", "algorithm.rounds=2", "output.progress=false", "output.plots=false"]
     records = {}
     for name in ("serial", "ray"):
@@ -318,7 +317,7 @@ def test_runner_reproduces_the_serial_run(executor: RayExecutor, tmp_path: Path)
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
         records[name] = [{k: v for k, v in json.loads(x).items() if k != "wall_s"} for x in lines]
     assert len(records["ray"]) == 2
-    assert executor.worker_pids() == pids  # the runner's executor reused the warm pool with these settings
+    # (the runner shuts its executor down at the end of a run, so the pool is not reused across runs)
     for got, want in zip(records["ray"], records["serial"]):
         assert got.keys() == want.keys()
         for k, v in want.items():
