@@ -118,3 +118,13 @@ def test_two_stage_config_matches_the_demo() -> None:
     from edgelearn.demo import TWO_STAGE_DIGITS
 
     assert load_config(ROOT / "configs/two_stage/digits.yaml") == build_config(TWO_STAGE_DIGITS)
+
+
+def test_switching_algorithm_keeps_only_known_keys() -> None:
+    path = ROOT / "configs/fedagg/digits.yaml"
+    for name in ("fedagg", "hierfavg", "fedgkt", "feddkc", "demlearn", "fedavg"):
+        cfg = load_config(path, [f"algorithm.name={name}"])
+        assert cfg.algorithm.name == name
+        assert cfg.algorithm.rounds == load_config(path).algorithm.rounds  # shared keys survive
+    with pytest.raises(ConfigError, match="allowed: fedavg, hierfavg, two_stage, fedagg"):
+        load_config(path, ["algorithm.name=nope"])

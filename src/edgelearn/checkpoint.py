@@ -37,7 +37,7 @@ def encode(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, Mapping):
-        return {str(k): encode(v) for k, v in obj.items()}
+        return {(k if isinstance(k, (str, int)) else str(k)): encode(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [encode(v) for v in obj]
     if isinstance(obj, torch.Tensor):

@@ -8,6 +8,7 @@ the key path, what was wrong and the allowed values.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgelearn.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -315,8 +318,123 @@ class FedAggConfig(Section):
     migrations: list[MigrationConfig] = Field(default_factory=list)
 
 
+class FedGKTConfig(Section):
+    """FedGKT: client extractor + head on devices, a large server model on their features in the cloud.
+
+    Defaults: beta 1.5 and the shared lr 1e-3 / batch 8 of FedAgg's baseline runs (paper_fedagg.md §12.1);
+    T 3 and one client and one server epoch per round (FedGKT/FedICT code defaults).
+    """
+
+    name: Literal["fedgkt"] = "fedgkt"
+    rounds: PositiveInt = Field(30, description="rounds (client training, upload, server training, download)")
+    models: TierModelsConfig = Field(
+        TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
+    )
+    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg §12.1: 1.5)")
+    T: PositiveFloat = Field(3.0, description="distillation temperature (FedGKT code: 3)")
+    server_loss: Literal["paper", "fedml"] = Field(
+        "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
+    )
+    lr: PositiveFloat = Field(0.001, description="SGD step size of clients and server (FedAgg §12.1)")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (FedGKT code)")
+    batch_size: PositiveInt = Field(8, description="mini-batch of clients and server (FedAgg §12.1)")
+    client_epochs: PositiveInt = Field(1, description="local epochs per round (FedGKT code: 1)")
+    server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
+    teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")
+    eval_devices: PositiveInt | None = Field(
+        20, description="devices whose extractors feed the test set to the server (seeded); None = all"
+    )
+    tier_eval_samples: PositiveInt | None = Field(
+        2000, description="device models are tested on a fixed seeded subset of this many test samples"
+    )
+
+
+class FedDKCConfig(Section):
+    """FedDKC: FedGKT whose server distils KKR-refined client knowledge (FedAgg §12.1 defaults)."""
+
+    name: Literal["feddkc"] = "feddkc"
+    rounds: PositiveInt = Field(30, description="rounds (client training, upload, server training, download)")
+    models: TierModelsConfig = Field(
+        TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
+    )
+    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg §12.1: 1.5)")
+    T: PositiveFloat = Field(3.0, description="distillation temperature (FedICT code: 3)")
+    peak: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.12, description="KKR: peak probability of every refined vector (FedAgg §12.1: T = 0.12)"
+    )
+    logit_scale: PositiveFloat = Field(
+        0.05, description="KKR: client logits are divided by this before softening (FedICT code: S = 0.05)"
+    )
+    server_loss: Literal["paper", "fedml"] = Field(
+        "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
+    )
+    lr: PositiveFloat = Field(0.001, description="SGD step size of clients and server (FedAgg §12.1)")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (FedGKT code)")
+    batch_size: PositiveInt = Field(8, description="mini-batch of clients and server (FedAgg §12.1)")
+    client_epochs: PositiveInt = Field(1, description="local epochs per round (FedGKT code: 1)")
+    server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
+    teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")
+    eval_devices: PositiveInt | None = Field(
+        20, description="devices whose extractors feed the test set to the server (seeded); None = all"
+    )
+    tier_eval_samples: PositiveInt | None = Field(
+        2000, description="device models are tested on a fixed seeded subset of this many test samples"
+    )
+
+
+class DemLearnConfig(Section):
+    """DemLearn: hierarchical clustering of device models, generalization up, specialization down.
+
+    Defaults from the official code's Setting.py (levels 3, alpha 0.7, 2 local epochs, plain SGD) and FedAgg's
+    shared lr 1e-3 / batch 8 (paper_fedagg.md §12.1); see the module docstring of algorithms/demlearn.py.
+    """
+
+    name: Literal["demlearn"] = "demlearn"
+    rounds: PositiveInt = Field(30, description="rounds (local training, clustering, generalize, specialize)")
+    models: TierModelsConfig = Field(
+        TierModelsConfig(), description="only models.device is used (every group shares its architecture)"
+    )
+    levels: PositiveInt = Field(3, description="generalization levels below the root (Dem-AI K_Levels: 3)")
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.7, description="specialization: own * (1 - alpha) + parent * alpha (Dem-AI alpha_factor)"
+    )
+    mu: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="proximal weight (DemLearn-P; anchored at the start of local training)"
+    )
+    local_epochs: PositiveInt = Field(2, description="local epochs per round (Dem-AI LOCAL_EPOCH)")
+    lr: PositiveFloat = Field(0.001, description="SGD step size (FedAgg §12.1)")
+    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="SGD momentum (Dem-AI: none)")
+    batch_size: PositiveInt = Field(8, description="mini-batch (FedAgg §12.1)")
+    recluster_every: PositiveInt = Field(1, description="rounds between re-clusterings (Dem-AI: 1)")
+    linkage: Literal["average", "complete", "single", "ward"] = Field(
+        "average", description="agglomerative linkage (Dem-AI: average)"
+    )
+    metric: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="distance between flattened models (Dem-AI: weight = euclidean)"
+    )
+    eval_devices: PositiveInt | None = Field(
+        20, description="devices evaluated each round (a fixed seeded sample); None = all"
+    )
+    tier_eval_samples: PositiveInt | None = Field(
+        2000, description="device models are tested on a fixed seeded subset of this many test samples"
+    )
+
+    @model_validator(mode="after")
+    def _ward_is_euclidean(self) -> DemLearnConfig:
+        if self.linkage == "ward" and self.metric != "euclidean":
+            raise ValueError("linkage `ward` needs metric `euclidean`")
+        return self
+
+
 AlgorithmConfig = Annotated[
-    FedAvgConfig | HierFAVGConfig | TwoStageConfig | FedAggConfig, Field(discriminator="name")
+    FedAvgConfig
+    | HierFAVGConfig
+    | TwoStageConfig
+    | FedAggConfig
+    | FedGKTConfig
+    | FedDKCConfig
+    | DemLearnConfig,
+    Field(discriminator="name"),
 ]
 
 
@@ -363,6 +481,50 @@ class OutputConfig(Section):
     checkpoint_keep: PositiveInt = Field(2, description="newest checkpoints kept (older ones are deleted)")
 
 
+class EdgeFailureConfig(Section):
+    """Edge server ``edge`` (node id or name) is down from ``start_round`` to ``end_round``, both included."""
+
+    edge: NonNegInt | str
+    start_round: PositiveInt
+    end_round: PositiveInt
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EdgeFailureConfig:
+        if self.end_round < self.start_round:
+            raise ValueError("`end_round` must be >= `start_round`")
+        return self
+
+
+class FaultsConfig(Section):
+    """Device dropout, stragglers cut by a round deadline, lost uploads, edge outages (system/faults.py).
+
+    All off by default. The trace format and the exact energy accounting are documented in system/faults.py.
+    """
+
+    dropout: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="probability that a device is unavailable in a round (drawn per round and device)"
+    )
+    availability_trace: str | None = Field(
+        None, description="CSV file with header round,node,available (0/1); unlisted devices are available"
+    )
+    deadline_s: PositiveFloat | None = Field(
+        None, description="round deadline in seconds for a device's compute + upload (None = no deadline)"
+    )
+    deadline_factor: PositiveFloat | None = Field(
+        None, description="deadline = this x the median device's predicted compute + upload time"
+    )
+    uplink_loss: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.0, description="probability that a device's upload is lost (energy and delay spent, none arrives)"
+    )
+    edge_failures: list[EdgeFailureConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_deadline(self) -> FaultsConfig:
+        if self.deadline_s is not None and self.deadline_factor is not None:
+            raise ValueError("give at most one of `deadline_s` and `deadline_factor`")
+        return self
+
+
 class RunConfig(Section):
     """A whole experiment."""
 
@@ -382,6 +544,7 @@ class RunConfig(Section):
     algorithm: AlgorithmConfig = FedAvgConfig()
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
+    faults: FaultsConfig = FaultsConfig()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -391,17 +554,21 @@ class RunConfig(Section):
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b.c=value`` into a key path and a YAML-parsed value (so numbers, lists, bools work)."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} has no '='", hint="write overrides as --set key.path=value")
+        raise ConfigError(
+            f"config override {item!r} has no '='", hint="write overrides as --set key.path=value"
+        )
     key, _, raw = item.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not path:
         raise ConfigError(
-            f"override {item!r} has an empty key", hint="write overrides as --set key.path=value"
+            f"config override {item!r} has an empty key", hint="write overrides as --set key.path=value"
         )
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+        raise ConfigError(
+            f"config override {item!r}: the value of `{key.strip()}` is not valid YAML ({exc})"
+        ) from None
     return path, value
 
 
@@ -496,6 +663,15 @@ def _union_member(model: Any, tag: str) -> type[Section] | None:
     return None
 
 
+def _algorithm_fields(name: str) -> set[str] | None:
+    """Field names of the algorithm config class registered as ``name`` (None if no such algorithm)."""
+    members = _section_type(RunConfig.model_fields["algorithm"].annotation).members
+    for member in members:
+        if member.model_fields["name"].default == name:
+            return set(member.model_fields)
+    return None
+
+
 def algorithm_names() -> list[str]:
     """Names accepted by ``algorithm.name``."""
     return [
@@ -554,8 +730,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def build_config(data: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> RunConfig:
     """Validate a raw mapping (plus overrides) into a RunConfig or raise a readable ConfigError."""
+    overrides = list(overrides)
     merged = apply_overrides(data, overrides)
     algo = merged.get("algorithm")
+    switched = any(parse_override(o)[0] == ["algorithm", "name"] for o in overrides)
+    if switched and isinstance(algo, dict):
+        # `--set algorithm.name=X` switches algorithms on a shared config: keep only the keys X knows.
+        known = _algorithm_fields(str(algo.get("name")))
+        if known is not None:
+            dropped = sorted(set(algo) - known)
+            merged["algorithm"] = {k: v for k, v in algo.items() if k in known}
+            if dropped:
+                log.info("algorithm switched to %s: ignoring its unknown keys %s", algo.get("name"), dropped)
     if isinstance(algo, dict) and "name" not in algo:
         merged["algorithm"] = {"name": "fedavg", **algo}
     try:

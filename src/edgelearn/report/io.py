@@ -77,9 +77,9 @@ def _validate_metrics_record(record: object, path: Path, lineno: int) -> dict[st
             )
     by_tier = record.get(TIER_ACCURACY_KEY)
     if by_tier is not None:
-        if not isinstance(by_tier, dict) or not all(is_number(v) for v in by_tier.values()):
+        if not isinstance(by_tier, dict) or not all(v is None or is_number(v) for v in by_tier.values()):
             raise DataError(
-                f"{where}: {TIER_ACCURACY_KEY!r} must map tier names to numbers, got {by_tier!r}",
+                f"{where}: {TIER_ACCURACY_KEY!r} must map tier names to numbers (or null), got {by_tier!r}",
                 hint="fix or delete that line",
             )
     return record

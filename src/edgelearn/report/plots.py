@@ -102,7 +102,7 @@ def _tier_names(records: Sequence[Mapping[str, Any]]) -> list[str]:
     """Tiers seen in any record's ``accuracy_by_tier``, cloud/edge/device first, then others sorted."""
     seen: set[str] = set()
     for record in records:
-        seen.update(record.get("accuracy_by_tier") or {})
+        seen.update(k for k, v in (record.get("accuracy_by_tier") or {}).items() if v is not None)
     return [t for t in TIER_ORDER if t in seen] + sorted(seen - set(TIER_ORDER))
 
 
@@ -132,7 +132,7 @@ def _plot_round(records: Sequence[Mapping[str, Any]], title: str, path: Path) ->
         points = [
             (r["round"], PERCENT * r["accuracy_by_tier"][tier])
             for r in records
-            if tier in (r.get("accuracy_by_tier") or {})
+            if (r.get("accuracy_by_tier") or {}).get(tier) is not None
         ]
         axes.plot([p[0] for p in points], [p[1] for p in points], linestyle="--", label=tier)
     _finish_axes(axes, "round", f"Accuracy vs round: {title}", legend=bool(tiers))

@@ -1,0 +1,482 @@
+"""FedGKT (He, Annavaram & Avestimehr, "Group Knowledge Transfer", NeurIPS 2020) on the edge learning tree.
+
+Every device (client) owns a small model split into a feature extractor and a classifier head; the cloud
+(server) owns a large model that classifies the clients' extracted features. One round, as FedGKT's
+Algorithm 1:
+
+1. every client trains its whole model on its data with ``CE + beta * KD_T(client, server logits)`` (plain CE
+   in round 1, before any server logits exist);
+2. every client extracts, without gradients, the features and logits of all its samples and sends features,
+   logits and labels up to the cloud, hop by hop (edges relay, every hop charged);
+3. the server trains on all features with ``CE + beta * KD_T(server, client logits)`` (``server_loss: paper``,
+   FedGKT's Eq. 6) or ``KD_T + beta * CE`` (``server_loss: fedml``, the FedML code that FedAgg's authors' code
+   inherits);
+4. the server infers its logits on every client's features and sends each client its own, hop by hop down.
+
+Mapping onto the tree (the layout of FedAgg's experiments, paper_fedagg.md §12.1): devices are the clients,
+the cloud is the single server, edge servers only relay. Per-tier models: ``models.device`` is the client
+(split after its convolutional body: the extractor is everything before the global pooling + FC head),
+``models.cloud`` is the server, built for the feature shape; ``models.edge`` is unused. Defaults as FedAgg's
+per-tier defaults (:func:`~edgelearn.algorithms.fedagg.resolve_tier_models`).
+
+The delivered model is FedGKT's own test-time model: a client's extractor followed by the server. As in
+FedGKT's evaluation (each client extracts its test samples, the server classifies the pooled features), the
+test set is dealt out over ``eval_devices`` devices (a fixed seeded sample), each share is extracted by its
+device and the server classifies them all; ``accuracy`` is over the whole test set. ``accuracy_by_tier`` adds
+the mean accuracy of those devices' own full client models (on the fixed ``tier_eval_samples`` subset);
+edges hold no model (``edge: None``). Evaluation is not charged to the ledger, as for every algorithm.
+
+Deviations, on purpose: SGD with momentum as the engine runs it (FedML uses Nesterov momentum and weight
+decay); the server's logits are inferred in eval mode after its training pass (FedML keeps the train-mode
+outputs of the training pass itself), charged as one extra forward pass.
+
+The module also holds small helpers the other KD baselines reuse: :class:`SplitModel`, per-node seeded
+states, per-path downward charging and the test-sample plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgelearn.algorithms.base import Algorithm, RunContext
+from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
+from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
+from edgelearn.algorithms.fedagg import NodeModels, TierArch, make_arch, resolve_tier_models
+from edgelearn.config import FedGKTConfig, Section
+from edgelearn.engine import ClientData, Cohort, LocalSpec, LossFn, StateDict
+from edgelearn.engine import cross_entropy_loss as _ce_loss
+from edgelearn.errors import ConfigError, DataError
+from edgelearn.models import MLP, ConvNet, ResNet, SmallCNN, build_model
+from edgelearn.models.flops import MEASURE_DEVICE
+from edgelearn.system import SystemModel
+
+# ========================================= end of the config block ==========================================
+
+# Ledger phases of FedGKT (and FedDKC) events.
+PHASE_CLIENT_TRAIN = "gkt_client_train"
+PHASE_CLIENT_EXTRACT = "gkt_client_extract"
+PHASE_FEATURES_UP = "gkt_features_up"
+PHASE_SERVER_TRAIN = "gkt_server_train"
+PHASE_SERVER_LOGITS = "gkt_server_logits"
+PHASE_LOGITS_DOWN = "gkt_logits_down"
+
+SERVER = 0
+"""Node id of the server: the cloud, the root of every topology."""
+EVAL_DEVICES_STREAM, TIER_TEST_STREAM, TEST_SHARES_STREAM = 0, 1, 2
+"""Sub-keys of an algorithm's evaluation seed purpose: which devices, which test subset, how it is dealt."""
+
+
+# ------------------------------------------------------------------------------------- split models
+class SplitModel(nn.Module):
+    """A client model as FedGKT needs it: ``classifier(extractor(x))``, with the features reachable."""
+
+    def __init__(self, extractor: nn.Module, classifier: nn.Module) -> None:
+        super().__init__()
+        self.extractor = extractor
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, num_classes)."""
+        return self.classifier(self.extractor(x))
+
+
+def split_model(module: nn.Module, name: str = "") -> tuple[nn.Module, nn.Module]:
+    """(extractor, classifier) of a zoo model: the convolutional body vs the pooling + FC head.
+
+    MLPs split before their last linear layer; models without a hidden layer cannot be split.
+    """
+    if isinstance(module, (SmallCNN, ConvNet)):
+        return module.features, nn.Sequential(module.pool, module.head)
+    if isinstance(module, ResNet):
+        return nn.Sequential(module.stem, module.blocks), nn.Sequential(
+            module.pool, nn.Flatten(1), module.head
+        )
+    if isinstance(module, MLP) and len(module.net) > 2:
+        return module.net[:-1], module.net[-1:]
+    raise ConfigError(
+        f"model {name or type(module).__name__!r} cannot be split into a feature extractor and a classifier",
+        hint="use a CNN, ResNet or an MLP with at least one hidden layer as models.device",
+    )
+
+
+def client_arch(base: TierArch, input_shape: Sequence[int], num_classes: int) -> TierArch:
+    """The split version of ``base``: same layers, parameters and FLOPs; keys under extractor/classifier."""
+    shape = tuple(int(s) for s in input_shape)
+    name, options = base.name, dict(base.options)
+
+    def model_fn() -> nn.Module:
+        return SplitModel(*split_model(build_model(name, shape, num_classes, **options), name))
+
+    return TierArch(
+        key=f"split:{base.key}", name=base.name, options=base.options, model_fn=model_fn, info=base.info
+    )
+
+
+def feature_shape(arch: TierArch, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Per-sample shape of the extractor's output (measured on a CPU copy; the caller's RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]), torch.no_grad(), MEASURE_DEVICE:
+        module = arch.model_fn()
+        out = module.extractor(torch.zeros((1, *tuple(input_shape))))
+    return tuple(int(s) for s in out.shape[1:])
+
+
+def seeded_states(
+    arch_of: Mapping[int, TierArch], seed_of: Callable[[int], int], device: torch.device
+) -> dict[int, StateDict]:
+    """A fresh state per node, node ``n`` drawn after ``torch.manual_seed(seed_of(n))``; own storage each."""
+    states: dict[int, StateDict] = {}
+    with torch.random.fork_rng(devices=[]):
+        for node, arch in arch_of.items():
+            torch.manual_seed(seed_of(node))
+            module = arch.model_fn()
+            states[int(node)] = {k: v.detach().to(device, copy=True) for k, v in module.state_dict().items()}
+    return states
+
+
+# ------------------------------------------------------------------------------------------- losses
+def ce_kd_loss(ce_weight: float, kd_weight: float, T: float) -> LossFn:
+    """Per-sample ``ce_weight * CE(s, y) + kd_weight * KD_T(s, z)``, ``z`` the batch's ``teacher`` logits."""
+
+    def loss(
+        apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
+        logits = apply(batch["x"])
+        ce = F.cross_entropy(logits, batch["y"], reduction="none")
+        return ce_weight * ce + kd_weight * kd_per_sample(logits, batch[TEACHER_KEY], T)
+
+    return loss
+
+
+# --------------------------------------------------------------------------------- ledger helpers
+def charge_down_paths(
+    system: SystemModel, flows: Iterable[tuple[Sequence[int], float]], *, phase: str
+) -> dict[tuple[int, int], float]:
+    """Send each flow ``(path, nbytes)`` down its path (``path`` from the receiver up to the sender, as
+    ``Topology.path_to_root`` lists it), hop by hop; loads sharing a link add up. Links are sent one level at
+    a time from the top, so a relay forwards only after it has received. Returns bytes per (parent, child).
+    """
+    load: dict[tuple[int, int], float] = {}
+    for path, nbytes in flows:
+        for child, parent in zip(path[:-1], path[1:]):
+            key = (int(parent), int(child))
+            load[key] = load.get(key, 0.0) + float(nbytes)
+    links = sorted(load)
+    depth = system.topology.depth
+    for d in sorted({depth(p) for p, _ in links}):
+        level = [link for link in links if depth(link[0]) == d]
+        system.transmit(
+            np.array([p for p, _ in level], dtype=np.int64),
+            np.array([c for _, c in level], dtype=np.int64),
+            np.array([load[link] for link in level], dtype=np.float64),
+            phase=phase,
+        )
+    return load
+
+
+def bytes_by_phase(system: SystemModel, round_: int) -> dict[str, float]:
+    """Bytes (up + down) per ledger phase in ``round_``, phases without bytes left out."""
+    totals = system.ledger.round_totals(round_)["by_phase"]
+    return {
+        p: v["bytes_up"] + v["bytes_down"]
+        for p, v in sorted(totals.items())
+        if v["bytes_up"] + v["bytes_down"]
+    }
+
+
+# -------------------------------------------------------------------------------------- evaluation
+def pick_eval_devices(ctx: RunContext, devices: Sequence[int], k: int | None, purpose: str) -> list[int]:
+    """A fixed seeded sample of ``k`` devices (all when ``k`` is None), sorted."""
+    count = len(devices) if k is None else min(int(k), len(devices))
+    rng = ctx.seeds.rng(purpose, EVAL_DEVICES_STREAM)
+    return sorted(int(d) for d in rng.choice(np.asarray(devices, dtype=np.int64), size=count, replace=False))
+
+
+def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed seeded subset of ``samples`` test samples (all when None) for per-node accuracies."""
+    n_test = len(ctx.test_y)
+    m = n_test if samples is None else min(int(samples), n_test)
+    picked = np.sort(ctx.seeds.rng(purpose, TIER_TEST_STREAM).choice(n_test, size=m, replace=False))
+    index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
+    return ctx.test_x[index], ctx.test_y[index]
+
+
+@torch.no_grad()
+def accuracy_of(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[int, float]:
+    """(correct predictions, summed cross-entropy) of ``module`` in eval mode on (x, y)."""
+    module.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    loss = torch.zeros((), dtype=torch.float64, device=y.device)
+    for i in range(0, len(y), batch_size):
+        logits = module(x[i : i + batch_size])
+        target = y[i : i + batch_size]
+        loss += F.cross_entropy(logits, target, reduction="sum").to(torch.float64)
+        correct += (logits.argmax(dim=1) == target).sum()
+    return int(correct), float(loss)
+
+
+# ---------------------------------------------------------------------------------------- algorithm
+class FedGKT(Algorithm):
+    """FedGKT over the tree: devices are clients, the cloud is the server, edges relay (module docstring).
+
+    ``algo_cfg`` lets tests and scripts run it on a context built from another algorithm's config.
+    """
+
+    name = "fedgkt"
+    config_class: ClassVar[type[Section]] = FedGKTConfig
+
+    def __init__(self, ctx: RunContext, algo_cfg: Section | None = None) -> None:
+        super().__init__(ctx)
+        if algo_cfg is not None:
+            self.cfg = algo_cfg
+        if not isinstance(self.cfg, self.config_class):
+            raise ConfigError(
+                f"{type(self).__name__} needs an algorithm section of type {self.config_class.__name__}, "
+                f"got {type(self.cfg).__name__}",
+                hint=f"set algorithm.name: {self.name}",
+            )
+
+    # --------------------------------------------------------------------------------- init
+    def init(self) -> None:
+        """Client and server architectures, a seeded model per device and for the server, the eval plan."""
+        ctx, cfg = self.ctx, self.cfg
+        shape = tuple(int(s) for s in ctx.bundle.input_shape)
+        self.num_classes = int(ctx.bundle.num_classes)
+        tiers = resolve_tier_models(cfg.models, shape)
+        self.client = client_arch(
+            make_arch(tiers["device"], shape, self.num_classes), shape, self.num_classes
+        )
+        self.feature_shape = feature_shape(self.client, shape)
+        self.server = make_arch(tiers["cloud"], self.feature_shape, self.num_classes)
+        self.check_config()
+        topo = ctx.topology
+        self.devices = [int(d) for d in topo.devices if ctx.data_size(int(d)) > 0]
+        if not self.devices:
+            raise DataError(f"{self.name}: no device holds any training sample", hint="use fewer devices")
+        arch_of = {d: self.client for d in self.devices} | {SERVER: self.server}
+        self.models = NodeModels(
+            {self.client.key: self.client, self.server.key: self.server},
+            {n: a.key for n, a in arch_of.items()},
+            ctx.device,
+        )
+        self.models.states = seeded_states(arch_of, lambda n: ctx.seeds.int_seed("init", n), ctx.device)
+        self.server_logits: dict[int, torch.Tensor] = {}
+        """Each device's latest server logits, rows aligned with its samples (empty before round 1 ends)."""
+        self.feature_numel = int(np.prod(self.feature_shape))
+        self.up_bytes_per_sample = FLOAT_BYTES * (self.feature_numel + self.num_classes) + LABEL_BYTES
+        self.down_bytes_per_sample = FLOAT_BYTES * self.num_classes
+        self.eval_devices = pick_eval_devices(ctx, self.devices, cfg.eval_devices, f"{self.name}_eval")
+        self.tier_test = tier_test_subset(ctx, cfg.tier_eval_samples, f"{self.name}_eval")
+        perm = ctx.seeds.rng(f"{self.name}_eval", TEST_SHARES_STREAM).permutation(len(ctx.test_y))
+        self.test_shares = [np.sort(s) for s in np.array_split(perm, len(self.eval_devices))]
+
+    def check_config(self) -> None:
+        """Hook for subclasses to validate their settings against the data (FedGKT has nothing to check)."""
+
+    # ------------------------------------------------------------------------------ the server's loss
+    def server_weights(self) -> tuple[float, float]:
+        """(CE weight, KD weight) of the server's loss for ``server_loss`` (paper or fedml)."""
+        beta = float(self.cfg.beta)
+        return (1.0, beta) if self.cfg.server_loss == "paper" else (beta, 1.0)
+
+    def server_data(self, features: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor) -> ClientData:
+        """The server's training set: features, labels and the clients' logits as KD teachers."""
+        return ClientData(features, labels, extra={TEACHER_KEY: logits})
+
+    def server_loss(self) -> LossFn:
+        """The server's per-sample loss on :meth:`server_data` batches."""
+        ce_w, kd_w = self.server_weights()
+        return ce_kd_loss(ce_w, kd_w, self.cfg.T)
+
+    # ---------------------------------------------------------------------------------- rounds
+    def _client_cohort(self, round_: int) -> tuple[Cohort, LocalSpec]:
+        ctx, cfg = self.ctx, self.cfg
+        data = []
+        for d in self.devices:
+            own = ctx.client_data[ctx.ordinal(d)]
+            logits = self.server_logits.get(d)
+            data.append(own if logits is None else ClientData(own.x, own.y, extra={TEACHER_KEY: logits}))
+        distill = bool(self.server_logits)
+        loss = ce_kd_loss(1.0, cfg.beta, cfg.T) if distill else _ce_loss
+        cohort = Cohort(
+            model_fn=self.client.model_fn,
+            arch_key=self.client.key,
+            data=data,
+            starts=[self.models.states[d] for d in self.devices],
+            start_of=np.arange(len(self.devices)),
+            group_of=np.zeros(len(self.devices), dtype=np.int64),
+            num_groups=1,
+            weights=np.ones(len(self.devices)),
+            seeds=ctx.client_seeds(f"{self.name}_client", round_, self.devices),
+            keep_states=True,
+            client_ids=np.asarray(self.devices, dtype=np.int64),
+        )
+        spec = LocalSpec(
+            lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.client_epochs, momentum=cfg.momentum, loss=loss
+        )
+        return cohort, spec
+
+    @torch.no_grad()
+    def extract(self, node: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits) of device ``node``'s client model on ``x``, eval mode, no gradients."""
+        module = self.models.module(node)
+        module.eval()
+        size = self.cfg.teacher_batch_size
+        feats, logits = [], []
+        for i in range(0, x.shape[0], size):
+            f = module.extractor(x[i : i + size])
+            feats.append(f)
+            logits.append(module.classifier(f))
+        return torch.cat(feats), torch.cat(logits)
+
+    def run_round(self, round_: int) -> dict[str, Any]:
+        """Client training, upload of features + logits + labels, server training, logits back down."""
+        ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
+        topo = ctx.topology
+        system.begin_round(round_)
+        # 1. clients
+        cohort, spec = self._client_cohort(round_)
+        result = ctx.executor.train(cohort, spec)
+        self.check_finite(result, self.devices, round_)
+        assert result.client_states is not None
+        for d, state in zip(self.devices, result.client_states):
+            self.models.states[d] = state
+        system.compute(
+            self.devices, result.samples * float(self.client.info.flops_train), phase=PHASE_CLIENT_TRAIN
+        )
+        # 2. extraction and upload
+        counts = [ctx.data_size(d) for d in self.devices]
+        parts = [self.extract(d, ctx.client_data[ctx.ordinal(d)].x) for d in self.devices]
+        system.compute(
+            self.devices, np.asarray(counts, dtype=np.float64) * self.client.info.flops_forward,
+            phase=PHASE_CLIENT_EXTRACT,
+        )  # fmt: skip
+        charge_paths(
+            system,
+            [
+                (topo.path_to_root(d), float(n * self.up_bytes_per_sample))
+                for d, n in zip(self.devices, counts)
+            ],
+            phase=PHASE_FEATURES_UP,
+        )
+        features = torch.cat([f for f, _ in parts])
+        client_logits = torch.cat([z for _, z in parts])
+        labels = torch.cat([ctx.client_data[ctx.ordinal(d)].y for d in self.devices])
+        # 3. server
+        server_cohort = Cohort(
+            model_fn=self.server.model_fn,
+            arch_key=self.server.key,
+            data=[self.server_data(features, labels, client_logits)],
+            starts=[self.models.states[SERVER]],
+            start_of=np.zeros(1, dtype=np.int64),
+            group_of=np.zeros(1, dtype=np.int64),
+            num_groups=1,
+            weights=np.ones(1),
+            seeds=ctx.client_seeds(f"{self.name}_server", round_, [SERVER]),
+            keep_states=True,
+            client_ids=np.array([SERVER], dtype=np.int64),
+        )
+        server_spec = LocalSpec(
+            lr=cfg.lr,
+            batch_size=cfg.batch_size,
+            epochs=cfg.server_epochs,
+            momentum=cfg.momentum,
+            loss=self.server_loss(),
+        )
+        server_result = ctx.executor.train(server_cohort, server_spec)
+        self.check_finite(server_result, [SERVER], round_)
+        assert server_result.client_states is not None
+        self.models.states[SERVER] = server_result.client_states[0]
+        system.compute(
+            SERVER, float(server_result.samples[0]) * self.server.info.flops_train, phase=PHASE_SERVER_TRAIN
+        )
+        # 4. server logits back down
+        z = teacher_logits(self.models.module(SERVER), features, batch_size=cfg.teacher_batch_size)
+        system.compute(SERVER, float(z.shape[0]) * self.server.info.flops_forward, phase=PHASE_SERVER_LOGITS)
+        self.server_logits = dict(zip(self.devices, torch.split(z, counts)))
+        charge_down_paths(
+            system,
+            [
+                (topo.path_to_root(d), float(n * self.down_bytes_per_sample))
+                for d, n in zip(self.devices, counts)
+            ],
+            phase=PHASE_LOGITS_DOWN,
+        )
+        system.end_round()
+        return {
+            "train_loss": float(server_result.train_loss[0]),
+            "train_loss_by_tier": {
+                "cloud": float(server_result.train_loss[0]),
+                "device": float(np.nanmean(result.train_loss)),
+            },
+            "bytes_by_phase": bytes_by_phase(system, round_),
+        }
+
+    # ------------------------------------------------------------------------------ metrics
+    def delivered_state(self) -> StateDict:
+        """The server's state (it is evaluated behind the clients' extractors, see :meth:`evaluate`)."""
+        return self.models.states[SERVER]
+
+    def evaluate(self) -> dict[str, Any]:
+        """Accuracy and loss of extractor + server over the test set (dealt out over the evaluated devices),
+        plus ``accuracy_by_tier``: that value for the cloud and the devices' own models' mean accuracy."""
+        ctx = self.ctx
+        batch = ctx.cfg.eval.batch_size
+        correct, loss = 0, 0.0
+        for d, share in zip(self.eval_devices, self.test_shares):
+            if len(share) == 0:
+                continue
+            index = torch.as_tensor(share, dtype=torch.long, device=ctx.test_y.device)
+            feats, _ = self.extract(d, ctx.test_x[index])
+            c, s = accuracy_of(self.models.module(SERVER), feats, ctx.test_y[index], batch)
+            correct, loss = correct + c, loss + s
+        n = max(1, len(ctx.test_y))
+        acc = correct / n
+        x, y = self.tier_test
+        dev_acc = [
+            accuracy_of(self.models.module(d), x, y, batch)[0] / max(1, len(y)) for d in self.eval_devices
+        ]
+        return {
+            "accuracy": acc,
+            "loss": loss / n,
+            "accuracy_by_tier": {
+                "cloud": acc,
+                "edge": None,
+                "device": float(np.mean(dev_acc)) if dev_acc else None,
+            },
+        }
+
+    def summary_extras(self) -> dict[str, Any]:
+        """summary.json entries: client and server models and the per-sample payloads."""
+        return {
+            "models_by_tier": {
+                "device": {self.client.name: {"params": self.client.info.params, "nodes": len(self.devices)}},
+                "cloud": {self.server.name: {"params": self.server.info.params, "nodes": 1}},
+            },
+            "feature_shape": list(self.feature_shape),
+            "bytes_per_sample": {"up": self.up_bytes_per_sample, "down": self.down_bytes_per_sample},
+        }
+
+    # -------------------------------------------------------------------------- checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Every node's state and each device's latest server logits (states are replaced, never mutated)."""
+        return {"node_states": dict(self.models.states), "server_logits": dict(self.server_logits)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output after :meth:`init` (checkpoints turn node ids into strings)."""
+        saved = {int(n): s for n, s in dict(state.get("node_states", {})).items()}
+        if set(saved) != set(self.models.states):
+            raise DataError(
+                f"{self.name} checkpoint: its node states do not match this run's nodes",
+                hint="resume with the config the checkpoint was written by",
+            )
+        device = self.ctx.device
+        self.models.states = {n: {k: v.to(device, copy=True) for k, v in s.items()} for n, s in saved.items()}
+        self.server_logits = {
+            int(n): z.to(device, copy=True) for n, z in dict(state.get("server_logits", {})).items()
+        }
