@@ -28,6 +28,7 @@ from edgelearn.report.io import append_jsonl, write_json_atomic
 from edgelearn.report.progress import progress_bar
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
+from edgelearn.system.faults import FaultModel
 
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
@@ -54,7 +55,9 @@ def build_system(cfg: RunConfig, topology: Topology, seeds: Seeds) -> SystemMode
     }
     ch = cfg.channel.model_dump()
     ch.pop("include_downlink")
-    return SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
+    system = SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
+    system.attach_faults(FaultModel.from_config(cfg.faults, topology, seeds))
+    return system
 
 
 def build_context(cfg: RunConfig) -> RunContext:

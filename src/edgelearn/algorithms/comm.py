@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
 from edgelearn.system import SystemModel
+from edgelearn.system.faults import FaultModel
 
 # A weighted sum of n models costs one multiply and one add per parameter per model.
 AGG_FLOPS_PER_PARAM = 2
@@ -65,3 +67,22 @@ def aggregate_cost(
     """Charge a server the FLOPs of a weighted average of ``num_models`` models."""
     if num_models > 0:
         system.compute(node, float(AGG_FLOPS_PER_PARAM * params * num_models), phase=phase)
+
+
+def planned_samples(sizes: np.ndarray, local: Any) -> np.ndarray:
+    """Samples each device will process in local training, as ``engine.batches.batch_schedule`` walks them.
+
+    ``epochs`` passes touch every sample that often; ``steps`` batches hold ``min(batch_size, n)`` each.
+    Used to predict training time before training (round deadlines) and to charge stragglers.
+    """
+    n = np.asarray(sizes, dtype=np.int64)
+    if local.steps is not None:
+        return np.where(n > 0, int(local.steps) * np.minimum(int(local.batch_size), n), 0)
+    return int(local.epochs) * n
+
+
+def fault_stats(faults: FaultModel, round_: int) -> dict[str, Any]:
+    """The round's fault counters for its stats (``kept_previous_model`` when nothing arrived)."""
+    counts = faults.round_counts(round_)
+    empty = bool(counts.pop("empty"))
+    return {**counts, "kept_previous_model": empty}

@@ -3,6 +3,13 @@
 Every device runs kappa1 local SGD steps, then its edge averages its devices' models; after kappa2 such
 edge rounds the cloud averages the edge models (weighted by the data below each edge). One round here is
 one cloud round. Devices attached directly to the cloud form a group whose "edge" is the cloud itself.
+
+Under faults (``faults`` config, system/faults.py): availability (dropout, trace) is drawn once per cloud
+round; a device under a failed edge sits the whole round out and that edge's model is not aggregated
+(devices are not re-routed to the cloud); the deadline and lost uploads apply to every edge round (loss
+draws keyed by the edge round). An edge averages the updates that arrived, renormalized, and keeps its
+model when none did. The cloud averages the edges that received at least one update in the round, each
+weighted by the data of its devices that delivered at least once; when none did it keeps its model.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
-from edgelearn.algorithms.comm import aggregate_cost, send_down, send_up
+from edgelearn.algorithms.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
 from edgelearn.engine import StateDict, average_states, clone_state
+from edgelearn.system.faults import FaultModel, charge_lost, charge_stragglers, screen_uploads
 
 
 class HierFAVG(Algorithm):
@@ -23,7 +31,7 @@ class HierFAVG(Algorithm):
     checkpoint_attrs = ("cloud_state", "edge_states")
 
     def init(self) -> None:
-        """Cloud model, one aggregation group per parent of a device (with data)."""
+        """Cloud model, one aggregation group per parent of a device (with data), and the fault model."""
         ctx = self.ctx
         topo = ctx.topology
         self.cloud_state: StateDict = ctx.init_state()
@@ -33,55 +41,99 @@ class HierFAVG(Algorithm):
         self.group_of = np.array(
             [self.group_index[topo.parent(int(d))] for d in self.devices], dtype=np.int64
         )
-        self.group_data = np.bincount(
-            self.group_of, weights=[ctx.data_size(int(d)) for d in self.devices], minlength=len(self.heads)
-        )
+        self.sizes = np.array([ctx.data_size(int(d)) for d in self.devices], dtype=np.int64)
+        self.group_data = np.bincount(self.group_of, weights=self.sizes, minlength=len(self.heads))
         self.edge_states: list[StateDict] = [clone_state(self.cloud_state) for _ in self.heads]
+        ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, topo, ctx.seeds))
 
     def run_round(self, round_: int) -> dict[str, Any]:
-        """kappa2 edge rounds of kappa1 local steps, then the cloud aggregation."""
+        """kappa2 edge rounds of kappa1 local steps, then the cloud aggregation over what arrived."""
         ctx, system = self.ctx, self.ctx.system
+        faults = system.faults
         nbytes = ctx.info.param_bytes
         downlink = ctx.cfg.channel.include_downlink
-        edge_heads = [h for h in self.heads if h != 0]
+        lost_group = len(self.heads)  # trained updates lost on the way: a discarded extra group
         system.begin_round(round_)
+        available = faults.available(round_, self.devices)
+        reachable = faults.reachable(round_, self.devices)
+        active = available & reachable
+        heads_up = [h for h in self.heads if h == 0 or bool(faults.reachable(round_, [h])[0])]
+        edge_heads = [h for h in heads_up if h != 0]
         if downlink and edge_heads:
             send_down(system, edge_heads, nbytes, phase="cloud_broadcast")
+        nodes, groups = self.devices[active], self.group_of[active]
+        flops = planned_samples(self.sizes[active], self.cfg.local) * float(ctx.info.flops_train)
+        delivered = np.zeros(len(nodes), dtype=bool)
+        straggled = lost = 0
         losses = []
         spec = local_spec(self.cfg.local)
         for k in range(self.cfg.kappa2):
             if downlink:
-                for head in self.heads:  # each edge broadcasts its own model to its devices
-                    members = self.devices[self.group_of == self.group_index[head]]
-                    send_down(system, members, nbytes, source=head, phase="edge_broadcast")
-            # Seeds keyed by the global edge-round index so every (round, edge round) has fresh batches.
-            cohort = ctx.cohort(
-                self.devices,
-                self.edge_states,
-                self.group_of,
-                self.group_of,
-                len(self.heads),
-                (round_ - 1) * self.cfg.kappa2 + k,
-            )
-            result = ctx.executor.train(cohort, spec)
-            self.check_finite(result, self.devices, round_)
-            losses.append(np.nanmean(result.train_loss))
-            system.compute(self.devices, result.samples * float(ctx.info.flops_train), phase="train")
-            for head in self.heads:
-                members = self.devices[self.group_of == self.group_index[head]]
+                for head in heads_up:  # each edge broadcasts its own model to its active devices
+                    members = nodes[groups == self.group_index[head]]
+                    if len(members):
+                        send_down(system, members, nbytes, source=head, phase="edge_broadcast")
+            screen = screen_uploads(system, round_, nodes, flops, nbytes, step=k)
+            trained = screen.trained
+            if trained.any():
+                # Seeds keyed by the global edge-round index so every (round, edge round) has fresh batches.
+                cohort = ctx.cohort(
+                    nodes[trained],
+                    self.edge_states,
+                    groups[trained],
+                    np.where(screen.lost[trained], lost_group, groups[trained]),
+                    len(self.heads) + 1,
+                    (round_ - 1) * self.cfg.kappa2 + k,
+                )
+                result = ctx.executor.train(cohort, spec)
+                self.check_finite(result, nodes[trained], round_)
+                losses.append(np.nanmean(result.train_loss))
+                system.compute(nodes[trained], result.samples * float(ctx.info.flops_train), phase="train")
+                self.edge_states = [
+                    s if s is not None else self.edge_states[i]
+                    for i, s in enumerate(result.group_states[:lost_group])
+                ]
+            charge_stragglers(system, screen, flops, nbytes)
+            charge_lost(system, screen, nbytes)
+            for head in heads_up:
+                members = nodes[(groups == self.group_index[head]) & screen.arrived]
                 send_up(system, members, nbytes, target=head, phase="edge_upload")
                 aggregate_cost(system, head, len(members), ctx.info.params, phase="edge_aggregate")
-            self.edge_states = [
-                s if s is not None else self.edge_states[i] for i, s in enumerate(result.group_states)
-            ]
-        if edge_heads:
-            send_up(system, edge_heads, nbytes, phase="cloud_upload")
-        aggregate_cost(system, 0, len(self.heads), ctx.info.params, phase="cloud_aggregate")
-        self.cloud_state = average_states(self.edge_states, self.group_data.tolist())
+            delivered |= screen.arrived
+            straggled += int(screen.straggler.sum())
+            lost += int(screen.lost.sum())
+        weights = np.bincount(groups[delivered], weights=self.sizes[active][delivered], minlength=lost_group)
+        contributing = [i for i in range(len(self.heads)) if weights[i] > 0]
+        uploads = [self.heads[i] for i in contributing if self.heads[i] != 0]
+        if uploads:
+            send_up(system, uploads, nbytes, phase="cloud_upload")
+        aggregate_cost(system, 0, len(contributing), ctx.info.params, phase="cloud_aggregate")
+        if contributing:
+            self.cloud_state = average_states(
+                [self.edge_states[i] for i in contributing], [float(weights[i]) for i in contributing]
+            )
         self.edge_states = [clone_state(self.cloud_state) for _ in self.heads]
         system.end_round()
-        return {"train_loss": float(np.mean(losses))}
+        stats: dict[str, Any] = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
+        if faults.enabled:
+            faults.record(
+                round_,
+                dropped=int((~available).sum()),
+                edge_down=int((available & ~reachable).sum()),
+                straggled=straggled,
+                lost=lost,
+                arrived=int(self.cfg.kappa2 * len(nodes) - straggled - lost),
+                edges_failed=len(faults.failed_edges(round_)),
+                empty=int(not contributing),
+            )
+            stats.update(fault_stats(faults, round_))
+        return stats
 
     def delivered_state(self) -> StateDict:
         """The cloud model after the latest cloud aggregation."""
         return self.cloud_state
+
+    def summary_extras(self) -> dict[str, Any]:
+        """Fault totals over the run (only when a fault model is configured)."""
+        faults = self.ctx.system.faults
+        return {"faults": faults.totals()} if faults.enabled else {}

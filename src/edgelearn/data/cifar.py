@@ -70,24 +70,84 @@ def _plain_bytes(*args: object) -> bytes:
     raise pickle.UnpicklingError("only bytes() or bytes(<bytes>) is allowed in a CIFAR batch")
 
 
+NUMERIC_DTYPE_KINDS = "biuf"
+"""dtype kinds a CIFAR batch may hold: flipped bytes must never yield object or structured arrays."""
+_BYTE_ORDERS = frozenset({"<", ">", "|", "="})
+
+
+class _NdarrayMarker:
+    """What ``numpy.ndarray`` resolves to: only :func:`_plain_reconstruct` accepts it; calling it fails."""
+
+    def __new__(cls, *args: object) -> _NdarrayMarker:
+        raise pickle.UnpicklingError("numpy.ndarray may only be the first argument of _reconstruct")
+
+
+def _plain_dtype(*args: object) -> np.dtype:
+    """Stand-in for ``numpy.dtype``: plain numeric dtypes only (a corrupt file could name others)."""
+    dtype = np.dtype(*args)  # type: ignore[call-overload]
+    if dtype.kind not in NUMERIC_DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"dtype {dtype} is not allowed in a CIFAR batch")
+    return dtype
+
+
+def _plain_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """Stand-in for numpy's ``_reconstruct``: an empty numeric ndarray, as numpy's own pickles start with."""
+    if subtype is not _NdarrayMarker or not isinstance(shape, tuple) or shape not in ((0,), (1,)):
+        raise pickle.UnpicklingError("only _reconstruct(numpy.ndarray, (0,), <dtype>) is allowed")
+    return _reconstruct(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def _check_dtype_state(dtype: np.dtype, state: object) -> None:
+    """A dtype's pickled state may only restate its own (a flipped flag could make numpy treat bytes as
+    object pointers); the byte order is the one field allowed to differ."""
+    canonical = dtype.__reduce__()[2]
+    if isinstance(state, tuple) and len(state) == len(canonical):
+        order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
+        if state[0] == canonical[0] and order in _BYTE_ORDERS and state[2:] == canonical[2:]:
+            return
+    raise pickle.UnpicklingError(f"unexpected state for dtype {dtype} in a CIFAR batch")
+
+
 # The only globals a CIFAR batch may reference: numpy array reconstruction and bytes rebuilding.
 _ALLOWED_GLOBALS: dict[tuple[str, str], Callable[..., Any] | type] = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy.core.multiarray", "_reconstruct"): _plain_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _plain_reconstruct,
+    ("numpy", "ndarray"): _NdarrayMarker,
+    ("numpy", "dtype"): _plain_dtype,
     ("_codecs", "encode"): _latin1_encode,
     ("__builtin__", "bytes"): _plain_bytes,
     ("builtins", "bytes"): _plain_bytes,
 }
 
 
-class CifarUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals a CIFAR batch needs and refuses everything else."""
+class CifarUnpickler(pickle._Unpickler):
+    """Unpickler that resolves only the globals a CIFAR batch needs and refuses everything else.
+
+    It is the pure-Python unpickler on purpose: its memo is a dict, whereas the C one sizes its memo array
+    from the index a (corrupt) PUT opcode names, so a flipped byte could make it fill gigabytes (found by
+    fuzzing, tests/test_config_fuzz.py). A batch holds a few thousand opcodes, so the speed cost is small.
+    For the same reason BUILD on a dtype is checked and protocol-5 buffers are refused (a mutated opcode
+    made numpy free a bytearray it still pointed into).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
 
     def __init__(self, file: IO[bytes], path: Path) -> None:
         super().__init__(file, encoding="bytes")
         self._path = path
+
+    def _load_build(self) -> None:
+        if isinstance(self.stack[-2], np.dtype):  # type: ignore[attr-defined]
+            _check_dtype_state(self.stack[-2], self.stack[-1])  # type: ignore[attr-defined]
+        pickle._Unpickler.load_build(self)  # type: ignore[attr-defined]
+
+    def _refuse_buffer(self) -> None:
+        raise pickle.UnpicklingError("protocol-5 buffers are not allowed in a CIFAR batch")
+
+    dispatch[pickle.BUILD[0]] = _load_build
+    for _op in (pickle.BYTEARRAY8, pickle.NEXT_BUFFER, pickle.READONLY_BUFFER):
+        dispatch[_op[0]] = _refuse_buffer
+    del _op
 
     def find_class(self, module: str, name: str) -> Any:
         """Return an allow-listed global or raise DataError without importing or calling anything."""

@@ -18,6 +18,7 @@ from edgelearn.system.costs import (
     transmit_energy,
     w_to_dbm,
 )
+from edgelearn.system.faults import AvailabilityTrace, EdgeOutage, FaultModel
 from edgelearn.system.hardware import (
     CLOUD_DEFAULT,
     DEVICE_DEFAULT,
@@ -37,8 +38,11 @@ __all__ = [
     "DEVICE_DEFAULT",
     "EDGE_DEFAULT",
     "TIER_DEFAULTS",
+    "AvailabilityTrace",
     "Channel",
     "ChannelSpec",
+    "EdgeOutage",
+    "FaultModel",
     "HardwareProfile",
     "HardwareSpec",
     "Ledger",

@@ -22,6 +22,7 @@ from edgelearn.system.costs import (
     transmit_delay,
     transmit_energy,
 )
+from edgelearn.system.faults import FaultModel
 from edgelearn.system.hardware import HardwareProfile, HardwareSpec, profile_arrays, sample_profiles
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.topology import Tier, Topology
@@ -51,6 +52,7 @@ class SystemModel:
         channel: Channel,
         ledger: Ledger | None = None,
         clock: VirtualClock | None = None,
+        faults: FaultModel | None = None,
     ) -> None:
         if len(profiles) != topology.num_nodes:
             raise ConfigError(f"system: {len(profiles)} hardware profiles for {topology.num_nodes} nodes")
@@ -67,6 +69,8 @@ class SystemModel:
         self.kappa = arrays["kappa"]
         self.cycles_per_flop = arrays["cycles_per_flop"]
         self.p_max_w = arrays["p_max_w"]
+        self.faults = faults if faults is not None else FaultModel(topology)
+        """Device, link and edge faults (system/faults.py); the default injects none."""
         self.round = 0
         self._round_start = 0.0
 
@@ -199,6 +203,27 @@ class SystemModel:
         return seconds.reshape(shape), joules.reshape(shape)
 
     # ------------------------------------------------------------------ helpers
+    def attach_faults(self, faults: FaultModel) -> None:
+        """Use ``faults`` from now on (built from the ``faults`` config section)."""
+        if faults.topology is not self.topology:
+            raise ValueError("attach_faults: the fault model was built for another topology")
+        self.faults = faults
+
+    def predict_compute_seconds(self, nodes: NodeIds, flops: Values) -> np.ndarray:
+        """Seconds each node would need for ``flops`` at its f_max, without charging anything."""
+        ids, work = np.broadcast_arrays(self._ids(nodes, "predict"), np.asarray(flops, dtype=np.float64))
+        cycles = np.asarray(compute_cycles(work, self.cycles_per_flop[ids]))
+        return np.asarray(compute_delay(cycles, self.f_max_hz[ids]), dtype=np.float64)
+
+    def predict_upload_seconds(self, nodes: NodeIds, nbytes: Values) -> np.ndarray:
+        """Seconds each node would need to send ``nbytes`` to its parent this round at p_max (no charge)."""
+        ids = self._ids(nodes, "predict")
+        if not ids.size:
+            return np.zeros(ids.shape)
+        rate = np.asarray(self.uplink_rate(ids), dtype=np.float64)
+        size = np.asarray(nbytes, dtype=np.float64)
+        return np.asarray(transmit_delay(BITS_PER_BYTE * size, rate), dtype=np.float64) * np.ones(ids.shape)
+
     def uplink_rate(self, nodes: NodeIds, power_w: Values | None = None) -> np.ndarray | float:
         """Bit/s of each node's link to its parent in the current round at ``power_w`` (default p_max)."""
         ids = self._ids(nodes, "uplink_rate")
@@ -222,6 +247,7 @@ class SystemModel:
             "clock": self.clock.state_dict(),
             "ledger": self.ledger.state_dict(),
             "topology": self.topology.to_dict(),
+            "faults": self.faults.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -232,3 +258,5 @@ class SystemModel:
         self.ledger.load_state_dict(state["ledger"])
         self.round = int(state["round"])
         self._round_start = float(state["round_start"])
+        if "faults" in state:  # absent from checkpoints written before fault models existed
+            self.faults.load_state_dict(state["faults"])
