@@ -1,0 +1,226 @@
+"""The benchmark library on a miniature plan: record schema, exact work counts, ratios, isolation, output."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgelearn import bench
+from edgelearn.errors import ConfigError
+
+DEVICES = 5
+ROUNDS = 2
+TRAIN = bench.SAMPLES_PER_DEVICE * DEVICES  # synthetic: 14 samples per device -> 70
+MINI_CONFIG = bench.fedavg_config(dataset="synthetic", devices=DEVICES, rounds=ROUNDS)
+
+
+def mini_plan(**kw: Any) -> bench.BenchPlan:
+    """5 devices, 2 rounds, serial + vmap, centralized (sweep 16 and 32) and the naive loop, in-process."""
+    workload = bench.FLWorkload(
+        "mini",
+        MINI_CONFIG,
+        ("serial", "vmap"),
+        family="mlp",
+        naive=True,
+        sweep=(16, 32),
+        sweep_samples=64,
+        sweep_repeats=1,
+    )
+    return bench.BenchPlan(workloads=(workload,), isolate=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def mini_records() -> list[dict[str, Any]]:
+    return bench.run_plan(mini_plan())
+
+
+def by(records: list[dict[str, Any]], workload: str, executor: str) -> dict[str, Any]:
+    (found,) = [r for r in records if r["workload"] == workload and r["executor"] == executor]
+    return found
+
+
+def test_records_have_the_issue_schema_and_positive_numbers(mini_records: list[dict[str, Any]]) -> None:
+    names = {(r["workload"], r["executor"]) for r in mini_records}
+    assert names == {
+        ("mini", "centralized"),
+        ("mini", "naive-loop"),
+        ("mini", "serial"),
+        ("mini", "vmap"),
+        ("centralized-sweep-mini", "centralized-b16"),
+        ("centralized-sweep-mini", "centralized-b32"),
+    }
+    for r in mini_records:
+        assert set(bench.RECORD_KEYS) <= set(r), r
+        assert r["status"] == "ok"
+        for key in ("wall_s", "loop_s", "samples_per_s", "peak_rss_mb"):
+            assert r[key] > 0, (r["executor"], key)
+        centralized = r["executor"].startswith("centralized")
+        assert (r["updates_per_s"] is None) == centralized
+        if not centralized:
+            assert r["updates_per_s"] > 0
+        if r["final_accuracy"] is not None:
+            assert 0.0 <= r["final_accuracy"] <= 1.0
+        assert r["wall_s"] >= r["loop_s"]
+
+
+def test_work_counts_are_exact(mini_records: list[dict[str, Any]]) -> None:
+    # one local epoch of every device per round = the whole training set per round
+    for executor in ("serial", "vmap", "naive-loop", "centralized"):
+        assert by(mini_records, "mini", executor)["samples"] == ROUNDS * TRAIN
+    for executor in ("serial", "vmap", "naive-loop"):
+        r = by(mini_records, "mini", executor)
+        assert r["updates"] == ROUNDS * DEVICES
+        assert r["samples_per_s"] == pytest.approx(r["samples"] / r["loop_s"])
+        assert r["updates_per_s"] == pytest.approx(r["updates"] / r["loop_s"])
+    assert by(mini_records, "centralized-sweep-mini", "centralized-b32")["samples"] == 64
+
+
+def test_serial_and_vmap_train_the_same_model(mini_records: list[dict[str, Any]]) -> None:
+    serial, vmap = by(mini_records, "mini", "serial"), by(mini_records, "mini", "vmap")
+    assert serial["final_accuracy"] == vmap["final_accuracy"]
+
+
+def test_ratios_are_derived_from_the_references(mini_records: list[dict[str, Any]]) -> None:
+    central = by(mini_records, "mini", "centralized")
+    naive = by(mini_records, "mini", "naive-loop")
+    best = max(
+        by(mini_records, "centralized-sweep-mini", f"centralized-b{b}")["samples_per_s"] for b in (16, 32)
+    )
+    for executor in ("serial", "vmap"):
+        r = by(mini_records, "mini", executor)
+        assert r["x_centralized"] == pytest.approx(r["samples_per_s"] / central["samples_per_s"])
+        assert r["x_half_best_centralized"] == pytest.approx(r["samples_per_s"] / (0.5 * best))
+        assert r["speedup_vs_naive"] == pytest.approx(naive["loop_s"] / r["loop_s"])
+    summary = bench.summarize(mini_records)
+    fastest = min((by(mini_records, "mini", e) for e in ("serial", "vmap")), key=lambda r: r["loop_s"])
+    entry = summary["workloads"]["mini"]
+    assert entry["fastest_executor"] == fastest["executor"]
+    assert entry["naive_target_met"] == (fastest["speedup_vs_naive"] >= 10)
+
+
+def test_main_prints_tables_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sub" / "bench.json"
+    records = bench.main(False, out, plan=mini_plan())
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data) == {"environment", "records", "summary"}
+    assert data["environment"]["torch_threads"] == bench.BENCH_THREADS
+    assert [(r["workload"], r["executor"]) for r in data["records"]] == [
+        (r["workload"], r["executor"]) for r in records
+    ]
+    assert "mini" in data["summary"]["workloads"]
+    printed = capsys.readouterr().out
+    assert "naive-loop" in printed and "centralized-b32" not in printed  # sweep rows show their batch only
+    assert "Centralized samples/s" in printed and "Executors on FedAvg workloads" in printed
+
+
+def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a directory"):
+        bench.main(True, tmp_path, plan=mini_plan())
+    with pytest.raises(ConfigError, match="--threads"):
+        bench.main(True, None, threads=0)
+    with pytest.raises(ConfigError, match="unknown"):
+        bench.executor_overrides("gpu-farm")
+
+
+def test_isolated_scaling_run_and_failures() -> None:
+    job = bench._scaling_job(
+        bench.ScalingStudy("scaling-mini", MINI_CONFIG, (DEVICES,), ("vmap",)),
+        "vmap",
+        [DEVICES],
+        bench.BenchPlan(workloads=()),
+    )
+    records, failure = bench.run_isolated(job.spec, timeout_s=120)
+    assert failure is None
+    (r,) = records
+    assert (r["workload"], r["executor"], r["devices"], r["status"]) == (
+        "scaling-mini",
+        "vmap",
+        DEVICES,
+        "ok",
+    )
+    assert r["updates"] == DEVICES and r["samples"] == TRAIN  # one round
+    assert r["peak_rss_mb"] > 0 and r["round_rss_growth_mb"] >= 0
+    _, failure = bench.run_isolated({**job.spec, "kind": "nonsense"}, timeout_s=120)
+    assert failure is not None and "ConfigError" in failure
+    records, failure = bench.run_isolated(job.spec, timeout_s=0.01)
+    assert records == [] and failure is not None and failure.startswith("timeout")
+
+
+def test_missing_results_become_failure_records() -> None:
+    job = bench._Job({"kind": "nonsense", "threads": 1}, (("w", "serial", None), ("w", "vmap", 10)), 120.0)
+    recs = bench._run_job(job, bench.BenchPlan(workloads=()))
+    assert [(r["workload"], r["executor"], r["status"], r.get("devices")) for r in recs] == [
+        ("w", "serial", "error", None),
+        ("w", "vmap", "error", 10),
+    ]
+    assert all(r[k] is None for r in recs for k in bench.NUMERIC_KEYS)
+    assert "nonsense" in recs[0]["note"]
+
+
+def test_quick_plan_shape() -> None:
+    plan = bench.default_plan(quick=True)
+    names = [w.name for w in plan.workloads]
+    assert names[:2] == ["W-digits-mlp", "W1000-synthetic-mlp"]
+    w = plan.workloads[0]
+    assert w.config["algorithm"]["rounds"] == 20 and w.config["topology"]["devices"] == 100
+    assert w.config["algorithm"]["local"] == {"lr": 0.05, "batch_size": 16, "epochs": 1}
+    assert plan.workloads[1].naive and plan.workloads[1].config["data"]["num_train"] == 14_000
+    (scaling,) = plan.scaling
+    assert scaling.devices == (10, 100, 1000, 10_000) and scaling.max_devices == {"serial": 1000}
+    assert not any(e.startswith("ray") for w in plan.workloads for e in w.executors)
+
+
+def test_too_slow_projection() -> None:
+    assert bench._too_slow(None, 10_000, 30.0) is None
+    assert bench._too_slow((1000, 2.0), 10_000, 30.0) is None  # 20 s <= 30 s
+    assert bench._too_slow((1000, 4.0), 10_000, 30.0) == "projected round 40 s exceeds the 30 s cap"
+
+
+def _rows(peaks: list[float], devices: tuple[int, ...] = (10, 100, 1000, 10_000)) -> list[dict[str, Any]]:
+    return [{"devices": n, "loop_s": 0.1, "peak_rss_mb": p} for n, p in zip(devices, peaks)]
+
+
+def test_memory_growth_by_hand() -> None:
+    # growth over the 10-device run: 99 MB at 1,000 devices, 999 MB at 10,000 -> 0.1 MB per device each
+    out = bench.memory_growth(_rows([300.0, 309.0, 399.0, 1299.0]))
+    assert out["kb_per_device"] == {
+        "1000": pytest.approx(1024 * 99 / 990),
+        "10000": pytest.approx(1024 * 999 / 9990),
+    }
+    assert out["growth_exponent"] == pytest.approx(math.log(999 / 99) / math.log(10))
+    assert out["linear_or_better"] is True
+    # small growth at 1,000 devices is within RSS noise: 103 <= 9990/990 * (8 + 8) = 161
+    assert bench.memory_growth(_rows([289.0, 290.0, 297.0, 392.0]))["linear_or_better"] is True
+    # quadratic growth is flagged: 1000 > 9990/990 * (10 + 8) = 182
+    assert bench.memory_growth(_rows([300.0, 300.1, 310.0, 1300.0]))["linear_or_better"] is False
+
+
+DEVICES_4 = (10, 100, 1000, 10_000)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    base=st.floats(100, 1000),
+    per_device=st.floats(0, 1.0),
+    noise=st.lists(st.floats(-1, 1), min_size=4, max_size=4),
+)
+def test_linear_growth_with_rss_noise_passes(base: float, per_device: float, noise: list[float]) -> None:
+    # readings off by up to a quarter of the noise allowance either way
+    jitter = [bench.RSS_NOISE_MB / 4 * e for e in noise]
+    peaks = [base + per_device * (n - 10) + j for n, j in zip(DEVICES_4, jitter)]
+    assert bench.memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is True
+
+
+@settings(max_examples=50, deadline=None)
+@given(base=st.floats(100, 1000), scale=st.floats(1.0, 1000.0))
+def test_quadratic_growth_fails(base: float, scale: float) -> None:
+    # growth at 1,000 devices is at least the noise allowance, then grows with the square of the devices
+    coef = scale * bench.RSS_NOISE_MB / 990**2
+    peaks = [base + coef * (n - 10) ** 2 for n in DEVICES_4]
+    assert bench.memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is False
