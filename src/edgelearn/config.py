@@ -349,36 +349,15 @@ class FedGKTConfig(Section):
     )
 
 
-class FedDKCConfig(Section):
+class FedDKCConfig(FedGKTConfig):
     """FedDKC: FedGKT whose server distils KKR-refined client knowledge (FedAgg §12.1 defaults)."""
 
-    name: Literal["feddkc"] = "feddkc"
-    rounds: PositiveInt = Field(30, description="rounds (client training, upload, server training, download)")
-    models: TierModelsConfig = Field(
-        TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
-    )
-    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg §12.1: 1.5)")
-    T: PositiveFloat = Field(3.0, description="distillation temperature (FedICT code: 3)")
+    name: Literal["feddkc"] = "feddkc"  # type: ignore[assignment]
     peak: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.12, description="KKR: peak probability of every refined vector (FedAgg §12.1: T = 0.12)"
     )
     logit_scale: PositiveFloat = Field(
         0.05, description="KKR: client logits are divided by this before softening (FedICT code: S = 0.05)"
-    )
-    server_loss: Literal["paper", "fedml"] = Field(
-        "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
-    )
-    lr: PositiveFloat = Field(0.001, description="SGD step size of clients and server (FedAgg §12.1)")
-    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (FedGKT code)")
-    batch_size: PositiveInt = Field(8, description="mini-batch of clients and server (FedAgg §12.1)")
-    client_epochs: PositiveInt = Field(1, description="local epochs per round (FedGKT code: 1)")
-    server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
-    teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")
-    eval_devices: PositiveInt | None = Field(
-        20, description="devices whose extractors feed the test set to the server (seeded); None = all"
-    )
-    tier_eval_samples: PositiveInt | None = Field(
-        2000, description="device models are tested on a fixed seeded subset of this many test samples"
     )
 
 
