@@ -25,7 +25,7 @@ demo: install
 	$(VENV)/bin/edgelearn demo
 
 test: install-dev
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -p no:cacheprovider
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
