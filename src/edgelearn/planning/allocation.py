@@ -86,6 +86,30 @@ def infeasible_allocation(M: int, N: int, status: str, solver: str, solve_time_s
     )
 
 
+def inner_budgets(
+    problem: TwoStageProblem,
+    M: int,
+    N: int,
+    *,
+    energy_j: float | None,
+    delay_s: float | None,
+    per_round: bool,
+    rounds: int,
+) -> tuple[float, float, int]:
+    """Check (M, N) for an inner solve and return (energy budget, delay budget, round-group multiplicity).
+
+    Budgets default to the problem's; a per-round program is compiled for exactly ``rounds`` fine-tuning
+    rounds (multiplicity 1 each), a static one has one round group repeated N times.
+    """
+    if M < 0 or N < 0 or M + N == 0:
+        raise ValueError(f"need M, N >= 0 and M + N >= 1, got M={M}, N={N}")
+    if per_round and N not in (0, rounds):
+        raise ValueError(f"this inner solver is built for N={rounds} per-round rounds, got N={N}")
+    e_budget = problem.energy_j if energy_j is None else energy_j
+    t_budget = problem.delay_s if delay_s is None else delay_s
+    return e_budget, t_budget, 1 if per_round else N
+
+
 def inverse_batch_sums(
     M: int, multiplicity: int, batch_pre: float, batch_ft: np.ndarray
 ) -> tuple[float, float]:

@@ -22,6 +22,7 @@ from edgelearn.planning.allocation import (
     BUDGET_MARGIN,
     Allocation,
     infeasible_allocation,
+    inner_budgets,
     inverse_batch_sums,
     plan_arrays,
 )
@@ -195,14 +196,10 @@ class ConvexInner:
         """Globally optimal continuous allocation for (M, N) minimising J = w_pre S_pre + w_ft S_ft."""
         pb = self.problem
         start = time.perf_counter()
-        e_budget = pb.energy_j if energy_j is None else energy_j
-        t_budget = pb.delay_s if delay_s is None else delay_s
-        if M < 0 or N < 0 or M + N == 0:
-            raise ValueError(f"need M, N >= 0 and M + N >= 1, got M={M}, N={N}")
-        if self.per_round and N not in (0, self.rounds):
-            raise ValueError(f"this program is compiled for N={self.rounds} per-round rounds, got N={N}")
+        e_budget, t_budget, multiplicity = inner_budgets(
+            pb, M, N, energy_j=energy_j, delay_s=delay_s, per_round=self.per_round, rounds=self.rounds
+        )
         r, k = self.gains.shape
-        multiplicity = 1 if self.per_round else N
         has_pre, has_ft = M > 0, N > 0
         prog = self._program(has_pre, has_ft)
         cap_pre = pb.batch_cap_pre

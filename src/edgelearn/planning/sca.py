@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import cvxpy as cp
 import numpy as np
 
-from edgelearn.planning.allocation import BUDGET_MARGIN, Allocation, infeasible_allocation, inverse_batch_sums
+from edgelearn.planning.allocation import (
+    BUDGET_MARGIN,
+    Allocation,
+    infeasible_allocation,
+    inner_budgets,
+    inverse_batch_sums,
+)
 from edgelearn.planning.bound import AffineParts
 from edgelearn.planning.closed_form import LN2, upload_time
 from edgelearn.planning.convex import ACCEPTED_STATUSES, pick_solver, solve_program
@@ -241,14 +247,10 @@ class ScaInner:
         """A KKT point of the inner problem at (M, N) by SCA (spec §6.2), or an infeasible Allocation."""
         pb = self.problem
         start = time.perf_counter()
-        e_budget = pb.energy_j if energy_j is None else energy_j
-        t_budget = pb.delay_s if delay_s is None else delay_s
-        if M < 0 or N < 0 or M + N == 0:
-            raise ValueError(f"need M, N >= 0 and M + N >= 1, got M={M}, N={N}")
-        if self.per_round and N not in (0, self.rounds):
-            raise ValueError(f"this solver is built for N={self.rounds} per-round rounds, got N={N}")
+        e_budget, t_budget, multiplicity = inner_budgets(
+            pb, M, N, energy_j=energy_j, delay_s=delay_s, per_round=self.per_round, rounds=self.rounds
+        )
         r, k = self.gains.shape
-        multiplicity = 1 if self.per_round else N
         prog = self._program(M > 0, N > 0)
         groups = r if N > 0 else 0
         best_j = (parts.weight_pre * M / pb.batch_cap_pre if M > 0 else 0.0) + (
