@@ -7,6 +7,14 @@ import os
 # Subprocesses (CLI tests) inherit this; torch reads it at start-up.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> None:
+    """Every test starts single-threaded, even after a test that changed torch's thread count (e.g. a run
+    with engine.torch_threads); Ray's serial references then reduce floats like its one-thread workers."""
+    torch.set_num_threads(1)

@@ -4,7 +4,6 @@ against hand-computed values, the round's ledger per hop, per-node storage and c
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -38,15 +37,6 @@ from edgelearn.runner import build_context
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]
 DEVICE_MODEL: dict[str, Any] = {"device": {"name": "mlp", "options": {"hidden": [16]}}}
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_ctx(*overrides: str) -> RunContext:

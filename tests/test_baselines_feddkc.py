@@ -4,7 +4,6 @@ and two rounds on a tiny tree with FedGKT's payloads."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -30,15 +29,6 @@ from edgelearn.runner import build_context
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]
 MODELS: dict[str, Any] = {"device": {"name": "cnn_small"}, "cloud": {"name": "resnet8"}}
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_ctx(executor: str = "serial") -> RunContext:

@@ -4,7 +4,6 @@ the delivered extractor + server model, per-node storage and checkpoints."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -39,15 +38,6 @@ TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_
 MODELS: dict[str, Any] = {"device": {"name": "cnn_small"}, "cloud": {"name": "resnet8"}}
 NUM_CLASSES = 10
 FEATURES = 20 * 4 * 4  # cnn_small on 1x8x8: 5x5 'valid' conv -> 4x4, then a 'same' conv; 20 channels
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_ctx(*overrides: str) -> RunContext:

@@ -38,16 +38,6 @@ ATOL = 1e-6
 VMAP_ATOL = 1e-5  # lockstep training reorders float32 reductions
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Serial references single-threaded like the workers: same float reductions, and no OpenMP
-    oversubscription next to the worker processes on a 2-core machine (tens of times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     """One local 2-CPU cluster for the module (executors then join it instead of starting their own)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,6 @@ from edgelearn.system import (
     Topology,
 )
 from edgelearn.system.faults import charge_stragglers, screen_uploads
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _cfg(overrides: list[str], **sections: Any) -> Any:

@@ -3,7 +3,6 @@ migration, trees of any depth and per-tier metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +37,6 @@ from edgelearn.models import build_model, num_params
 from edgelearn.models.autoencoder import save_autoencoder
 from edgelearn.runner import build_context
 from edgelearn.system import Tier
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
 # Three distinct, cheap architectures so tiers are heterogeneous and tests stay fast.

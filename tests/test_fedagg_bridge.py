@@ -4,7 +4,6 @@ sample store (alignment with the real samples, subtree rows, scales)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,15 +34,6 @@ from edgelearn.models.autoencoder import (
     reconstruction_mse,
     save_autoencoder,
 )
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_demo_architecture_has_the_papers_parameter_counts() -> None:

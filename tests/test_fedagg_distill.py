@@ -4,7 +4,6 @@ eval-mode no-grad teacher inference."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -23,15 +22,6 @@ from edgelearn.algorithms.distill import (
     non_leaf_loss,
     teacher_logits,
 )
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread is faster and immune to a busy machine's oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
