@@ -85,25 +85,10 @@ def plan(
     if as_json:
         print(json.dumps(report_, indent=2))
         return
-    from rich.table import Table
-
     from edgelearn.report.progress import get_console
+    from edgelearn.report.tables import plans_table
 
-    table = Table(title=f"Two-stage plans on the same budgets ({report_['devices']} devices)")
-    for col in ("scheme", "M", "N", "energy J", "delay s", "bound", "feasible"):
-        table.add_column(col, justify="right" if col != "scheme" else "left")
-    rows = {"optimized": report_, **report_["schemes"]}
-    for name, p in rows.items():
-        fmt = lambda v: "—" if v is None else f"{v:.4g}"  # noqa: E731
-        table.add_row(
-            name,
-            str(p["M"]),
-            str(p["N"]),
-            fmt(p["energy_j"]),
-            fmt(p["delay_s"]),
-            fmt(p["bound"]),
-            "yes" if p["feasible"] else "no",
-        )
+    table = plans_table(report_, title=f"Two-stage plans on the same budgets ({report_['devices']} devices)")
     console = get_console()
     console.print(table)
     console.print(f"shift: {report_['shift']}")

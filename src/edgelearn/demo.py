@@ -83,6 +83,7 @@ def _two_stage_part(out: Path, console: Any, progress: bool | None) -> dict[str,
     from rich.table import Table
 
     from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.report.tables import plans_table
     from edgelearn.runner import run
 
     cfg = build_config(TWO_STAGE_DIGITS, source="demo two-stage")
@@ -92,19 +93,7 @@ def _two_stage_part(out: Path, console: Any, progress: bool | None) -> dict[str,
         f"{cfg.algorithm.shift.level}, budgets {budget.energy_j} J / {budget.delay_s} s"
     )
     report = plan_report(cfg)
-    table = Table(title="Two-stage plans on the same budgets")
-    for col in ("scheme", "M", "N", "energy J", "delay s", "bound"):
-        table.add_column(col, justify="left" if col == "scheme" else "right")
-    for name, p in {"optimized": report, **report["schemes"]}.items():
-        if p["feasible"]:
-            table.add_row(
-                name,
-                str(p["M"]),
-                str(p["N"]),
-                f"{p['energy_j']:.4g}",
-                f"{p['delay_s']:.4g}",
-                f"{p['bound']:.4g}",
-            )
+    table = plans_table(report)
     console.print(table)
     summary = run(cfg, out / cfg.name, progress=progress)
     check = Table(title="Executed plan: predicted vs measured (ledger)")

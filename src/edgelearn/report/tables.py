@@ -224,3 +224,25 @@ def render_report(run_dir: PathLike, console: Console | None = None) -> list[Pat
     else:
         console.print(f"No plots in {run_dir}; create them with edgelearn.report.plot_run.", markup=False)
     return plots
+
+
+def plans_table(report: dict[str, Any], title: str = "Two-stage plans on the same budgets") -> Table:
+    """One row per scheme of an ``edgelearn plan`` report: rounds, predicted cost, bound, feasibility."""
+    table = Table(title=title)
+    for col in ("scheme", "M", "N", "energy J", "delay s", "bound", "feasible"):
+        table.add_column(col, justify="left" if col == "scheme" else "right")
+
+    def fmt(value: float | None) -> str:
+        return "—" if value is None else f"{value:.4g}"
+
+    for name, p in {"optimized": report, **report["schemes"]}.items():
+        table.add_row(
+            name,
+            str(p["M"]),
+            str(p["N"]),
+            fmt(p["energy_j"]),
+            fmt(p["delay_s"]),
+            fmt(p["bound"]),
+            "yes" if p["feasible"] else "no",
+        )
+    return table
