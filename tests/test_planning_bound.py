@@ -14,6 +14,7 @@ from edgelearn.planning.bound import (
     FineTuneGapBound,
     StageWiseBound,
     StepWeightedBound,
+    WarmStartBound,
     affine_parts,
     get_bound,
 )
@@ -66,6 +67,26 @@ def test_form_c_hand_value_and_missing_loss_gap() -> None:
     no_gap = BoundConstants(L=2.0, sigma2_task=4.0, sigma2_general=3.0, Delta=1.5, delta=0.5)
     with pytest.raises(ConfigError, match="loss_gap"):
         StageWiseBound().value(M, N, S_PRE, S_FT, no_gap, ETA_PRE, ETA_FT)
+
+
+def test_form_d_hand_value_measured_mu_and_missing_loss_gap() -> None:
+    # mu = L / 100 = 0.02, rho = 0.998, rho^10 = 0.98017904335; 2 eps = 0.2
+    # noise = (1 - rho^10) * L eta~ sigma~^2 S_pre / (2 mu M) = 0.01982095665 * 0.3 = 0.005946286995
+    # gap = 0.98017904335 * 1.7 + 0.005946286995 + 0.2 = 1.87225066069
+    # Phi_D = (2 gap + 2 * 0.0025 * 4 * 0.2) / (20 * 0.05) = 3.74850132138; N = 0: 2 L gap = 7.48900264276
+    bound = WarmStartBound()
+    assert bound.value(M, N, S_PRE, S_FT, C, ETA_PRE, ETA_FT) == pytest.approx(3.7485013214, rel=1e-9)
+    assert bound.value(M, 0, S_PRE, 0.0, C, ETA_PRE, ETA_FT) == pytest.approx(7.4890026428, rel=1e-9)
+    assert WarmStartBound().value(0, N, 0.0, S_FT, C, ETA_PRE, ETA_FT) == pytest.approx(3.004, rel=1e-12)
+    # a measured PL constant replaces L / condition_number: mu = 0.5, rho^10 = 0.95^10 = 0.598736939
+    measured = BoundConstants(**{**C.to_dict(), "mu": 0.5})
+    assert WarmStartBound().value(M, N, S_PRE, S_FT, measured, ETA_PRE, ETA_FT) == pytest.approx(
+        2.449335906, rel=1e-8
+    )
+    no_gap = BoundConstants(L=2.0, sigma2_task=4.0, sigma2_general=3.0, Delta=1.5, delta=0.5)
+    with pytest.raises(ConfigError, match="loss_gap"):
+        WarmStartBound().value(M, N, S_PRE, S_FT, no_gap, ETA_PRE, ETA_FT)
+    assert get_bound("d").name == "D"
 
 
 def test_affine_parts_of_form_a() -> None:

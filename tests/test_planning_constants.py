@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from edgelearn.errors import DataError
 from edgelearn.models.zoo import MLP
-from edgelearn.planning.constants import estimate_constants
+from edgelearn.planning.constants import estimate_constants, pilot_run, pl_constant
 
 N_SAMPLES = 64
 FEATURES = (8,)
@@ -108,3 +110,27 @@ def test_bad_inputs_raise_data_errors() -> None:
         estimate_constants(model, task, general, state={})
     with pytest.raises(DataError, match="power_iterations"):
         estimate_constants(model, task, general, power_iterations=0)
+
+
+def test_pl_constant_recovers_an_exact_geometric_rate() -> None:
+    # F_m = 2.0 * (1 - mu lr)^m with mu = 0.4, lr = 0.05: the fit through the first point is exact
+    steps = [0, 10, 20, 40]
+    losses = [2.0 * (1 - 0.4 * 0.05) ** m for m in steps]
+    assert pl_constant(steps, losses, lr=0.05) == pytest.approx(0.4, rel=1e-9)
+    assert pl_constant([0, 10], [1.0, 1.5], lr=0.05) is None  # no progress, no rate
+    assert pl_constant([0], [1.0], lr=0.05) is None
+
+
+def test_pilot_run_is_seeded_leaves_the_model_alone_and_lowers_the_general_loss() -> None:
+    model, _, (x, _) = tiny()
+    general = (x, x[:, :CLASSES].argmax(dim=1))  # learnable labels, so SGD makes progress
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = pilot_run(model, general, steps=40, batch_size=16, lr=0.2, count=4, seed=3)
+    b = pilot_run(model, general, steps=40, batch_size=16, lr=0.2, count=4, seed=3)
+    assert a.steps == [0, 10, 20, 30, 40] and len(a.states) == 4
+    assert a.losses == b.losses
+    assert a.losses[-1] < a.losses[0]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert math.isfinite(pl_constant(a.steps, a.losses, lr=0.2) or math.nan)
+    with pytest.raises(DataError, match="need >= 1"):
+        pilot_run(model, general, steps=0, batch_size=16, lr=0.5, count=4)

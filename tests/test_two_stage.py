@@ -81,3 +81,15 @@ def test_two_stage_rejects_a_downlink_it_does_not_model(tmp_path: Path) -> None:
     sets = [x for o in TINY for x in ("--set", o)]
     proc = _cli("run", str(CONFIG), *sets, "--set", "channel.include_downlink=true", "--out", str(tmp_path))
     assert proc.returncode == 2 and "include_downlink" in proc.stderr
+
+
+def test_landscape_grid_never_beats_the_plan() -> None:
+    from edgelearn.algorithms.two_stage import landscape_report
+
+    land = landscape_report(CONFIG, TINY, m_points=5, n_points=5)
+    values = [v for row in land["bound"] for v in row if v is not None]
+    assert len(land["bound"]) == len(land["M"]) and len(land["bound"][0]) == len(land["N"])
+    assert land["M"][0] == 0 and land["N"][0] == 0 and land["bound"][0][0] is None  # M = N = 0 is undefined
+    assert min(values) == pytest.approx(land["grid_best"]["bound"])
+    # the searched, integer-rounded plan is at least as good as the best coarse-grid cell (1% rounding slack)
+    assert land["plan"]["bound"] <= land["grid_best"]["bound"] * 1.01

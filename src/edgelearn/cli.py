@@ -105,6 +105,35 @@ def bench(
     bench_main(quick, json_path)
 
 
+@app.command()
+def sweep(
+    suites: Annotated[list[Path], typer.Argument(help="suite files (configs/*/experiments.yaml)")],
+    out: Annotated[Path, typer.Option("--out", help="folder for every experiment's runs and results")] = Path(
+        "runs/experiments"
+    ),
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="run only these experiments (repeatable)")
+    ] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="each experiment's few-minute version")] = False,
+) -> None:
+    """Run experiment suites (grids of runs over overrides and seeds), then aggregate, tabulate and plot.
+
+    Re-running the same command continues an interrupted sweep: finished runs are kept, killed ones resume.
+    """
+    from edgelearn.report.progress import get_console
+    from edgelearn.sweep import run_suite
+
+    console = get_console()
+    for suite in suites:
+        target = out / suite.stem if len(suites) > 1 else out
+        results = run_suite(suite, target, only=list(only or []), quick=quick, log=console.print)
+        for name in results:
+            table = target / name / "results.md"
+            if table.is_file():
+                console.print(table.read_text())
+        console.print(f"results and plots under {target}")
+
+
 @app.command("pretrain-autoencoder")
 def pretrain_autoencoder(
     config: Annotated[Path, typer.Argument(help="YAML config (its data and algorithm.autoencoder section)")],

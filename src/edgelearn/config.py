@@ -214,7 +214,9 @@ class TwoStageConfig(Section):
     budget: BudgetConfig = BudgetConfig()
     eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
     eta_ft: PositiveFloat = Field(0.05, description="fine-tuning step size (spec §8.3)")
-    bound: Literal["A", "B", "C"] = Field("A", description="convergence bound form (spec §4)")
+    bound: Literal["A", "B", "C", "D"] = Field(
+        "A", description="convergence bound form: A (spec §4.2), B, C (spec §4 alternatives), D (warm start)"
+    )
     method: Literal["convex", "sca"] = Field(
         "convex", description="inner solver: exact convex (6.3) or SCA (6.2)"
     )
@@ -225,6 +227,24 @@ class TwoStageConfig(Section):
         description="most fine-tuning rounds searched (keep small with fading: one program per N)",
     )
     constants_seed: NonNegInt = Field(0, description="seed of the bound-constant estimators")
+    pilot_steps: NonNegInt = Field(
+        300,
+        description="SGD steps of a pilot pre-training on general data whose checkpoints join the estimate "
+        "of delta and L (spec §8.4: max over checkpoints; at an untrained model the shift barely shows in "
+        "the gradients); 0 = estimate at the initial model only. Planning-time work, not charged to budgets",
+    )
+    pilot_batch: PositiveInt = Field(64, description="batch of the pilot pre-training")
+    pilot_checkpoints: PositiveInt = Field(3, description="evenly spaced pilot states added to the estimate")
+    constants_cache: str | None = Field(
+        None,
+        description="folder caching estimated constants by a hash of everything they depend on (sweeps "
+        "over budgets and schemes then estimate once); None = no cache",
+    )
+    joint_min_ft_rounds: Literal[0, 1] = Field(
+        0,
+        description="least N the joint design considers: 0 lets it pick pure pre-training when the bound "
+        "prefers it (so it is never worse in bound than a baseline); 1 = spec §6.1's loop from N = 1",
+    )
     pretrain_log_points: PositiveInt = Field(
         20, description="pre-training steps are run and logged in at most this many chunks (runner rounds)"
     )

@@ -14,6 +14,11 @@ used), fine-tuning round n as system round n, so per-round channel gains (fading
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +30,14 @@ from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
-from edgelearn.errors import ConfigError
+from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
+
+logger = logging.getLogger(__name__)
+
+CONSTANTS_CACHE_VERSION = 2
+"""Bumped whenever the estimators change, so stale cached constants are never reused."""
 
 
 class TwoStage(Algorithm):
@@ -87,7 +98,10 @@ class TwoStage(Algorithm):
             "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds),
         }
         schemes = {
-            "optimized": lambda: solve(self.problem, **kw),
+            "optimized": lambda: solve(
+                self.problem,
+                **{**kw, "options": replace(kw["options"], min_ft_rounds=cfg.joint_min_ft_rounds)},
+            ),
             "finetune_only": lambda: finetune_only(self.problem, **kw),
             "pretrain_only": lambda: pretrain_only(self.problem, **kw),
             "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
@@ -100,7 +114,7 @@ class TwoStage(Algorithm):
         """Everything before planning: server, general data, initial model, bound constants, the problem."""
         from edgelearn.planning import TwoStageProblem, estimate_constants
 
-        ctx, cfg = self.ctx, self.cfg
+        ctx = self.ctx
         if ctx.cfg.channel.include_downlink:
             raise ConfigError(
                 "two_stage neglects the model broadcast, as its system model does (paper_two_stage.md §3.3)",
@@ -126,10 +140,70 @@ class TwoStage(Algorithm):
         task_x = torch.cat([d.x for d in ctx.client_data])
         task_y = torch.cat([d.y for d in ctx.client_data])
         self.task_sample = self._subsample(task_x, task_y)
-        self.constants = estimate_constants(
-            model, (task_x, task_y), (self.general.x, self.general.y), seed=cfg.constants_seed
+        self.constants = self._cached_constants(
+            lambda: self._estimate_constants(model, (task_x, task_y), estimate_constants)
         )
         self.problem = self._problem(TwoStageProblem, self.constants)
+
+    def _estimate_constants(self, model: Any, task: tuple[torch.Tensor, torch.Tensor], estimate: Any) -> Any:
+        """Bound constants at the initial model and along a pilot pre-training on the general data."""
+        from dataclasses import replace as with_field
+
+        from edgelearn.planning.constants import pilot_run, pl_constant
+
+        cfg = self.cfg
+        general = (self.general.x, self.general.y)
+        if not cfg.pilot_steps:
+            return estimate(model, task, general, seed=cfg.constants_seed)
+        pilot = pilot_run(
+            model,
+            general,
+            steps=cfg.pilot_steps,
+            batch_size=cfg.pilot_batch,
+            lr=cfg.eta_pre,
+            count=cfg.pilot_checkpoints,
+            seed=self.ctx.seeds.int_seed("pilot"),
+        )
+        constants = estimate(model, task, general, checkpoints=pilot.states, seed=cfg.constants_seed)
+        return with_field(constants, mu=pl_constant(pilot.steps, pilot.losses, cfg.eta_pre))
+
+    def _cached_constants(self, compute: Any) -> Any:
+        """``compute()``, or its earlier result from ``constants_cache`` when all it depends on matches.
+
+        The key hashes the config sections the estimate reads (data, split, topology, model, shift, seed,
+        step size, estimator settings) and the constants' format version; budgets and the scheme are not
+        in it, so a sweep over them estimates once.
+        """
+        from edgelearn.planning.bound import BoundConstants
+
+        if self.cfg.constants_cache is None:
+            return compute()
+        run = self.ctx.cfg
+        algo = self.cfg
+        keyed = {
+            "version": CONSTANTS_CACHE_VERSION,
+            "seed": run.seed,
+            "data": run.data.model_dump(mode="json"),
+            "partition": run.partition.model_dump(mode="json"),
+            "topology": run.topology.model_dump(mode="json"),
+            "model": run.model.model_dump(mode="json"),
+            "shift": algo.shift.model_dump(mode="json"),
+            "estimator": {
+                k: getattr(algo, k)
+                for k in ("eta_pre", "constants_seed", "pilot_steps", "pilot_batch", "pilot_checkpoints")
+            },
+            "torch": torch.__version__,
+        }
+        digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
+        path = Path(self.cfg.constants_cache) / f"constants-{digest}.json"
+        if path.is_file():
+            try:
+                return BoundConstants.from_dict(json.loads(path.read_text())["constants"])
+            except (OSError, ValueError, KeyError, TypeError, EdgelearnError) as exc:
+                logger.warning("ignoring unreadable constants cache %s (%s); re-estimating", path, exc)
+        constants = compute()
+        write_json_atomic(path, {"key": keyed, "constants": constants.to_dict()})
+        return constants
 
     def _problem(self, problem_cls: Any, constants: Any) -> Any:
         """The planner's view of this run: hardware and channels from the system model, data, budgets."""
@@ -307,3 +381,50 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
     report["shift"] = {**cfg.algorithm.shift.model_dump(), "w1": float(algo.ctx.extras["w1"])}
     report["devices"] = int(len(algo.devices))
     return report
+
+
+def landscape_report(config: Any, overrides: list[str], m_points: int, n_points: int) -> dict[str, Any]:
+    """The bound over a log-spaced (M, N) grid of continuous inner optima (E6), with the optimized Plan.
+
+    Infeasible cells hold ``inf``. Returns the grid axes, the bound matrix (rows M, columns N), the grid's
+    best cell, the optimized Plan's JSON and the constants and shift they came from.
+    """
+    from edgelearn.config import load_config
+    from edgelearn.planning.bound import get_bound
+    from edgelearn.planning.feasibility import CheapestPoint
+    from edgelearn.planning.search import (
+        InnerSolver,
+        ft_round_limit,
+        log_grid,
+        pre_round_limit,
+    )
+    from edgelearn.runner import build_context
+
+    cfg = load_config(config, overrides)
+    algo = TwoStage(build_context(cfg))
+    algo.setup()
+    problem, tcfg = algo.problem, algo.cfg
+    plan = algo.make_plan("optimized")
+    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, cap=10**9)
+    cheap = CheapestPoint(problem)
+    n_hi = ft_round_limit(problem, cheap, problem.energy_j, problem.delay_s, tcfg.max_ft_rounds)
+    Ms, Ns = log_grid(0, m_hi, m_points), log_grid(0, max(n_hi, 1), n_points)
+    inner, bound = InnerSolver(problem, tcfg.method), get_bound(tcfg.bound)
+    values = np.full((len(Ms), len(Ns)), np.inf)
+    for i, M in enumerate(Ms):
+        for j, N in enumerate(Ns):
+            if M + N == 0:
+                continue
+            alloc = inner.solve(M, N, bound)
+            if alloc.feasible and alloc.verified:
+                values[i, j] = alloc.bound
+    i, j = np.unravel_index(int(np.argmin(values)), values.shape)
+    return {
+        "M": Ms,
+        "N": Ns,
+        "bound": [[float(v) if np.isfinite(v) else None for v in row] for row in values],
+        "grid_best": {"M": Ms[i], "N": Ns[j], "bound": float(values[i, j])},
+        "plan": plan.to_json(),
+        "constants": dict(vars(algo.constants)),
+        "shift": {**tcfg.shift.model_dump(), "w1": float(algo.ctx.extras["w1"])},
+    }

@@ -39,11 +39,13 @@ class BoundConstants:
     Delta: float
     delta: float
     loss_gap: float | None = None
+    mu: float | None = None
+    """Polyak-Lojasiewicz constant of the general loss (forms B, D); None = L / condition_number."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "loss_gap" and value is None:
+            if f.name in ("loss_gap", "mu") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"BoundConstants.{f.name}: got {value!r}; need a finite number")
@@ -209,7 +211,7 @@ class FineTuneGapBound:
         c = constants
         gap = c.Delta
         if M > 0:
-            mu = c.L / self.condition_number
+            mu = c.mu if c.mu else c.L / self.condition_number
             rho = min(max(1.0 - mu * eta_pre, 0.0), 1.0)
             decay = rho**M
             per_round = eta_pre * c.delta**2 / 2.0 + c.L * eta_pre**2 * c.sigma2_general * (
@@ -263,12 +265,73 @@ class StageWiseBound:
         return num / denom
 
 
-BOUND_FORMS: dict[str, type] = {"A": StepWeightedBound, "B": FineTuneGapBound, "C": StageWiseBound}
+@dataclass(frozen=True)
+class WarmStartBound:
+    """Form D (our derivation, not the paper's): pre-training as a warm start for fine-tuning.
+
+    Pre-training is SGD on the general loss F~; under a PL condition on F~ (mu = L / condition_number,
+    rho = 1 - mu eta~) its gap shrinks geometrically to a variance floor, and the shift costs the task
+    loss at most twice the loss gap eps = sup |F - F~| (F <= F~ + eps pointwise and F* >= F~* - eps):
+
+    gap_M = rho^M (Delta + 2 eps) + (1 - rho^M) L eta~ sigma~^2 S_pre / (2 mu M) + 2 eps   (M >= 1),
+    gap_0 = Delta, and Phi_D = (2 gap_M + L eta^2 sigma^2 S_ft) / (N eta) for N >= 1, 2 L gap_M for N = 0.
+
+    mu is ``constants.mu`` when measured (see planning.constants.pl_constant), else L / condition_number.
+    Unlike A (the shift charged on every pre-training step) and C (charged once, but pre-training rounds
+    count as progress on the task), D lets pre-training help only as far as the general and task losses
+    agree, so as the shift grows the optimal M shrinks smoothly until fine-tuning alone wins (4 eps ~ Delta).
+    Needs ``BoundConstants.loss_gap``.
+    """
+
+    condition_number: float = CONDITION_NUMBER_DEFAULT
+    name: str = "D"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.condition_number) or self.condition_number < 1:
+            raise ConfigError(
+                f"bound D: condition_number={self.condition_number!r}; need a finite number >= 1 (mu <= L)"
+            )
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """Phi_D as documented on the class."""
+        c = constants
+        if c.loss_gap is None:
+            raise ConfigError(
+                "bound D needs BoundConstants.loss_gap (sup |F - F~|), which is not set",
+                hint="estimate it with estimate_constants or pass loss_gap=... to BoundConstants",
+            )
+        gap = c.Delta
+        if M > 0:
+            mu = c.mu if c.mu else c.L / self.condition_number
+            rho = min(max(1.0 - mu * eta_pre, 0.0), 1.0)
+            decay = rho**M
+            noise = (1.0 - decay) * c.L * eta_pre * c.sigma2_general * inv_batch_pre_sum / (2.0 * mu * M)
+            gap = decay * (c.Delta + 2.0 * c.loss_gap) + noise + 2.0 * c.loss_gap
+        if N <= 0:
+            return 2.0 * c.L * gap if M > 0 else math.inf
+        return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
+
+
+BOUND_FORMS: dict[str, type] = {
+    "A": StepWeightedBound,
+    "B": FineTuneGapBound,
+    "C": StageWiseBound,
+    "D": WarmStartBound,
+}
 """Built-in bound forms by name."""
 
 
 def get_bound(bound: str | Bound) -> Bound:
-    """A bound object from a form name ("A", "B", "C") or a user object implementing :class:`Bound`."""
+    """A bound object from a form name ("A", "B", "C", "D") or a user object implementing :class:`Bound`."""
     if isinstance(bound, str):
         key = bound.strip().upper()
         if key not in BOUND_FORMS:

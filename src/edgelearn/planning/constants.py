@@ -12,7 +12,10 @@ Device-agnostic: everything runs on the device of the model's parameters.
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -245,3 +248,87 @@ def estimate_constants(
         delta=shift,
         loss_gap=loss_gap,
     )
+
+
+@dataclass(frozen=True)
+class Pilot:
+    """A short pre-training run on general data: states along it and the general loss at each mark."""
+
+    states: list[dict[str, torch.Tensor]]
+    steps: list[int]
+    """SGD steps taken at each entry of ``losses`` (0 = the initial model, then one per state)."""
+    losses: list[float]
+    """Mean general loss on a fixed subsample at each of ``steps``."""
+
+
+def pilot_run(
+    model: nn.Module,
+    general: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    count: int,
+    seed: int = 0,
+    loss_fn: LossFn = F.cross_entropy,
+    loss_samples: int = GRADIENT_SAMPLES,
+) -> Pilot:
+    """States along a short SGD pre-training on general data, ``count`` evenly spaced, the last at ``steps``.
+
+    The shift between general and task data shows in the gradients only once the model has learned
+    something (at a random init both losses sit near ln(classes)), so delta, L and the loss gap are maxima
+    over these states too (spec §8.4); the general losses along the way measure how fast pre-training
+    makes progress (:func:`pl_constant`). ``model`` is left unchanged; batches come from a seeded generator.
+    """
+    gen_x, gen_y = _check_data("general", general)
+    if steps < 1 or count < 1 or batch_size < 1:
+        raise DataError(f"pilot_run: steps={steps}, count={count}, batch={batch_size}; need >= 1")
+    device = next(model.parameters()).device
+    work = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(work.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(int(seed))
+    probe = _subsample(gen_x.shape[0], loss_samples, gen)
+    probe_x, probe_y = gen_x[probe], gen_y[probe]
+
+    def general_loss() -> float:
+        work.eval()
+        with torch.no_grad():
+            total = sum(
+                float(loss_fn(work(probe_x[i : i + CHUNK].to(device)), probe_y[i : i + CHUNK].to(device)))
+                * min(CHUNK, probe_x.shape[0] - i)
+                for i in range(0, probe_x.shape[0], CHUNK)
+            )
+        work.train()
+        return total / probe_x.shape[0]
+
+    marks = sorted({max(1, round(steps * (i + 1) / count)) for i in range(count)})
+    pilot = Pilot(states=[], steps=[0], losses=[general_loss()])
+    for step in range(1, steps + 1):
+        idx = torch.randint(gen_x.shape[0], (min(batch_size, gen_x.shape[0]),), generator=gen)
+        xb, yb = gen_x[idx].to(device), gen_y[idx].to(device)
+        loss = loss_fn(work(xb), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step in marks:
+            pilot.states.append({k: v.detach().clone() for k, v in work.state_dict().items()})
+            pilot.steps.append(step)
+            pilot.losses.append(general_loss())
+    return pilot
+
+
+def pl_constant(steps: Sequence[int], losses: Sequence[float], lr: float) -> float | None:
+    """Effective Polyak-Lojasiewicz constant mu from a loss trajectory, taking F* = 0 as Delta does.
+
+    Under PL, F(w_m) <= (1 - mu lr)^m F(w_0) (noise aside), so a least-squares fit of log F against m
+    through the first point gives log(1 - mu lr). None when the loss did not decrease (no usable rate).
+    """
+    if len(steps) < 2 or len(steps) != len(losses) or min(losses) <= 0:
+        return None
+    m = torch.tensor([s - steps[0] for s in steps], dtype=torch.float64)
+    y = torch.log(torch.tensor(losses, dtype=torch.float64) / losses[0])
+    slope = float((m * y).sum() / (m * m).sum())
+    if slope >= 0:
+        return None
+    rate = -math.expm1(slope)  # 1 - exp(slope) = mu * lr
+    return rate / lr

@@ -1,0 +1,353 @@
+"""Experiment suites: grids of runs over config overrides and seeds, aggregated and plotted in one command.
+
+A suite file (YAML) lists experiments; each names a base config, the seeds, common ``--set`` overrides and
+``axes`` (config keys -> values; runs cover their Cartesian product). ``edgelearn sweep SUITE`` runs every
+cell and seed into ``OUT/<experiment>/<cell>-s<seed>/`` (a finished run, one with summary.json, is skipped
+and a killed one resumed, so re-running the command continues a sweep), then writes ``results.json`` (one
+row per run plus mean / sd / n per cell), ``results.md`` and the plots the experiment asks for.
+
+``kind: landscape`` experiments solve the two-stage planning problem over an (M, N) grid instead of
+training (E6). ``quick:`` holds replacements (base, seeds, set, axes) used with ``--quick``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgelearn.errors import ConfigError, DataError
+from edgelearn.report.io import read_metrics, read_summary, write_json_atomic
+
+RESULTS_FILE = "results.json"
+RESULTS_TABLE = "results.md"
+SLUG_MAX = 80
+"""Longest run-directory name built from a cell's axis values (longer ones are truncated)."""
+
+
+class PlotSpec(BaseModel):
+    """One figure of an experiment.
+
+    ``curves``: metric ``y`` of metrics.jsonl against ``x`` (round, energy_j, delay_s), one colour per
+    value of ``group`` (every seed drawn). ``sweep``: a run metric ``y`` (mean ± sd over seeds) against axis
+    ``x``, one line per ``group``. ``scatter``: run metric ``y`` against run metric ``x`` over all runs,
+    with Spearman's rank correlation in the title. ``landscape``: the bound heat-map (landscape kind).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["curves", "sweep", "scatter", "landscape"]
+    x: str = "round"
+    y: str = "accuracy"
+    group: str | None = None
+    file: str | None = Field(None, description="PNG name (default: <kind>-<y>-vs-<x>.png)")
+    title: str | None = None
+    logx: bool = False
+    logy: bool = False
+
+
+class QuickSpec(BaseModel):
+    """Replacements used with ``--quick`` (a few-minute version of the experiment)."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: str | None = None
+    seeds: list[int] | None = None
+    set: list[str] | None = None
+    axes: dict[str, list[Any]] | None = None
+
+
+class ExperimentSpec(BaseModel):
+    """A grid of runs (or of planning solves, for ``kind: landscape``) and its plots."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    kind: Literal["runs", "landscape"] = "runs"
+    base: str = Field(description="config file, relative to the suite file")
+    seeds: list[int] = [0]
+    set: list[str] = Field([], description="overrides applied to every run (key=value)")
+    axes: dict[str, list[Any]] = Field({}, description="config key -> values; runs cover the product")
+    metrics: list[str] = Field(
+        ["final_accuracy"], description="run metrics aggregated per cell (see RUN_METRICS / dotted keys)"
+    )
+    plots: list[PlotSpec] = []
+    grid: dict[str, int] = Field(
+        {"M": 24, "N": 20}, description="landscape kind: log-spaced points on the M and N axes"
+    )
+    quick: QuickSpec = QuickSpec()
+
+    def resolved(self, quick: bool) -> ExperimentSpec:
+        """This experiment, with the ``quick`` replacements applied when asked."""
+        if not quick:
+            return self
+        changes = {k: v for k, v in self.quick.model_dump().items() if v is not None}
+        return self.model_copy(update=changes)
+
+
+class SuiteSpec(BaseModel):
+    """A suite file: named experiments sharing an output folder."""
+
+    model_config = ConfigDict(extra="forbid")
+    suite: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    experiments: list[ExperimentSpec]
+
+
+def load_suite(path: str | Path) -> SuiteSpec:
+    """Parse and validate a suite file; errors name the file and the offending key."""
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read suite file {file}: {exc}", hint="check the path") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{file} is not valid YAML: {exc}") from None
+    try:
+        suite = SuiteSpec.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"{file}: {where}: {first['msg']}", hint="see src/edgelearn/sweep.py for the suite format"
+        ) from None
+    names = [e.name for e in suite.experiments]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{file}: experiment names {dupes} appear more than once")
+    return suite
+
+
+# ---------------------------------------------------------------------------------------------------------
+def cells(axes: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values, in the order the file lists them."""
+    keys = list(axes)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in keys))]
+
+
+def cell_slug(cell: Mapping[str, Any]) -> str:
+    """A file-name-safe name of a cell: the last part of each key and its value, joined."""
+    if not cell:
+        return "base"
+    parts = [f"{key.rsplit('.', 1)[-1]}={value}" for key, value in cell.items()]
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(parts))
+    return slug[:SLUG_MAX]
+
+
+def _override(key: str, value: Any) -> str:
+    return f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+
+
+def _dig(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(obj, Mapping) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _mean_metric(key: str) -> Callable[[dict[str, Any], list[dict[str, Any]]], float | None]:
+    def value(summary: dict[str, Any], records: list[dict[str, Any]]) -> float | None:
+        values = [r[key] for r in records if isinstance(r.get(key), (int, float))]
+        return float(statistics.fmean(values)) if values else None
+
+    return value
+
+
+def _pretrain_share(summary: dict[str, Any], records: list[dict[str, Any]]) -> float | None:
+    M, N = _dig(summary, "plan.M"), _dig(summary, "plan.N")
+    return M / (M + N) if isinstance(M, int) and isinstance(N, int) and M + N else None
+
+
+RUN_METRICS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], float | None]] = {
+    "mean_grad_norm_sq": _mean_metric("grad_norm_sq"),
+    "pretrain_share": _pretrain_share,
+}
+"""Derived run metrics; any other name is a dotted key into summary.json (e.g. ``plan.M``)."""
+
+
+def run_metric(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> float | None:
+    """A derived metric from :data:`RUN_METRICS`, or the number at dotted key ``name`` of the summary."""
+    if name in RUN_METRICS:
+        return RUN_METRICS[name](summary, records)
+    value = _dig(summary, name)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Mean, sample sd and count over seeds of every metric, per cell (in first-seen order)."""
+    by_cell: dict[str, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_cell.setdefault(row["slug"], []).append(row)
+    out = []
+    for group in by_cell.values():
+        entry: dict[str, Any] = {"cell": group[0]["cell"], "slug": group[0]["slug"], "seeds": []}
+        entry["seeds"] = [r["seed"] for r in group]
+        for metric in metrics:
+            values = [r["metrics"][metric] for r in group if r["metrics"].get(metric) is not None]
+            entry[metric] = {
+                "mean": statistics.fmean(values) if values else None,
+                "sd": statistics.stdev(values) if len(values) > 1 else 0.0 if values else None,
+                "n": len(values),
+                "values": values,
+            }
+        out.append(entry)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> None:
+    """One run into ``out``: skipped when finished, resumed when a checkpoint is there, else started."""
+    from edgelearn.config import load_config
+    from edgelearn.runner import run
+
+    if (out / "summary.json").is_file():
+        return
+    cfg = load_config(base, overrides)
+    resume = out.is_dir() and any(out.glob("checkpoints/*"))
+    run(cfg, out, progress=progress, resume=resume)
+
+
+def run_experiment(
+    exp: ExperimentSpec, suite_dir: Path, out: Path, *, progress: bool = False, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Run (or continue) every cell x seed of ``exp`` and write its results and plots into ``out``."""
+    base = (suite_dir / exp.base).resolve()
+    if not base.is_file():
+        raise ConfigError(f"experiment {exp.name}: base config {base} does not exist", hint="fix `base:`")
+    out.mkdir(parents=True, exist_ok=True)
+    if exp.kind == "landscape":
+        from edgelearn.algorithms.two_stage import landscape_report
+
+        results: dict[str, Any] = {"experiment": exp.name, "kind": exp.kind, "cells": []}
+        for cell in cells(exp.axes):
+            overrides = [*exp.set, *(_override(k, v) for k, v in cell.items()), f"seed={exp.seeds[0]}"]
+            log(f"{exp.name}: landscape {cell_slug(cell)}")
+            land = landscape_report(base, overrides, exp.grid.get("M", 24), exp.grid.get("N", 20))
+            results["cells"].append({"cell": cell, "slug": cell_slug(cell), **land})
+        write_json_atomic(out / RESULTS_FILE, results)
+        _plots(exp, out, results)
+        return results
+    rows: list[dict[str, Any]] = []
+    grid = cells(exp.axes)
+    total = len(grid) * len(exp.seeds)
+    done = 0
+    for cell in grid:
+        slug = cell_slug(cell)
+        for seed in exp.seeds:
+            run_dir = out / f"{slug}-s{seed}"
+            overrides = [*exp.set, *(_override(k, v) for k, v in cell.items()), f"seed={seed}"]
+            done += 1
+            log(f"{exp.name} [{done}/{total}] {run_dir.name}")
+            _run_one(base, overrides, run_dir, progress)
+            summary = read_summary(run_dir)
+            records = read_metrics(run_dir)
+            rows.append(
+                {
+                    "cell": cell,
+                    "slug": slug,
+                    "seed": seed,
+                    "run_dir": run_dir.name,
+                    "metrics": {m: run_metric(m, summary, records) for m in exp.metrics},
+                }
+            )
+    results = {
+        "experiment": exp.name,
+        "description": exp.description,
+        "kind": exp.kind,
+        "base": str(exp.base),
+        "set": exp.set,
+        "seeds": exp.seeds,
+        "rows": rows,
+        "cells": aggregate(rows, exp.metrics),
+    }
+    write_json_atomic(out / RESULTS_FILE, results)
+    (out / RESULTS_TABLE).write_text(results_markdown(results, exp.metrics))
+    _plots(exp, out, results)
+    return results
+
+
+def _plots(exp: ExperimentSpec, out: Path, results: dict[str, Any]) -> None:
+    from edgelearn.report.sweep_plots import draw
+
+    for spec in exp.plots:
+        draw(spec, out, results)
+
+
+def _fmt(metric: str, stat: Mapping[str, Any] | None) -> str:
+    """mean ± sd: fractions (accuracy, shares) in percent, integers plain, others to 4 significant digits."""
+    from edgelearn.report.sweep_plots import is_fraction
+
+    if not stat or stat.get("mean") is None:
+        return "-"
+    mean, sd = stat["mean"], stat["sd"]
+    if is_fraction(metric):
+        return f"{100 * mean:.2f} ± {100 * sd:.2f} %" if sd else f"{100 * mean:.2f} %"
+    if all(float(v).is_integer() for v in stat["values"]):
+        return f"{mean:.1f} ± {sd:.1f}" if sd else f"{mean:.0f}"
+    return f"{mean:.4g} ± {sd:.2g}" if sd else f"{mean:.4g}"
+
+
+def results_markdown(results: Mapping[str, Any], metrics: Sequence[str]) -> str:
+    """A Markdown table: one line per cell, mean ± sd over seeds (fractions in [0, 1] shown as %)."""
+    cells_ = results["cells"]
+    axes = list(cells_[0]["cell"]) if cells_ else []
+    head = [*axes, "seeds", *metrics]
+    lines = [
+        f"### {results['experiment']}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for entry in cells_:
+        seeds = ",".join(str(s) for s in entry["seeds"])
+        values = [str(entry["cell"][a]) for a in axes] + [seeds] + [_fmt(m, entry.get(m)) for m in metrics]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_suite(
+    path: str | Path,
+    out: str | Path,
+    *,
+    only: Sequence[str] = (),
+    quick: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, dict[str, Any]]:
+    """Run the experiments of a suite file (all, or those named in ``only``) into ``out``."""
+    file = Path(path)
+    suite = load_suite(file)
+    names = [e.name for e in suite.experiments]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ConfigError(f"--only {unknown}: not experiments of {file}", hint=f"choose from {names}")
+    results = {}
+    for exp in suite.experiments:
+        if only and exp.name not in only:
+            continue
+        resolved = exp.resolved(quick)
+        if not resolved.seeds:
+            raise ConfigError(f"experiment {exp.name}: `seeds` is empty", hint="list at least one seed")
+        results[exp.name] = run_experiment(
+            resolved, file.parent, Path(out) / exp.name, progress=progress, log=log
+        )
+    return results
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan with fewer than 3 points or no spread."""
+    from scipy.stats import spearmanr
+
+    if len(xs) < 3:
+        return math.nan
+    try:
+        rho = spearmanr(xs, ys).statistic
+    except ValueError as exc:  # pragma: no cover - scipy rejects degenerate input
+        raise DataError(f"spearman: {exc}") from None
+    return float(rho)

@@ -1,0 +1,109 @@
+"""Experiment suites (edgelearn sweep): grids of runs, aggregation over seeds, resumable, plotted."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgelearn.errors import ConfigError
+from edgelearn.report.io import read_summary
+from edgelearn.sweep import aggregate, cell_slug, cells, load_suite, run_suite
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "topology.devices=4",
+    "algorithm.rounds=2",
+    "algorithm.local.epochs=1",
+    "output.plots=false",
+    "engine.torch_threads=1",
+]
+
+
+def write_suite(tmp_path: Path, **experiment: object) -> Path:
+    exp = {
+        "name": "lr-sweep",
+        "base": str(ROOT / "configs/fedavg-digits.yaml"),
+        "seeds": [0, 1],
+        "set": TINY,
+        "axes": {"algorithm.local.lr": [0.05, 0.1]},
+        "metrics": ["final_accuracy", "energy_j", "rounds"],
+        "plots": [
+            {"kind": "curves", "x": "round", "y": "accuracy", "group": "algorithm.local.lr"},
+            {"kind": "sweep", "x": "algorithm.local.lr", "y": "final_accuracy"},
+            {"kind": "scatter", "x": "energy_j", "y": "final_accuracy"},
+        ],
+        "quick": {"seeds": [0], "axes": {"algorithm.local.lr": [0.05]}},
+        **experiment,
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"suite": "t", "experiments": [exp]}))
+    return path
+
+
+def test_cells_and_slugs() -> None:
+    grid = cells({"a.b": [1, 2], "c": ["x"]})
+    assert grid == [{"a.b": 1, "c": "x"}, {"a.b": 2, "c": "x"}]
+    assert cell_slug(grid[0]) == "b=1_c=x"
+    assert cell_slug({}) == "base"
+    assert cell_slug({"k": "a/b c"}) == "k=a_b_c"
+
+
+def test_aggregate_mean_and_sample_sd() -> None:
+    rows = [
+        {"cell": {"a": 1}, "slug": "a=1", "seed": s, "metrics": {"m": v}} for s, v in [(0, 1.0), (1, 3.0)]
+    ] + [{"cell": {"a": 2}, "slug": "a=2", "seed": 0, "metrics": {"m": None}}]
+    out = aggregate(rows, ["m"])
+    assert out[0]["m"]["mean"] == 2.0 and out[0]["m"]["sd"] == pytest.approx(2**0.5)
+    assert out[0]["seeds"] == [0, 1]
+    assert out[1]["m"] == {"mean": None, "sd": None, "n": 0, "values": []}
+
+
+def test_sweep_runs_aggregates_plots_and_resumes(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path)
+    out = tmp_path / "out"
+    results = run_suite(suite, out, log=lambda _: None)["lr-sweep"]
+    exp = out / "lr-sweep"
+    assert len(results["rows"]) == 4
+    for row in results["rows"]:
+        summary = read_summary(exp / row["run_dir"])
+        assert summary["seed"] == row["seed"]
+        assert row["metrics"]["final_accuracy"] == summary["final_accuracy"]
+    # the aggregate is the mean over the seeds' summaries
+    cell = results["cells"][1]
+    values = [read_summary(exp / f"lr=0.1-s{s}")["final_accuracy"] for s in (0, 1)]
+    assert cell["cell"] == {"algorithm.local.lr": 0.1}
+    assert cell["final_accuracy"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert json.loads((exp / "results.json").read_text())["cells"][1]["final_accuracy"]["n"] == 2
+    assert "| 0.1 | 0,1 |" in (exp / "results.md").read_text()
+    pngs = sorted(p.name for p in exp.glob("*.png"))
+    assert pngs == [
+        "curves-accuracy-vs-round.png",
+        "scatter-final_accuracy-vs-energy_j.png",
+        "sweep-final_accuracy-vs-algorithm.local.lr.png",
+    ]
+    # a second call reuses the finished runs instead of training again
+    stamp = (exp / "lr=0.1-s1" / "summary.json").stat().st_mtime_ns
+    again = run_suite(suite, out, log=lambda _: None)["lr-sweep"]
+    assert (exp / "lr=0.1-s1" / "summary.json").stat().st_mtime_ns == stamp
+    assert again["cells"] == results["cells"]
+
+
+def test_quick_replaces_seeds_and_axes(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, plots=[])
+    results = run_suite(suite, tmp_path / "q", quick=True, log=lambda _: None)["lr-sweep"]
+    assert [(r["slug"], r["seed"]) for r in results["rows"]] == [("lr=0.05", 0)]
+
+
+def test_bad_suites_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"experiments\.0\.kind"):
+        load_suite(write_suite(tmp_path, kind="nonsense"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        run_suite(write_suite(tmp_path, base="missing.yaml"), tmp_path / "o", log=lambda _: None)
+    with pytest.raises(ConfigError, match="not experiments"):
+        run_suite(write_suite(tmp_path), tmp_path / "o", only=["nope"], log=lambda _: None)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_suite(tmp_path / "absent.yaml")
