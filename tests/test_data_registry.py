@@ -60,3 +60,17 @@ def test_file_datasets_use_data_dir(tmp_path: Path) -> None:
     assert c.num_classes == 20 and c.train.y.tolist() == [1, 2]
     with pytest.raises(DataError, match="--data-dir"):
         load_dataset("cifar10")
+
+
+def test_max_train_keeps_class_proportions_and_is_seeded() -> None:
+    from edgelearn.data.dataset import subsample_train
+
+    bundle = load_dataset("digits", seed=0)
+    small = subsample_train(bundle, 300, np.random.default_rng(5))
+    again = subsample_train(bundle, 300, np.random.default_rng(5))
+    assert len(small.train) == 300 and np.array_equal(small.train.y, again.train.y)
+    assert len(small.test) == len(bundle.test)
+    full = np.bincount(bundle.train.y) / len(bundle.train)
+    part = np.bincount(small.train.y, minlength=len(full)) / 300
+    assert np.abs(full - part).max() <= 1 / 300 + 1e-12  # largest-remainder quotas: off by at most one
+    assert subsample_train(bundle, 10**6, np.random.default_rng(0)) is bundle

@@ -107,3 +107,18 @@ def test_bad_suites_name_the_problem(tmp_path: Path) -> None:
         run_suite(write_suite(tmp_path), tmp_path / "o", only=["nope"], log=lambda _: None)
     with pytest.raises(ConfigError, match="cannot read"):
         load_suite(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("suite", ["configs/two_stage/experiments.yaml", "configs/fedagg/experiments.yaml"])
+@pytest.mark.parametrize("quick", [False, True])
+def test_shipped_suites_build_valid_configs(suite: str, quick: bool) -> None:
+    from edgelearn.sweep import check_suite
+
+    assert check_suite(ROOT / suite, quick=quick) > 0
+
+
+def test_check_suite_names_the_bad_cell(tmp_path: Path) -> None:
+    from edgelearn.sweep import check_suite
+
+    with pytest.raises(ConfigError, match="experiment lr-sweep, cell lr=-1"):
+        check_suite(write_suite(tmp_path, axes={"algorithm.local.lr": [-1]}))

@@ -115,15 +115,20 @@ def sweep(
         list[str] | None, typer.Option("--only", help="run only these experiments (repeatable)")
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="each experiment's few-minute version")] = False,
+    check: Annotated[bool, typer.Option("--check", help="only validate every run's config")] = False,
 ) -> None:
     """Run experiment suites (grids of runs over overrides and seeds), then aggregate, tabulate and plot.
 
     Re-running the same command continues an interrupted sweep: finished runs are kept, killed ones resume.
     """
     from edgelearn.report.progress import get_console
-    from edgelearn.sweep import run_suite
+    from edgelearn.sweep import check_suite, run_suite
 
     console = get_console()
+    if check:
+        for suite in suites:
+            console.print(f"{suite}: {check_suite(suite, quick=quick)} runs, every config valid")
+        return
     for suite in suites:
         target = out / suite.stem if len(suites) > 1 else out
         results = run_suite(suite, target, only=list(only or []), quick=quick, log=console.print)

@@ -48,6 +48,9 @@ class DataConfig(Section):
     num_classes: Annotated[int, Field(ge=2)] = Field(10, description="synthetic only")
     input_shape: tuple[PositiveInt, ...] = Field((1, 8, 8), description="synthetic only: per-sample shape")
     label_mode: Literal["fine", "coarse"] = Field("fine", description="cifar100 only")
+    max_train: PositiveInt | None = Field(
+        None, description="use a seeded, class-stratified subsample of this many training samples"
+    )
 
 
 class PartitionConfig(Section):

@@ -21,6 +21,7 @@ from edgelearn.algorithms.registry import algorithm_class
 from edgelearn.checkpoint import checkpoints, load_latest, save_checkpoint, write_atomic
 from edgelearn.config import RunConfig, build_config, dump_config
 from edgelearn.data import load_dataset, partition, partition_stats
+from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.errors import ConfigError, DivergenceError
 from edgelearn.models import build_model, model_info
@@ -77,6 +78,8 @@ def build_context(cfg: RunConfig) -> RunContext:
     elif d.dataset == "cifar100":
         options["label_mode"] = d.label_mode
     bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
+    if d.max_train is not None:
+        bundle = subsample_train(bundle, d.max_train, seeds.rng("max_train"))
     bundle, extras = algorithm_class(cfg.algorithm.name).prepare_data(cfg, bundle, seeds)
     topology = build_topology(cfg)
     p = cfg.partition

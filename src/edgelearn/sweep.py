@@ -340,6 +340,28 @@ def run_suite(
     return results
 
 
+def check_suite(path: str | Path, *, quick: bool = False) -> int:
+    """Validate every run config a suite would build (no training); returns how many runs it holds.
+
+    Catches a typo in an axis key or value before hours of sweeping: each error names the experiment.
+    """
+    from edgelearn.config import load_config
+
+    file = Path(path)
+    total = 0
+    for exp in load_suite(file).experiments:
+        resolved = exp.resolved(quick)
+        base = (file.parent / resolved.base).resolve()
+        for cell in cells(resolved.axes):
+            overrides = [*resolved.set, *(_override(k, v) for k, v in cell.items())]
+            try:
+                load_config(base, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"{file}: experiment {exp.name}, cell {cell_slug(cell)}: {exc}") from None
+            total += len(resolved.seeds)
+    return total
+
+
 def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Spearman's rank correlation (average ranks for ties); nan with fewer than 3 points or no spread."""
     from scipy.stats import spearmanr

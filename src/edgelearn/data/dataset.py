@@ -172,3 +172,25 @@ def _writable_float32(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.float32 and x.flags.c_contiguous and x.flags.writeable:
         return x
     return np.array(x, dtype=np.float32, order="C", copy=True)
+
+
+def subsample_train(bundle: DatasetBundle, size: int, rng: np.random.Generator) -> DatasetBundle:
+    """``bundle`` with a seeded subsample of ``size`` training samples in the same class proportions
+    (e.g. the 10,000-image Fashion-MNIST setting of FedAgg's demo); the test split is kept whole."""
+    from dataclasses import replace
+
+    n = len(bundle.train)
+    if size >= n:
+        return bundle
+    if size < 1:
+        raise DataError(f"data.max_train={size}; need at least 1 sample")
+    y = bundle.train.y
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts * size / n).astype(np.int64)
+    # hand the remaining samples to the classes with the largest fractional parts (sums to `size` exactly)
+    short = size - int(quota.sum())
+    order = np.argsort(-(counts * size / n - quota), kind="stable")
+    quota[order[:short]] += 1
+    picks = [rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota)]
+    idx = np.sort(np.concatenate(picks))
+    return replace(bundle, train=bundle.train.subset(idx))
