@@ -12,6 +12,7 @@ from edgelearn.planning.bound import (
     Bound,
     BoundConstants,
     FineTuneGapBound,
+    LastIterateBound,
     StageWiseBound,
     StepWeightedBound,
     WarmStartBound,
@@ -87,6 +88,20 @@ def test_form_d_hand_value_measured_mu_and_missing_loss_gap() -> None:
     with pytest.raises(ConfigError, match="loss_gap"):
         WarmStartBound().value(M, N, S_PRE, S_FT, no_gap, ETA_PRE, ETA_FT)
     assert get_bound("d").name == "D"
+
+
+def test_form_e_hand_value() -> None:
+    # gap_M = 1.87225066069 (form D's, above); rho_ft = 1 - 0.02 * 0.05 = 0.999, rho^20 = 0.98018886483
+    # noise = (1 - rho^20) * L eta sigma^2 S_ft / (2 mu N) = (1 - rho^20) * 0.1
+    bound = LastIterateBound()
+    assert bound.value(M, N, S_PRE, S_FT, C, ETA_PRE, ETA_FT) == pytest.approx(1.8371403633, rel=1e-9)
+    assert bound.value(M, 0, S_PRE, 0.0, C, ETA_PRE, ETA_FT) == pytest.approx(1.8722506607, rel=1e-9)
+    # no pre-training: the gap starts at Delta = 1.5
+    assert bound.value(0, N, 0.0, S_FT, C, ETA_PRE, ETA_FT) == pytest.approx(
+        0.98018886483 * 1.5 + (1 - 0.98018886483) * 0.1, rel=1e-9
+    )
+    assert math.isinf(bound.value(0, 0, 0.0, 0.0, C, ETA_PRE, ETA_FT))
+    assert affine_parts(bound, M, N, C, ETA_PRE, ETA_FT).weight_ft > 0
 
 
 def test_affine_parts_of_form_a() -> None:

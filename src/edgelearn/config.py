@@ -217,8 +217,8 @@ class TwoStageConfig(Section):
     budget: BudgetConfig = BudgetConfig()
     eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
     eta_ft: PositiveFloat = Field(0.05, description="fine-tuning step size (spec §8.3)")
-    bound: Literal["A", "B", "C", "D"] = Field(
-        "A", description="convergence bound form: A (spec §4.2), B, C (spec §4 alternatives), D (warm start)"
+    bound: Literal["A", "B", "C", "D", "E"] = Field(
+        "A", description="bound form: A (spec §4.2), B, C (§4 alternatives), D (warm start), E (last iterate)"
     )
     method: Literal["convex", "sca"] = Field(
         "convex", description="inner solver: exact convex (6.3) or SCA (6.2)"

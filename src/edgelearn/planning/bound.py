@@ -321,17 +321,62 @@ class WarmStartBound:
         return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
 
 
+@dataclass(frozen=True)
+class LastIterateBound:
+    """Form E (our derivation; spec §10's "last-iterate guarantee" extension): the expected task-loss gap
+    of the delivered model, E F(w^(N)) - F*, under a PL condition on both losses.
+
+    Pre-training gives D's gap_M; each fine-tuning round contracts it, gap_{n+1} <= rho gap_n +
+    L eta^2 sigma^2 / (2 B_n) with rho = 1 - mu eta, so with equal rounds (what the planner uses)
+    Phi_E = rho^N gap_M + (1 - rho^N) L eta sigma^2 S_ft / (2 mu N), and Phi_E = gap_M for N = 0.
+    It scores the model a run delivers rather than the average over its iterates (forms A-D), which is
+    what a final accuracy reflects. mu is ``constants.mu`` when measured, else L / condition_number.
+    """
+
+    condition_number: float = CONDITION_NUMBER_DEFAULT
+    name: str = "E"
+
+    def __post_init__(self) -> None:
+        WarmStartBound(self.condition_number)  # the same check of condition_number
+
+    def value(
+        self,
+        M: int,
+        N: int,
+        inv_batch_pre_sum: float,
+        inv_batch_ft_sum: float,
+        constants: BoundConstants,
+        eta_pre: float,
+        eta_ft: float,
+    ) -> float:
+        """Phi_E as documented on the class."""
+        c = constants
+        warm = WarmStartBound(self.condition_number)
+        if M + N == 0:
+            return math.inf
+        # gap_M of form D: its N = 0 value is 2 L gap_M (M >= 1); gap_0 = Delta
+        gap = warm.value(M, 0, inv_batch_pre_sum, 0.0, c, eta_pre, eta_ft) / (2.0 * c.L) if M > 0 else c.Delta
+        if N <= 0:
+            return gap
+        mu = c.mu if c.mu else c.L / self.condition_number
+        rho = min(max(1.0 - mu * eta_ft, 0.0), 1.0)
+        decay = rho**N
+        noise = (1.0 - decay) * c.L * eta_ft * c.sigma2_task * inv_batch_ft_sum / (2.0 * mu * N)
+        return decay * gap + noise
+
+
 BOUND_FORMS: dict[str, type] = {
     "A": StepWeightedBound,
     "B": FineTuneGapBound,
     "C": StageWiseBound,
     "D": WarmStartBound,
+    "E": LastIterateBound,
 }
 """Built-in bound forms by name."""
 
 
 def get_bound(bound: str | Bound) -> Bound:
-    """A bound object from a form name ("A", "B", "C", "D") or a user object implementing :class:`Bound`."""
+    """A bound object from a form name (a key of BOUND_FORMS) or a user object implementing :class:`Bound`."""
     if isinstance(bound, str):
         key = bound.strip().upper()
         if key not in BOUND_FORMS:
