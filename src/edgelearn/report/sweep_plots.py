@@ -76,6 +76,8 @@ def _curves(spec: Any, out: Path, results: Mapping[str, Any]) -> Any:
             color=colors[key],
             alpha=0.8,
             linewidth=1.2,
+            marker="o",
+            markersize=2.5,  # a run evaluated once (e.g. pre-training only) still shows
             label=None if key in labelled else key,
         )
         labelled.add(key)
