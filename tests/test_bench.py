@@ -119,6 +119,45 @@ def test_main_prints_tables_and_writes_json(tmp_path: Path, capsys: pytest.Captu
     assert "Centralized samples/s" in printed and "Executors on FedAvg workloads" in printed
 
 
+def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    workload = bench.FLWorkload(
+        "mini", MINI_CONFIG, ("vmap",), family="mlp", centralized=False, naive=True, paired=("vmap", "serial")
+    )
+    records = bench.run_plan(bench.BenchPlan(workloads=(workload,), isolate=False))
+    assert {(r["workload"], r["executor"]) for r in records} == {
+        ("mini", "naive-loop"),
+        ("mini", "vmap"),
+        ("paired-mini", "vmap"),
+        ("paired-mini", "serial"),
+    }
+    naive = by(records, "mini", "naive-loop")
+    for executor in ("vmap", "serial"):
+        r = by(records, "paired-mini", executor)
+        assert r["status"] == "ok" and r["rounds"] == ROUNDS
+        assert r["samples"] == ROUNDS * TRAIN and r["updates"] == ROUNDS * DEVICES
+        assert r["speedup_vs_naive"] == pytest.approx(r["naive_loop_s"] / r["loop_s"])
+        assert r["naive_final_accuracy"] == naive["final_accuracy"]  # the same naive run, just interleaved
+        assert "x_centralized" not in r
+    # Paired runs train the same model as the stand-alone run of that executor.
+    assert (
+        by(records, "paired-mini", "vmap")["final_accuracy"] == by(records, "mini", "vmap")["final_accuracy"]
+    )
+    summary = bench.summarize(records)
+    assert set(summary["workloads"]) == {"mini"}
+    entry = summary["workloads"]["mini"]
+    best = max(
+        (by(records, "paired-mini", e) for e in ("vmap", "serial")), key=lambda r: r["speedup_vs_naive"]
+    )
+    assert entry["paired_executor"] == best["executor"]
+    assert entry["speedup_vs_naive_paired"] == best["speedup_vs_naive"]
+    assert entry["naive_target_met_paired"] == (best["speedup_vs_naive"] >= bench.NAIVE_SPEEDUP_TARGET)
+    bench.print_tables(records, summary)
+    printed = capsys.readouterr().out
+    assert "Paired with the naive loop" in printed and "paired, same process" in printed
+
+
 def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="is a directory"):
         bench.main(True, tmp_path, plan=mini_plan())

@@ -8,7 +8,9 @@ peak RSS belongs to that run alone. Workloads (issue 5):
   SGD (lr 0.05, batch 16), 20 rounds; per executor and against centralized training of the same samples.
 * **W1000**: W scaled to 1,000 devices. Digits holds only 1,438 training samples, so W1000 trains the same
   MLP on synthetic 1x8x8 data with the same ~14 samples per device; it adds the naive baseline, a plain
-  PyTorch loop that deep-copies the global model into one module per device.
+  PyTorch loop that deep-copies the global model into one module per device. The vmap and auto executors
+  are also *paired* with that loop: both run round by round, alternating, in one process
+  (:func:`measure_paired`), so load from other programs on a shared machine hits both alike.
 * **Scaling**: one FedAvg round over 10 ... 10,000 devices (synthetic, ~14 samples each), wall seconds and
   peak RSS per run.
 * **CNN**: ``cnn_small`` on Fashion-MNIST (skipped with a note if the files are absent), fewer rounds.
@@ -96,8 +98,15 @@ HALF = 0.5
 """Issue 5: half of the best centralized throughput at any batch size is this CPU's practical ceiling."""
 NAIVE_SPEEDUP_TARGET = 10.0
 """Done-when: the fastest executor's loop at least 10x faster than the naive per-device-copy loop."""
+PAIRED_PREFIX = "paired-"
+"""Workload-name prefix of the paired records: executors timed round by round against the naive loop in one
+process (see :func:`measure_paired`)."""
+PAIRED_EXECUTORS = ("vmap", "auto")
+"""Executors W1000 pairs with the naive loop: the in-process ones that can be fastest (serial is ~10x slower
+than vmap here, and Ray executors run in other processes, so pairing them would not share the load)."""
 
 QUICK_W1000_ROUNDS = 3
+QUICK_PAIRED_EXECUTORS = ("vmap",)
 QUICK_CNN_STEPS = 2
 """Quick mode: two local steps per device instead of an epoch, one round (a smoke run of the CNN path)."""
 QUICK_SWEEP_REPEATS = 1
@@ -132,6 +141,8 @@ class FLWorkload:
     """A FedAvg workload timed on several executors, with its centralized and naive-loop references.
 
     ``family`` names the model and input shape; workloads of one family share a centralized batch sweep.
+    ``paired`` executors are also timed round by round against the naive loop in one process (needs
+    ``naive``), a ratio that other processes' load on a shared machine cannot skew.
     """
 
     name: str
@@ -140,6 +151,7 @@ class FLWorkload:
     family: str
     centralized: bool = True
     naive: bool = False
+    paired: tuple[str, ...] = ()
     sweep: tuple[int, ...] = ()
     sweep_samples: int = 0
     sweep_repeats: int = SWEEP_REPEATS
@@ -252,6 +264,7 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
             executors=("serial", "vmap") if quick else (*IN_PROCESS, *ray),
             family=mlp,
             naive=True,
+            paired=QUICK_PAIRED_EXECUTORS if quick else PAIRED_EXECUTORS,
             note="W scaled to 1,000 devices: synthetic 1x8x8 data, ~14 samples per device as in W",
         ),
     ]
@@ -711,33 +724,38 @@ def measure_centralized(
         )
 
 
-def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Iterator[dict[str, Any]]:
+class NaiveLoop:
     """The naive FL loop: per round, deep-copy the global model for each device, train it, average all.
 
     Same data, batch size, learning rate and rounds as FedAvg; the trained copies are kept until the round's
-    average, as simple simulators do.
+    average, as simple simulators do. Batch orders come from one ``torch.randperm`` stream seeded with
+    :data:`SEED`.
     """
-    import torch.nn.functional as F
 
-    from edgelearn.engine import evaluate_state
+    def __init__(self, ctx: Any) -> None:
+        local = ctx.cfg.algorithm.local
+        self.ctx = ctx
+        self.rounds, self.batch, self.lr = (
+            int(ctx.cfg.algorithm.rounds),
+            int(local.batch_size),
+            float(local.lr),
+        )
+        self.gen = torch.Generator().manual_seed(SEED)
+        torch.manual_seed(SEED)
+        self.model = ctx.model_fn().to(ctx.device)
+        self.devices = [d for d in ctx.client_data if len(d) > 0]
 
-    started = time.perf_counter()
-    ctx, _x, _y = _train_data(config, threads)
-    local = ctx.cfg.algorithm.local
-    rounds, batch, lr = int(ctx.cfg.algorithm.rounds), int(local.batch_size), float(local.lr)
-    gen = torch.Generator().manual_seed(SEED)
-    torch.manual_seed(SEED)
-    global_model = ctx.model_fn().to(ctx.device)
-    devices = [d for d in ctx.client_data if len(d) > 0]
+    def round(self, clients: Sequence[Any] | None = None) -> int:
+        """One round over ``clients`` (default: every device with data); returns the samples trained."""
+        import torch.nn.functional as F
 
-    def one_round(clients: Sequence[Any]) -> int:
         states, weights, seen = [], [], 0
-        for data in clients:
-            model = copy.deepcopy(global_model)
-            opt = torch.optim.SGD(model.parameters(), lr=lr)
-            order = torch.randperm(len(data), generator=gen).to(data.y.device)
-            for i in range(0, len(data), batch):
-                idx = order[i : i + batch]
+        for data in self.devices if clients is None else clients:
+            model = copy.deepcopy(self.model)
+            opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+            order = torch.randperm(len(data), generator=self.gen).to(data.y.device)
+            for i in range(0, len(data), self.batch):
+                idx = order[i : i + self.batch]
                 loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -747,20 +765,39 @@ def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Ite
             weights.append(float(len(data)))
         total = sum(weights)
         averaged = {k: sum(w * s[k] for s, w in zip(states, weights)) / total for k in states[0]}
-        global_model.load_state_dict(averaged)
+        self.model.load_state_dict(averaged)
         return seen
 
-    snapshot = copy.deepcopy(global_model.state_dict())
-    warm_t = time.perf_counter()
-    one_round(devices[:WARMUP_CLIENTS])
-    warmup_s = time.perf_counter() - warm_t
-    global_model.load_state_dict(snapshot)
+    def warm_up(self) -> float:
+        """One untimed round of the first ``WARMUP_CLIENTS`` devices, its model discarded; seconds taken."""
+        snapshot = copy.deepcopy(self.model.state_dict())
+        started = time.perf_counter()
+        self.round(self.devices[:WARMUP_CLIENTS])
+        self.model.load_state_dict(snapshot)
+        return time.perf_counter() - started
+
+    def accuracy(self) -> float:
+        """Test accuracy of the global model."""
+        from edgelearn.engine import evaluate_state
+
+        ctx = self.ctx
+        acc, _loss = evaluate_state(self.model, None, ctx.test_x, ctx.test_y, ctx.cfg.eval.batch_size)
+        return float(acc)
+
+
+def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Iterator[dict[str, Any]]:
+    """Time :class:`NaiveLoop` over the workload's rounds."""
+    started = time.perf_counter()
+    ctx, _x, _y = _train_data(config, threads)
+    naive = NaiveLoop(ctx)
+    rounds, devices = naive.rounds, naive.devices
+    warmup_s = naive.warm_up()
     round_s, seen = [], 0
     for _ in range(rounds):
         t = time.perf_counter()
-        seen += one_round(devices)
+        seen += naive.round()
         round_s.append(time.perf_counter() - t)
-    acc, _loss = evaluate_state(global_model, None, ctx.test_x, ctx.test_y, ctx.cfg.eval.batch_size)
+    acc = naive.accuracy()
     yield record(
         workload,
         "naive-loop",
@@ -778,6 +815,63 @@ def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Ite
         threads=threads,
         note="plain sequential PyTorch loop: copy.deepcopy of the global model per device, then average",
     )
+
+
+def measure_paired(
+    workload: str, config: Mapping[str, Any], labels: Sequence[str], threads: int
+) -> Iterator[dict[str, Any]]:
+    """Time the naive loop and each executor round by round in this one process, alternating who goes first.
+
+    Every round of every executor runs right next to a naive round, so both see the same load from other
+    processes on a shared machine; ``speedup_vs_naive`` is the naive loop's time over the executor's, summed
+    over the rounds, and ``speedup_vs_naive_median_round`` the median of the per-round ratios. Peak RSS is
+    the whole process's (the naive loop and every paired executor).
+    """
+    started = time.perf_counter()
+    naive = NaiveLoop(_train_data(config, threads)[0])
+    runs: dict[str, tuple[Any, Any, _CountingExecutor]] = {}
+    for label in labels:
+        ctx, algo, counter = _build(config, label, threads)
+        _warm_up(ctx, algo, counter.inner)
+        runs[label] = (ctx, algo, counter)
+    naive.warm_up()
+    naive_s: list[float] = []
+    exec_s: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(1, naive.rounds + 1):
+        slots: list[str | None] = [None, *labels]  # None: the naive loop's round
+        for slot in slots if r % 2 else slots[::-1]:
+            t = time.perf_counter()
+            if slot is None:
+                naive.round()
+                naive_s.append(time.perf_counter() - t)
+                continue
+            runs[slot][1].run_round(r)
+            exec_s[slot].append(time.perf_counter() - t)
+    for label, (ctx, algo, counter) in runs.items():
+        times = exec_s[label]
+        yield record(
+            f"{PAIRED_PREFIX}{workload}",
+            label,
+            wall_s=time.perf_counter() - started,
+            loop_s=sum(times),
+            samples=counter.samples,
+            updates=counter.updates,
+            peak_rss_mb=peak_rss_mb(),
+            final_accuracy=float(algo.evaluate()["accuracy"]),
+            rounds=naive.rounds,
+            devices=int(ctx.topology.num_devices),
+            naive_loop_s=sum(naive_s),
+            naive_round_s_median=statistics.median(naive_s),
+            naive_final_accuracy=naive.accuracy(),
+            round_s_median=statistics.median(times),
+            speedup_vs_naive=sum(naive_s) / max(sum(times), MIN_DURATION_S),
+            speedup_vs_naive_median_round=statistics.median(
+                n / max(e, MIN_DURATION_S) for n, e in zip(naive_s, times)
+            ),
+            threads=threads,
+            peak_rss_scope="the naive loop and every paired executor in one process",
+            note="timed round by round against the naive loop in the same process (same machine load)",
+        )
 
 
 def scaling_config(base: Mapping[str, Any], devices: int, samples_per_device: int) -> dict[str, Any]:
@@ -904,6 +998,8 @@ def _execute(job: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         )
     if kind == "naive":
         return measure_naive(job["workload"], job["config"], threads)
+    if kind == "paired":
+        return measure_paired(job["workload"], job["config"], job["executors"], threads)
     if kind == "scaling":
         return measure_scaling(
             job["workload"],
@@ -914,7 +1010,9 @@ def _execute(job: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             threads,
             job["max_round_s"],
         )
-    raise ConfigError(f"benchmark job kind {kind!r} is unknown", hint="use fl, centralized, naive or scaling")
+    raise ConfigError(
+        f"benchmark job kind {kind!r} is unknown", hint="use fl, centralized, naive, paired or scaling"
+    )
 
 
 def _package_root() -> Path:
@@ -1021,6 +1119,12 @@ def _jobs_for_workload(w: FLWorkload, plan: BenchPlan) -> Iterator[_Job]:
         )
     if w.naive:
         yield _Job({**base, "kind": "naive"}, ((w.name, "naive-loop", None),), plan.job_timeout_s)
+    if w.naive and w.paired:
+        yield _Job(
+            {**base, "kind": "paired", "executors": list(w.paired)},
+            tuple((f"{PAIRED_PREFIX}{w.name}", label, None) for label in w.paired),
+            plan.job_timeout_s,
+        )
     for label in (e for e in w.executors if e in IN_PROCESS):
         yield _Job({**base, "kind": "fl", "executors": [label]}, ((w.name, label, None),), plan.job_timeout_s)
     ray_labels = [e for e in w.executors if e in RAY_LABELS]
@@ -1132,7 +1236,7 @@ def add_ratios(records: list[dict[str, Any]], families: Mapping[str, str]) -> No
     ok = _ok(records)
     for r in ok:
         if r["executor"] in ("centralized", "naive-loop") or r["workload"].startswith(
-            ("centralized-", "scaling-")
+            ("centralized-", "scaling-", PAIRED_PREFIX)
         ):
             continue
         central = next(
@@ -1162,7 +1266,11 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     ok = _ok(records)
     out: dict[str, Any] = {"workloads": {}, "scaling": {}}
     workloads = sorted(
-        {r["workload"] for r in ok if not r["workload"].startswith(("centralized-", "scaling-"))}
+        {
+            r["workload"]
+            for r in ok
+            if not r["workload"].startswith(("centralized-", "scaling-", PAIRED_PREFIX))
+        }
     )
     for name in workloads:
         fl = [r for r in ok if r["workload"] == name and r["executor"] not in ("centralized", "naive-loop")]
@@ -1186,6 +1294,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             entry["naive_target_met"] = fastest["speedup_vs_naive"] >= NAIVE_SPEEDUP_TARGET
         if "x_centralized" in fastest:
             entry["centralized_target_met"] = fastest["x_centralized"] >= 1.0
+        entry.update(_paired_summary(ok, name))
         out["workloads"][name] = entry
     for study in sorted({r["workload"] for r in ok if r["workload"].startswith("scaling-")}):
         for label in sorted({r["executor"] for r in ok if r["workload"] == study}):
@@ -1195,6 +1304,20 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             )
             out["scaling"].setdefault(study, {})[label] = memory_growth(rows)
     return out
+
+
+def _paired_summary(ok: Sequence[dict[str, Any]], workload: str) -> dict[str, Any]:
+    """The paired (same-process) naive-loop ratio of the workload's fastest paired executor, if any."""
+    paired = [r for r in ok if r["workload"] == f"{PAIRED_PREFIX}{workload}"]
+    if not paired:
+        return {}
+    best = max(paired, key=lambda r: r["speedup_vs_naive"])
+    return {
+        "paired_executor": best["executor"],
+        "speedup_vs_naive_paired": best["speedup_vs_naive"],
+        "speedup_vs_naive_paired_median_round": best["speedup_vs_naive_median_round"],
+        "naive_target_met_paired": best["speedup_vs_naive"] >= NAIVE_SPEEDUP_TARGET,
+    }
 
 
 RSS_NOISE_MB = 8.0
@@ -1279,7 +1402,7 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
         console = Console()
         if not console.is_terminal:
             console = Console(width=TABLE_WIDTH)
-    sections = ("centralized-sweep-", "scaling-")
+    sections = ("centralized-sweep-", "scaling-", PAIRED_PREFIX)
     table = _table(
         "Executors on FedAvg workloads (rates per second of the round loop; x = ratio of samples/s)",
         (
@@ -1349,6 +1472,22 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
                 *(_fmt(r.get(k)) for k in ("round_rss_growth_mb", "workers_peak_rss_mb", "setup_s")),
             )
         console.print(sc)
+    paired = [r for r in records if r["workload"].startswith(sections[2]) and r["status"] == "ok"]
+    if paired:
+        pt = _table(
+            "Paired with the naive loop: rounds alternated in one process (same machine load)",
+            ("workload", "executor", "rounds", "naive loop s", "loop s", "x naive", "x naive median round"),
+            left=2,
+        )
+        for r in paired:
+            pt.add_row(
+                r["workload"].removeprefix(sections[2]),
+                r["executor"],
+                str(r["rounds"]),
+                *(_fmt(r[k]) for k in ("naive_loop_s", "loop_s")),
+                *(_fmt(r[k]) for k in ("speedup_vs_naive", "speedup_vs_naive_median_round")),
+            )
+        console.print(pt)
     for r in records:
         if r["status"] != "ok" or r.get("warning"):
             where = r["workload"] + (f" {r['executor']}" if r["executor"] != "-" else "")
@@ -1363,6 +1502,7 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
             "x_centralized": "x centralized at the same batch",
             "x_half_best_centralized": "x half the best centralized",
             "speedup_vs_naive": "x naive loop",
+            "speedup_vs_naive_paired": "x naive loop (paired, same process)",
         }
         parts += [f"{label} {_fmt(entry[key])}" for key, label in labels.items() if key in entry]
         console.print(f"[bold]{name}[/]: " + ", ".join(parts), highlight=False)

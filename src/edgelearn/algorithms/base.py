@@ -53,9 +53,18 @@ class RunContext:
         """Number of local training samples of a device node."""
         return len(self.client_data[self.ordinal(node)])
 
-    def client_seeds(self, purpose: str, round_: int, nodes: Sequence[int]) -> np.ndarray:
-        """Per-client integer seeds for batch orders, keyed by (round, node) so executors agree."""
-        return np.array([self.seeds.int_seed(purpose, round_, int(n)) for n in nodes], dtype=np.int64)
+    def data_sizes(self, nodes: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Numbers of local training samples of many device nodes (vectorized :meth:`data_size`)."""
+        ids = np.asarray(nodes, dtype=np.int64)
+        sizes = np.fromiter((len(d) for d in self.client_data), dtype=np.int64, count=len(self.client_data))
+        return sizes[self.topology.device_ordinals(ids)]
+
+    def client_seeds(self, purpose: str, round_: int, nodes: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Per-client integer seeds for batch orders, keyed by (round, node) so executors agree.
+
+        Derived for the whole cohort in one vectorized pass, equal to ``seeds.int_seed(purpose, round_, n)``.
+        """
+        return self.seeds.int_seeds(purpose, int(round_), np.asarray(nodes, dtype=np.int64).reshape(-1))
 
     def cohort(
         self,
@@ -68,8 +77,9 @@ class RunContext:
         **kwargs: Any,
     ) -> Cohort:
         """A cohort of device nodes weighted by local data size, with per-(round, node) batch seeds."""
-        data = [self.client_data[self.ordinal(n)] for n in nodes]
-        kwargs.setdefault("weights", np.array([len(d) for d in data], dtype=np.float64))
+        ordinals = self.topology.device_ordinals(np.asarray(nodes, dtype=np.int64).reshape(-1)).tolist()
+        data = [self.client_data[k] for k in ordinals]
+        kwargs.setdefault("weights", np.fromiter((len(d) for d in data), dtype=np.float64, count=len(data)))
         return Cohort(
             model_fn=self.model_fn,
             arch_key=self.arch_key,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,50 +14,67 @@ from edgelearn.system.faults import FaultModel
 AGG_FLOPS_PER_PARAM = 2
 
 
+def _node_ids(system: SystemModel, nodes: Iterable[int]) -> np.ndarray:
+    """Node ids as an int64 array, rejecting ids outside the tree as ``Topology`` does."""
+    if isinstance(nodes, np.ndarray):
+        ids = nodes.astype(np.int64).reshape(-1)
+    else:
+        ids = np.array([int(n) for n in nodes], dtype=np.int64)
+    bad = (ids < 0) | (ids >= system.topology.num_nodes)
+    if bad.any():
+        raise ValueError(f"node id {int(ids[np.argmax(bad)])!r} is not in 0..{system.topology.num_nodes - 1}")
+    return ids
+
+
+def _hops_below(system: SystemModel, ids: np.ndarray, top: int) -> np.ndarray:
+    """The child end of every link on the paths from each node up to ``top`` (one entry per node and link).
+
+    Walks all paths at once, one tree level per step, so a cohort costs a few array operations per level.
+    """
+    topo = system.topology
+    parents, depth = topo.parent_array, topo.depth_array
+    if not 0 <= int(top) < topo.num_nodes:
+        raise ValueError(f"node {int(ids[0])} is not below node {top}")
+    top_depth = depth[int(top)]
+    cur = ids.copy()
+    hops: list[np.ndarray] = []
+    while np.any(move := depth[cur] > top_depth):
+        hops.append(cur[move])
+        cur[move] = parents[cur[move]]
+    bad = cur != int(top)
+    if bad.any():
+        raise ValueError(f"node {int(ids[np.argmax(bad)])} is not below node {top}")
+    return np.concatenate(hops) if hops else np.zeros(0, dtype=np.int64)
+
+
 def send_down(
     system: SystemModel, targets: Iterable[int], nbytes: int, *, source: int = 0, phase: str
 ) -> None:
     """Send one model from ``source`` down to each target, hop by hop; every link carries it once."""
-    hops: set[tuple[int, int]] = set()
-    for node in targets:
-        path = system.topology.path_to_root(int(node))
-        if source not in path:
-            raise ValueError(f"node {node} is not below node {source}")
-        below = path[: path.index(source) + 1]
-        hops.update(zip(below[1:], below[:-1]))  # (parent, child) pairs
-    _transmit_by_depth(system, sorted(hops), nbytes, phase, downward=True)
+    ids = _node_ids(system, targets)
+    if not ids.size:
+        return
+    child = np.unique(_hops_below(system, ids, source))
+    parent = system.topology.parent_array[child]
+    order = np.lexsort((child, parent))  # (parent, child) order within each level
+    child, parent = child[order], parent[order]
+    level = system.topology.depth_array[parent]
+    for d in np.unique(level).tolist():  # top level first
+        at = level == d
+        system.transmit(parent[at], child[at], nbytes, phase=phase)
 
 
 def send_up(system: SystemModel, sources: Iterable[int], nbytes: int, *, target: int = 0, phase: str) -> None:
     """Each source sends ``nbytes`` up to ``target``; intermediate nodes relay everything from below."""
-    load: Counter[tuple[int, int]] = Counter()
-    for node in sources:
-        path = system.topology.path_to_root(int(node))
-        if target not in path:
-            raise ValueError(f"node {node} is not below node {target}")
-        above = path[: path.index(target) + 1]
-        for child, parent in zip(above[:-1], above[1:]):
-            load[(child, parent)] += 1
-    hops = sorted(load)
-    depth = system.topology.depth
-    for d in sorted({depth(c) for c, _ in hops}, reverse=True):
-        level = [(c, p) for c, p in hops if depth(c) == d]
-        system.transmit(
-            np.array([c for c, _ in level]),
-            np.array([p for _, p in level]),
-            np.array([nbytes * load[h] for h in level], dtype=np.int64),
-            phase=phase,
-        )
-
-
-def _transmit_by_depth(
-    system: SystemModel, hops: list[tuple[int, int]], nbytes: int, phase: str, *, downward: bool
-) -> None:
-    depth = system.topology.depth
-    levels = sorted({depth(p) for p, _ in hops}, reverse=not downward)
-    for d in levels:
-        level = [(p, c) for p, c in hops if depth(p) == d]
-        system.transmit(np.array([p for p, _ in level]), np.array([c for _, c in level]), nbytes, phase=phase)
+    ids = _node_ids(system, sources)
+    if not ids.size:
+        return
+    child, load = np.unique(_hops_below(system, ids, target), return_counts=True)
+    parent = system.topology.parent_array[child]
+    level = system.topology.depth_array[child]
+    for d in np.unique(level)[::-1].tolist():  # deepest links first
+        at = level == d
+        system.transmit(child[at], parent[at], np.asarray(nbytes * load[at]).astype(np.int64), phase=phase)
 
 
 def aggregate_cost(

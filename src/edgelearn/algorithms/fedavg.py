@@ -33,7 +33,7 @@ class FedAvg(Algorithm):
         ctx = self.ctx
         self.global_state: StateDict = ctx.init_state()
         topo = ctx.topology
-        self.eligible = np.array([d for d in topo.devices if ctx.data_size(d) > 0], dtype=np.int64)
+        self.eligible = topo.device_ids[ctx.data_sizes(topo.device_ids) > 0]
         ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, topo, ctx.seeds))
 
     def sample(self, round_: int) -> np.ndarray:
@@ -59,7 +59,7 @@ class FedAvg(Algorithm):
         active = chosen[available & reachable]
         if ctx.cfg.channel.include_downlink and len(active):
             send_down(system, active, nbytes, phase="broadcast")
-        sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.int64)
+        sizes = ctx.data_sizes(active)
         flops = planned_samples(sizes, self.cfg.local) * float(ctx.info.flops_train)
         screen = screen_uploads(system, round_, active, flops, nbytes)
         trainers = active[screen.trained]

@@ -35,13 +35,13 @@ class HierFAVG(Algorithm):
         ctx = self.ctx
         topo = ctx.topology
         self.cloud_state: StateDict = ctx.init_state()
-        self.devices = np.array([d for d in topo.devices if ctx.data_size(d) > 0], dtype=np.int64)
+        self.devices = topo.device_ids[ctx.data_sizes(topo.device_ids) > 0]
         self.heads = sorted({topo.parent(int(d)) for d in self.devices})  # edge (or cloud) of each group
         self.group_index = {h: i for i, h in enumerate(self.heads)}
         self.group_of = np.array(
             [self.group_index[topo.parent(int(d))] for d in self.devices], dtype=np.int64
         )
-        self.sizes = np.array([ctx.data_size(int(d)) for d in self.devices], dtype=np.int64)
+        self.sizes = ctx.data_sizes(self.devices)
         self.group_data = np.bincount(self.group_of, weights=self.sizes, minlength=len(self.heads))
         self.edge_states: list[StateDict] = [clone_state(self.cloud_state) for _ in self.heads]
         ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, topo, ctx.seeds))

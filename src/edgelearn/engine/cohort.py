@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgelearn.engine.batches import Schedules, batch_schedules
 from edgelearn.engine.state import StateDict
 
 
@@ -24,9 +25,14 @@ class ClientData:
     x: torch.Tensor
     y: torch.Tensor
     extra: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    _length: int = field(init=False, repr=False, compare=False, default=0)
+
+    def __post_init__(self) -> None:
+        """Cache the sample count: cohorts ask every client's size several times a round."""
+        object.__setattr__(self, "_length", int(self.y.shape[0]))
 
     def __len__(self) -> int:
-        return int(self.y.shape[0])
+        return self._length
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The samples at ``index``: keys ``x``, ``y`` and every extra tensor."""
@@ -111,6 +117,20 @@ class Cohort:
     def batch_size_of(self, i: int, spec: LocalSpec) -> int:
         """Client i's batch size: the per-client override or the spec's."""
         return int(self.batch_sizes[i]) if self.batch_sizes is not None else spec.batch_size
+
+    def sizes(self) -> np.ndarray:
+        """Number of local samples of every client (int64)."""
+        return np.fromiter((len(d) for d in self.data), dtype=np.int64, count=len(self.data))
+
+    def schedules(self, spec: LocalSpec) -> Schedules:
+        """Every client's batch order for ``spec``, built at once; the same batches in every executor."""
+        return batch_schedules(
+            self.sizes(),
+            self.batch_sizes if self.batch_sizes is not None else spec.batch_size,
+            self.seeds,
+            epochs=spec.epochs,
+            steps=spec.steps,
+        )
 
 
 @dataclass

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgelearn.engine.batches import batch_schedule
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
 from edgelearn.engine.state import StateDict, WeightedMean, clone_state
 
@@ -36,16 +35,10 @@ class SerialExecutor:
         steps = np.zeros(n, dtype=np.int64)
         losses = np.full(n, np.nan)
         kept: list[StateDict] | None = [] if cohort.keep_states else None
+        schedules = cohort.schedules(spec).all_batches() if n else []
         for i, data in enumerate(cohort.data):
             module.load_state_dict(cohort.starts[int(cohort.start_of[i])])
-            batches = batch_schedule(
-                len(data),
-                cohort.batch_size_of(i, spec),
-                seed=int(cohort.seeds[i]),
-                epochs=spec.epochs,
-                steps=spec.steps,
-            )
-            samples[i], steps[i], losses[i] = self._fit(module, data, batches, spec)
+            samples[i], steps[i], losses[i] = self._fit(module, data, schedules[i], spec)
             state = module.state_dict()
             means[int(cohort.group_of[i])].add(state, float(cohort.weights[i]))
             if kept is not None:

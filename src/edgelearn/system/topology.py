@@ -311,9 +311,20 @@ class Topology:
             ordinals = np.full(n, -1, dtype=np.int64)
             ordinals[self._devices] = np.arange(len(self._devices))
             device_ids = np.array(self._devices, dtype=np.int64)
-            for arr in (parents, tiers, ordinals, device_ids):
+            depths = np.zeros(n, dtype=np.int64)
+            above = parents.copy()
+            while np.any(has := above >= 0):  # one pass per tree level
+                depths[has] += 1
+                above[has] = parents[above[has]]
+            for arr in (parents, tiers, ordinals, device_ids, depths):
                 arr.flags.writeable = False
-            self._cache = {"parents": parents, "tiers": tiers, "ordinals": ordinals, "device_ids": device_ids}
+            self._cache = {
+                "parents": parents,
+                "tiers": tiers,
+                "ordinals": ordinals,
+                "device_ids": device_ids,
+                "depths": depths,
+            }
             self._cache_version = self.version
         return self._cache
 
@@ -321,6 +332,11 @@ class Topology:
     def parent_array(self) -> np.ndarray:
         """Read-only int64 array: parent id per node, -1 for the cloud."""
         return self._arrays()["parents"]
+
+    @property
+    def depth_array(self) -> np.ndarray:
+        """Read-only int64 array: ``depth`` per node (hops up to the cloud, 0 for the cloud)."""
+        return self._arrays()["depths"]
 
     @property
     def tier_codes(self) -> np.ndarray:
