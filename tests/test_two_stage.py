@@ -93,3 +93,24 @@ def test_landscape_grid_never_beats_the_plan() -> None:
     assert min(values) == pytest.approx(land["grid_best"]["bound"])
     # the searched, integer-rounded plan is at least as good as the best coarse-grid cell (1% rounding slack)
     assert land["plan"]["bound"] <= land["grid_best"]["bound"] * 1.01
+
+
+def test_faults_drop_devices_and_retransmissions_break_the_budget(tmp_path: Path) -> None:
+    # dropout only: fewer devices work, so the run spends less than planned and the budget holds
+    dropped = run(load_config(CONFIG, [*TINY, "faults.dropout=0.5"]), tmp_path / "drop", progress=False)
+    assert dropped["faults"]["dropped"] > 0
+    assert dropped["measured"]["energy_j"] < dropped["predicted"]["energy_j"]
+    assert dropped["budget"] == {
+        "met": True, "over_from_round": None, "energy_budget_j": 2.0, "delay_budget_s": 6.0
+    }
+    # lost uploads re-sent: each try is charged, so the plan's budget can no longer be met and it says when
+    lossy = [*TINY, "faults.uplink_loss=0.5", "algorithm.retransmissions=3"]
+    resent = run(load_config(CONFIG, lossy), tmp_path / "resend", progress=False)
+    plan = resent["plan"]
+    assert resent["faults"]["lost"] > 0
+    assert resent["bytes_up"] > plan["N"] * 4 * resent["model"]["param_bytes"]
+    assert resent["measured"]["energy_j"] > resent["predicted"]["energy_j"]
+    assert resent["budget"]["met"] is False
+    assert plan["M"] < resent["budget"]["over_from_round"] <= plan["M"] + plan["N"]
+    records = [json.loads(line) for line in (tmp_path / "resend" / "metrics.jsonl").read_text().splitlines()]
+    assert min(r["budget_left_j"] for r in records if "budget_left_j" in r) < 0

@@ -251,6 +251,11 @@ class TwoStageConfig(Section):
     pretrain_log_points: PositiveInt = Field(
         20, description="pre-training steps are run and logged in at most this many chunks (runner rounds)"
     )
+    retransmissions: NonNegInt = Field(
+        0,
+        description="under faults.uplink_loss: times a device re-sends a lost gradient in the same round "
+        "(each try costs energy and time beyond the plan); 0 = a lost gradient is simply missing",
+    )
     grad_norm_samples: NonNegInt = Field(
         512, description="task samples for the measured squared gradient norm per evaluation (0 = off)"
     )

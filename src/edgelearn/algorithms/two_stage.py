@@ -8,6 +8,15 @@ batch of B_k samples at clock f_k and uploads it at power p_k; the server averag
 real and charges every computation and upload to the ledger with the planned clocks and powers, so the
 measured energy and delay can be set beside the prediction.
 
+Faults (``faults`` config): a device that is unavailable in a fine-tuning round sits it out (no compute, no
+upload; the server averages the gradients that arrived, weighted by batch size); a lost upload costs its full
+energy and time and delivers nothing, unless ``retransmissions`` > 0 lets the device re-send it (each try
+drawn afresh, each charged). The plan assumed none of this, so after every round the executor compares what
+the ledger has spent plus what the remaining rounds are planned to cost with the budgets, and reports
+(a warning, ``budget_left_*`` in the metrics, ``budget`` in summary.json) the first round from which the
+plan's budget can no longer be met. Deadline stragglers do not apply: the plan sets every device's clock so
+that all finish by the planned round time.
+
 Ledger rounds: every pre-training step is recorded as system round 0 (the server alone works; no channel is
 used), fine-tuning round n as system round n, so per-round channel gains (fading) are the ones planned for.
 """
@@ -26,13 +35,16 @@ import torch
 import torch.nn.functional as F
 
 from edgelearn.algorithms.base import Algorithm
+from edgelearn.algorithms.comm import fault_stats
 from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
 from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.planning.plan import FEASIBILITY_RTOL
 from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
+from edgelearn.system.faults import FaultModel
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +56,7 @@ class TwoStage(Algorithm):
     """Execute a two-stage Plan: M server SGD steps on general data, then N FEEL rounds on task data."""
 
     name = "two_stage"
-    checkpoint_attrs = ("state",)
+    checkpoint_attrs = ("state", "over_budget_round")
 
     @classmethod
     def prepare_data(
@@ -79,6 +91,9 @@ class TwoStage(Algorithm):
                 f"scheme {self.cfg.scheme!r} has no feasible plan on these budgets: {self.plan.status}",
                 hint="raise budget.energy_j / budget.delay_s, or pick another algorithm.scheme",
             )
+        ctx = self.ctx
+        ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, ctx.topology, ctx.seeds))
+        self.over_budget_round: int | None = None
 
     def make_plan(self, scheme: str) -> Any:
         """Solve the planning problem for ``scheme`` ("optimized" or a baseline); needs :meth:`setup`."""
@@ -267,7 +282,13 @@ class TwoStage(Algorithm):
         return self._finetune_round(round_ - self.pretrain_rounds - 1)
 
     def _train(
-        self, data: list[ClientData], batches: np.ndarray, lr: float, seeds: np.ndarray, steps: int = 1
+        self,
+        data: list[ClientData],
+        batches: np.ndarray,
+        lr: float,
+        seeds: np.ndarray,
+        steps: int = 1,
+        weights: np.ndarray | None = None,
     ) -> Any:
         cohort = Cohort(
             model_fn=self.ctx.model_fn,
@@ -277,7 +298,8 @@ class TwoStage(Algorithm):
             start_of=np.zeros(len(data), dtype=np.int64),
             group_of=np.zeros(len(data), dtype=np.int64),
             num_groups=1,
-            weights=batches.astype(np.float64),  # aggregation weighted by batch size (spec §3.1)
+            # aggregation weighted by batch size (spec §3.1); a lost gradient has weight 0
+            weights=(batches if weights is None else weights).astype(np.float64),
             seeds=seeds,
             batch_sizes=batches,
         )
@@ -303,24 +325,90 @@ class TwoStage(Algorithm):
         }
 
     def _finetune_round(self, n: int) -> dict[str, Any]:
+        """FEEL round n: available devices compute their planned batch and upload; the server averages what
+        arrived (weighted by batch size); faults and the budget are accounted as the module doc says."""
         ctx, system = self.ctx, self.ctx.system
+        faults = system.faults
+        round_ = n + 1
         batches, freqs, powers = self.plan.round_allocation(n)
         batches = np.asarray(batches, dtype=np.int64)
-        system.begin_round(n + 1)
-        data = [ctx.client_data[ctx.ordinal(int(d))] for d in self.devices]
-        result = self._train(data, batches, self.cfg.eta_ft, ctx.client_seeds("train", n + 1, self.devices))
-        self.check_finite(result, self.devices, self.plan.M + n + 1)
-        self.state = result.group_states[0]
-        system.compute(self.devices, batches * float(ctx.info.flops_train), freq_hz=freqs, phase="finetune")
-        system.transmit(
-            self.devices,
-            np.full(len(self.devices), self.server),
-            ctx.info.param_bytes,
-            power_w=powers,
-            phase="upload",
-        )
+        freqs, powers = np.broadcast_to(freqs, batches.shape), np.broadcast_to(powers, batches.shape)
+        system.begin_round(round_)
+        on = faults.available(round_, self.devices)
+        nodes = self.devices[on]
+        # Which tries get through is drawn first (seeded per round and try, so order never matters); the
+        # ledger then sees each device compute, then upload (a re-send starts when the previous try ends).
+        arrived = np.zeros(len(nodes), dtype=bool)
+        attempts: list[np.ndarray] = []
+        for attempt in range(self.cfg.retransmissions + 1):
+            sending = ~arrived
+            if not sending.any():
+                break
+            attempts.append(sending)
+            lost = faults.uplink_lost(round_, nodes[sending], step=attempt)
+            arrived[np.flatnonzero(sending)[~lost]] = True
+        stats: dict[str, Any] = {"stage": "finetune"}
+        if len(nodes):
+            data = [ctx.client_data[ctx.ordinal(int(d))] for d in nodes]
+            seeds = ctx.client_seeds("train", round_, self.devices)[on]
+            cohort_batches = batches[on]
+            result = self._train(
+                data, cohort_batches, self.cfg.eta_ft, seeds, weights=cohort_batches * arrived
+            )
+            self.check_finite(result, nodes, self.plan.M + round_)
+            if arrived.any():
+                self.state = result.group_states[0]
+            system.compute(
+                nodes, cohort_batches * float(ctx.info.flops_train), freq_hz=freqs[on], phase="finetune"
+            )
+            stats["train_loss"] = float(np.average(result.train_loss, weights=cohort_batches))
+        for sending in attempts:
+            senders = nodes[sending]
+            system.transmit(
+                senders,
+                np.full(len(senders), self.server),
+                ctx.info.param_bytes,
+                power_w=powers[on][sending],
+                phase="upload",
+            )
+        tries = int(sum(int(a.sum()) for a in attempts))
         system.end_round()
-        return {"stage": "finetune", "train_loss": float(np.average(result.train_loss, weights=batches))}
+        if faults.enabled:
+            faults.record(
+                round_,
+                dropped=int((~on).sum()),
+                lost=tries - int(arrived.sum()),
+                arrived=int(arrived.sum()),
+                empty=int(not arrived.any()),
+            )
+            stats.update(fault_stats(faults, round_))
+        stats.update(self._budget_check(n))
+        return stats
+
+    def _budget_check(self, n: int) -> dict[str, float]:
+        """Spent so far plus the plan's cost of rounds n+1..N-1 against the budgets; warn once when over."""
+        plan, totals = self.plan, self.ctx.system.ledger.totals()
+        remaining = plan.N - n - 1
+        per_round_e = plan.energy_ft_j / plan.N if plan.N else 0.0
+        per_round_t = plan.delay_ft_s / plan.N if plan.N else 0.0
+        left_e = plan.energy_budget_j - float(totals["energy_j"]) - remaining * per_round_e
+        left_t = plan.delay_budget_s - float(totals["delay_s"]) - remaining * per_round_t
+        over = (
+            left_e < -FEASIBILITY_RTOL * plan.energy_budget_j
+            or left_t < -FEASIBILITY_RTOL * plan.delay_budget_s
+        )
+        if over and self.over_budget_round is None:
+            self.over_budget_round = self.plan.M + n + 1
+            logger.warning(
+                "two_stage: after fine-tuning round %d the plan can no longer meet its budgets (projected "
+                "%.4g J of %.4g J, %.4g s of %.4g s): faults cost more than planned",
+                n + 1,
+                plan.energy_budget_j - left_e,
+                plan.energy_budget_j,
+                plan.delay_budget_s - left_t,
+                plan.delay_budget_s,
+            )
+        return {"budget_left_j": left_e, "budget_left_s": left_t}
 
     def delivered_state(self) -> StateDict:
         """The current model: pre-trained so far, then fine-tuned."""
@@ -354,6 +442,13 @@ class TwoStage(Algorithm):
             "measured": {"energy_j": float(totals["energy_j"]), "delay_s": float(totals["delay_s"])},
             "shift": {**self.cfg.shift.model_dump(), "w1": float(self.ctx.extras["w1"])},
             "constants": {k: v for k, v in vars(self.constants).items()},
+            "budget": {
+                "met": self.over_budget_round is None,
+                "over_from_round": self.over_budget_round,
+                "energy_budget_j": plan.energy_budget_j,
+                "delay_budget_s": plan.delay_budget_s,
+            },
+            **({"faults": self.ctx.system.faults.totals()} if self.ctx.system.faults.enabled else {}),
         }
 
 
