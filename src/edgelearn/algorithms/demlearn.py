@@ -40,6 +40,14 @@ Assumptions, each taken from the official code (github.com/nhatminh/Dem-AI, ``Se
   the device. Downlink transfers follow ``channel.include_downlink`` as FedAvg's broadcast does.
 * Costs: clustering is charged as the pairwise distances (``DISTANCE_FLOPS_PER_DIM`` per parameter per pair);
   averaging and mixing as :data:`~edgelearn.algorithms.comm.AGG_FLOPS_PER_PARAM` per parameter per model.
+* Faults (``faults`` config, system/faults.py), as HierFAVG honours them: a device that is unavailable or sits
+  below a failed edge (the cloud is out of reach; devices are not re-routed) skips the round and keeps its
+  model; the initial model reaches a device in the first round it takes part. A straggler past the deadline
+  (predicted: its local epochs, then its model's upload) is cut off, charged what it spent and keeps its
+  model; a lost upload is charged in full and delivers nothing, and that device keeps its locally trained
+  model. Clustering, generalization and specialization run over the devices whose model arrived: the
+  hierarchy is pruned to them (re-clustered when one of them is missing from it); the root, their mean, is
+  the delivered model. When nothing arrives every model is kept (``groups_by_level`` is empty).
 * Only ``models.device`` is used: every group shares its architecture (averaging needs one); ``models.edge``
   and ``models.cloud`` are ignored (logged).
 
@@ -60,12 +68,13 @@ import torch
 from scipy.cluster.hierarchy import linkage as scipy_linkage
 
 from edgelearn.algorithms.base import Algorithm, RunContext
-from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, send_down, send_up
+from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, fault_stats, send_down, send_up
 from edgelearn.algorithms.fedagg import make_arch, resolve_tier_models
 from edgelearn.algorithms.fedgkt import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
 from edgelearn.config import DemLearnConfig
 from edgelearn.engine import Cohort, LocalSpec, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
+from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +219,25 @@ def generalize(root: Group, device_states: Mapping[int, StateDict]) -> list[Stat
     return out
 
 
+def prune(root: Group, keep: set[int]) -> Group | None:
+    """The hierarchy restricted to the devices in ``keep``: other devices, and groups left empty, are dropped
+    (levels kept, groups renumbered in preorder); None when no device is kept."""
+
+    def visit(g: Group) -> Group | None:
+        kids: list[Group | int] = []
+        for c in g.children:
+            if isinstance(c, Group):
+                sub = visit(c)
+                if sub is not None:
+                    kids.append(sub)
+            elif int(c) in keep:
+                kids.append(int(c))
+        return Group(g.level, kids) if kids else None
+
+    out = visit(root)
+    return None if out is None else number_groups(out)
+
+
 def mix(own: StateDict, parent: StateDict, alpha: float) -> StateDict:
     """``(1 - alpha) * own + alpha * parent`` (integer buffers keep the larger), in new storage."""
     return average_states([own, parent], [1.0 - alpha, alpha])
@@ -283,6 +311,8 @@ class DemLearn(Algorithm):
         self.device_states: dict[int, StateDict] = {d: clone_state(initial) for d in self.devices}
         self.root: Group | None = None
         self.group_states: list[StateDict] = []
+        self.joined: set[int] = set()
+        """Devices that received the initial model (in their first round taking part)."""
         self.eval_devices = pick_eval_devices(ctx, self.devices, cfg.eval_devices, "demlearn_eval")
         self.tier_test = tier_test_subset(ctx, cfg.tier_eval_samples, "demlearn_eval")
         self._module: torch.nn.Module | None = None
@@ -292,26 +322,77 @@ class DemLearn(Algorithm):
         return self.root is None or (round_ - 1) % self.cfg.recluster_every == 0
 
     def run_round(self, round_: int) -> dict[str, Any]:
-        """Local training, upload, (re-)clustering, generalization, specialization and download."""
+        """Local training, upload, (re-)clustering, generalization, specialization and download, over the
+        devices whose upload arrived (module docstring, faults); nothing arriving keeps every model."""
         ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
-        params, nbytes = self.arch.info.params, self.arch.info.param_bytes
+        faults = system.faults
+        nbytes = self.arch.info.param_bytes
         downlink = ctx.cfg.channel.include_downlink
         system.begin_round(round_)
-        if round_ == 1 and downlink:
-            send_down(system, self.devices, nbytes, phase=PHASE_BROADCAST)
-        n = len(self.devices)
+        devices = np.asarray(self.devices, dtype=np.int64)
+        available = faults.available(round_, devices)
+        reachable = faults.reachable(round_, devices)
+        active = devices[available & reachable]
+        fresh = [int(d) for d in active if int(d) not in self.joined]
+        if fresh and downlink:  # a device's first round: the cloud's initial model reaches it
+            send_down(system, fresh, nbytes, phase=PHASE_BROADCAST)
+        self.joined.update(fresh)
+        sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
+        flops = sizes * float(cfg.local_epochs * self.arch.info.flops_train)
+        screen = screen_uploads(system, round_, active, flops, nbytes)
+        trainers = [int(d) for d in screen.nodes[screen.trained]]
+        trained, losses = self._train(round_, trainers)
+        charge_stragglers(system, screen, flops, nbytes)
+        charge_lost(system, screen, nbytes)
+        arrived = [int(d) for d in screen.nodes[screen.arrived]]
+        send_up(system, arrived, nbytes, phase=PHASE_UPLOAD)
+        for d in screen.nodes[screen.lost]:  # trained, but the cloud never saw it: it keeps its own model
+            self.device_states[int(d)] = trained[int(d)]
+        groups: list[Group] = []
+        if arrived:
+            groups = self._organize(round_, arrived, trained)
+        system.end_round()
+        by_level: dict[str, int] = {}
+        for g in groups:
+            by_level[str(g.level)] = by_level.get(str(g.level), 0) + 1
+        stats: dict[str, Any] = {
+            "train_loss": float(np.nanmean(losses)) if losses else float("nan"),
+            "groups_by_level": dict(sorted(by_level.items())),
+            "bytes_by_phase": bytes_by_phase(system, round_),
+        }
+        if faults.enabled:
+            faults.record(
+                round_,
+                dropped=int((~available).sum()),
+                edge_down=int((available & ~reachable).sum()),
+                straggled=int(screen.straggler.sum()),
+                lost=int(screen.lost.sum()),
+                arrived=len(arrived),
+                edges_failed=len(faults.failed_edges(round_)),
+                empty=int(not arrived),
+            )
+            stats.update(fault_stats(faults, round_))
+        return stats
+
+    def _train(self, round_: int, nodes: Sequence[int]) -> tuple[dict[int, StateDict], list[float]]:
+        """``local_epochs`` of SGD on each of ``nodes`` from its own model, FLOPs charged; returns the trained
+        states and the training losses."""
+        ctx, cfg = self.ctx, self.cfg
+        if not nodes:
+            return {}, []
+        n = len(nodes)
         cohort = Cohort(
             model_fn=self.arch.model_fn,
             arch_key=self.arch.key,
-            data=[ctx.client_data[ctx.ordinal(d)] for d in self.devices],
-            starts=[self.device_states[d] for d in self.devices],
+            data=[ctx.client_data[ctx.ordinal(d)] for d in nodes],
+            starts=[self.device_states[d] for d in nodes],
             start_of=np.arange(n),
             group_of=np.zeros(n, dtype=np.int64),
             num_groups=1,
             weights=np.ones(n),
-            seeds=ctx.client_seeds("demlearn_train", round_, self.devices),
+            seeds=ctx.client_seeds("demlearn_train", round_, nodes),
             keep_states=True,
-            client_ids=np.asarray(self.devices, dtype=np.int64),
+            client_ids=np.asarray(nodes, dtype=np.int64),
         )
         spec = LocalSpec(
             lr=cfg.lr,
@@ -321,21 +402,27 @@ class DemLearn(Algorithm):
             prox_mu=cfg.mu,
         )
         result = ctx.executor.train(cohort, spec)
-        self.check_finite(result, self.devices, round_)
+        self.check_finite(result, nodes, round_)
         assert result.client_states is not None
-        trained = dict(zip(self.devices, result.client_states))
-        system.compute(self.devices, result.samples * float(self.arch.info.flops_train), phase=PHASE_TRAIN)
-        send_up(system, self.devices, nbytes, phase=PHASE_UPLOAD)
-        if self._cluster(round_):
-            vectors = flat_parameters([trained[d] for d in self.devices], self.param_names)
-            self.root = build_hierarchy(
-                vectors, self.devices, cfg.levels, linkage=cfg.linkage, metric=cfg.metric
-            )
+        ctx.system.compute(nodes, result.samples * float(self.arch.info.flops_train), phase=PHASE_TRAIN)
+        return dict(zip(nodes, result.client_states)), [float(v) for v in result.train_loss]
+
+    def _organize(self, round_: int, arrived: Sequence[int], trained: Mapping[int, StateDict]) -> list[Group]:
+        """Cluster (when due, or when an arrived device is missing from the hierarchy), then generalize and
+        specialize over the arrived devices' branch of the hierarchy; returns that branch's groups."""
+        cfg, system = self.cfg, self.ctx.system
+        params, nbytes = self.arch.info.params, self.arch.info.param_bytes
+        known = set() if self.root is None else set(self.root.members())
+        if self._cluster(round_) or not set(arrived) <= known:
+            vectors = flat_parameters([trained[d] for d in arrived], self.param_names)
+            self.root = build_hierarchy(vectors, arrived, cfg.levels, linkage=cfg.linkage, metric=cfg.metric)
+            n = len(arrived)
             if n > 1:
                 pairs = n * (n - 1) / 2
                 system.compute(SERVER, DISTANCE_FLOPS_PER_DIM * params * pairs, phase=PHASE_CLUSTER)
-        root = self.root
-        assert root is not None
+        assert self.root is not None
+        root = prune(self.root, set(arrived))
+        assert root is not None  # every arrived device is in the hierarchy
         groups = list(root.groups())
         general = generalize(root, trained)
         system.compute(
@@ -348,23 +435,15 @@ class DemLearn(Algorithm):
             system.compute(
                 SERVER, AGG_FLOPS_PER_PARAM * params * MIX_MODELS * (len(groups) - 1), phase=PHASE_SPECIALIZE
             )
-        if downlink:
+        if self.ctx.cfg.channel.include_downlink:
             for g in groups:
                 below = [int(c) for c in g.children if not isinstance(c, Group)]
                 if below:
                     send_down(system, below, nbytes, phase=PHASE_DOWNLOAD)
-        system.compute(self.devices, AGG_FLOPS_PER_PARAM * params * MIX_MODELS, phase=PHASE_SPECIALIZE)
-        self.device_states = special
+        system.compute(list(arrived), AGG_FLOPS_PER_PARAM * params * MIX_MODELS, phase=PHASE_SPECIALIZE)
+        self.device_states.update(special)
         self.cloud_state = self.group_states[0]
-        system.end_round()
-        by_level: dict[str, int] = {}
-        for g in groups:
-            by_level[str(g.level)] = by_level.get(str(g.level), 0) + 1
-        return {
-            "train_loss": float(np.nanmean(result.train_loss)),
-            "groups_by_level": dict(sorted(by_level.items())),
-            "bytes_by_phase": bytes_by_phase(system, round_),
-        }
+        return groups
 
     # ------------------------------------------------------------------------------ metrics
     def delivered_state(self) -> StateDict:
@@ -392,22 +471,27 @@ class DemLearn(Algorithm):
         }
 
     def summary_extras(self) -> dict[str, Any]:
-        """summary.json entries: the model every tier runs and the latest hierarchy's group counts."""
+        """summary.json entries: the model every tier runs, the latest hierarchy and the fault totals."""
         extras: dict[str, Any] = {
             "models_by_tier": {"device": {self.arch.name: {"params": self.arch.info.params}}},
         }
+        faults = self.ctx.system.faults
+        if faults.enabled:
+            extras["faults"] = faults.totals()
         if self.root is not None:
             extras["hierarchy"] = self.root.to_dict()
         return extras
 
     # -------------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Device and group states, the hierarchy and the delivered model (all replaced, never mutated)."""
+        """Device and group states, the hierarchy, the delivered model (all replaced, never mutated) and the
+        devices that received the initial model."""
         return {
             "device_states": dict(self.device_states),
             "group_states": list(self.group_states),
             "cloud_state": self.cloud_state,
             "tree": None if self.root is None else self.root.to_dict(),
+            "joined": np.array(sorted(self.joined), dtype=np.int64),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -428,3 +512,5 @@ class DemLearn(Algorithm):
         self.cloud_state = move(state["cloud_state"])
         tree = state.get("tree")
         self.root = None if tree is None else Group.from_dict(tree)
+        joined = state.get("joined")  # absent before faults: every device got the model in round 1
+        self.joined = set(self.devices) if joined is None else {int(d) for d in np.asarray(joined).ravel()}

@@ -26,6 +26,14 @@ device and the server classifies them all; ``accuracy`` is over the whole test s
 the mean accuracy of those devices' own full client models (on the fixed ``tier_eval_samples`` subset);
 edges hold no model (``edge: None``). Evaluation is not charged to the ledger, as for every algorithm.
 
+Faults (``faults`` config, system/faults.py), as HierFAVG honours them: a device that is unavailable or sits
+below a failed edge (it cannot reach the server; devices are not re-routed) skips the round: it neither trains
+nor uploads nor receives logits. The others train; a straggler past the deadline (predicted: training plus
+extraction, then its features + logits + labels upload) is cut off there, charged what it spent and keeps its
+previous model; a lost upload is charged in full on the device's own link and delivers nothing. The server
+trains on the features that arrived and sends logits back to those clients only (the rest keep their older
+server logits, or plain CE if they never got any); when nothing arrives it keeps its model.
+
 Deviations, on purpose: SGD with momentum as the engine runs it (FedML uses Nesterov momentum and weight
 decay); the server's logits are inferred in eval mode after its training pass (FedML keeps the train-mode
 outputs of the training pass itself), charged as one extra forward pass.
@@ -46,8 +54,15 @@ from torch import nn
 
 from edgelearn.algorithms.base import Algorithm, RunContext
 from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
+from edgelearn.algorithms.comm import fault_stats
 from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
-from edgelearn.algorithms.fedagg import NodeModels, TierArch, make_arch, resolve_tier_models
+from edgelearn.algorithms.fedagg import (
+    NodeModels,
+    TierArch,
+    charge_cut_and_lost,
+    make_arch,
+    resolve_tier_models,
+)
 from edgelearn.config import FedGKTConfig, Section
 from edgelearn.engine import ClientData, Cohort, LocalSpec, LossFn, StateDict
 from edgelearn.engine import cross_entropy_loss as _ce_loss
@@ -55,6 +70,7 @@ from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import MLP, ConvNet, ResNet, SmallCNN, build_model
 from edgelearn.models.flops import MEASURE_DEVICE
 from edgelearn.system import SystemModel
+from edgelearn.system.faults import UploadScreen, screen_uploads
 
 # ========================================= end of the config block ==========================================
 
@@ -294,32 +310,58 @@ class FedGKT(Algorithm):
         return ce_kd_loss(ce_w, kd_w, self.cfg.T)
 
     # ---------------------------------------------------------------------------------- rounds
-    def _client_cohort(self, round_: int) -> tuple[Cohort, LocalSpec]:
+    def _client_cohort(self, round_: int, nodes: Sequence[int]) -> tuple[Cohort, LocalSpec]:
+        """Clients ``nodes`` as one cohort: CE + beta * KD against their latest server logits when they all
+        hold some, plain CE when none does (round 1, or clients that never heard back from the server)."""
         ctx, cfg = self.ctx, self.cfg
         data = []
-        for d in self.devices:
+        for d in nodes:
             own = ctx.client_data[ctx.ordinal(d)]
             logits = self.server_logits.get(d)
             data.append(own if logits is None else ClientData(own.x, own.y, extra={TEACHER_KEY: logits}))
-        distill = bool(self.server_logits)
-        loss = ce_kd_loss(1.0, cfg.beta, cfg.T) if distill else _ce_loss
+        distill = [d in self.server_logits for d in nodes]
+        if any(distill) != all(distill):
+            raise ValueError("_client_cohort: clients with and without server logits need separate cohorts")
+        loss = ce_kd_loss(1.0, cfg.beta, cfg.T) if any(distill) else _ce_loss
         cohort = Cohort(
             model_fn=self.client.model_fn,
             arch_key=self.client.key,
             data=data,
-            starts=[self.models.states[d] for d in self.devices],
-            start_of=np.arange(len(self.devices)),
-            group_of=np.zeros(len(self.devices), dtype=np.int64),
+            starts=[self.models.states[d] for d in nodes],
+            start_of=np.arange(len(nodes)),
+            group_of=np.zeros(len(nodes), dtype=np.int64),
             num_groups=1,
-            weights=np.ones(len(self.devices)),
-            seeds=ctx.client_seeds(f"{self.name}_client", round_, self.devices),
+            weights=np.ones(len(nodes)),
+            seeds=ctx.client_seeds(f"{self.name}_client", round_, nodes),
             keep_states=True,
-            client_ids=np.asarray(self.devices, dtype=np.int64),
+            client_ids=np.asarray(nodes, dtype=np.int64),
         )
         spec = LocalSpec(
             lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.client_epochs, momentum=cfg.momentum, loss=loss
         )
         return cohort, spec
+
+    def _train_clients(self, round_: int, nodes: Sequence[int]) -> list[float]:
+        """Train clients ``nodes`` (those with server logits and those without in separate cohorts), store
+        their states, charge the FLOPs; returns their training losses."""
+        ctx, system = self.ctx, self.ctx.system
+        losses: list[float] = []
+        with_logits = [d for d in nodes if d in self.server_logits]
+        without = [d for d in nodes if d not in self.server_logits]
+        for part in (without, with_logits):
+            if not part:
+                continue
+            cohort, spec = self._client_cohort(round_, part)
+            result = ctx.executor.train(cohort, spec)
+            self.check_finite(result, part, round_)
+            assert result.client_states is not None
+            for d, state in zip(part, result.client_states):
+                self.models.states[d] = state
+            system.compute(
+                part, result.samples * float(self.client.info.flops_train), phase=PHASE_CLIENT_TRAIN
+            )
+            losses.extend(float(v) for v in result.train_loss)
+        return losses
 
     @torch.no_grad()
     def extract(self, node: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,40 +376,84 @@ class FedGKT(Algorithm):
             logits.append(module.classifier(f))
         return torch.cat(feats), torch.cat(logits)
 
+    def _screen(self, round_: int) -> tuple[dict[str, int], UploadScreen, np.ndarray, np.ndarray]:
+        """The round's device faults: who is unavailable or behind a failed edge (they sit out), and among
+        the others who straggles past the deadline or loses its upload (predicted: training + extraction,
+        then features + logits + labels of every local sample). Returns the counters, the screen and each
+        screened client's planned FLOPs and upload bytes."""
+        ctx, faults = self.ctx, self.ctx.system.faults
+        devices = np.asarray(self.devices, dtype=np.int64)
+        available = faults.available(round_, devices)
+        reachable = faults.reachable(round_, devices)
+        active = devices[available & reachable]
+        sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
+        info = self.client.info
+        flops = sizes * (self.cfg.client_epochs * float(info.flops_train) + float(info.flops_forward))
+        nbytes = sizes * self.up_bytes_per_sample
+        screen = screen_uploads(ctx.system, round_, active, flops, nbytes)
+        counts = {
+            "dropped": int((~available).sum()),
+            "edge_down": int((available & ~reachable).sum()),
+            "straggled": int(screen.straggler.sum()),
+            "lost": int(screen.lost.sum()),
+            "arrived": int(screen.arrived.sum()),
+            "edges_failed": len(faults.failed_edges(round_)),
+            "empty": int(not screen.arrived.any()),
+        }
+        return counts, screen, flops, nbytes
+
     def run_round(self, round_: int) -> dict[str, Any]:
-        """Client training, upload of features + logits + labels, server training, logits back down."""
-        ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
-        topo = ctx.topology
+        """Client training, upload of features + logits + labels, server training, logits back down; under
+        faults (module docstring) over the clients whose upload arrived, the server kept when none did."""
+        ctx, system = self.ctx, self.ctx.system
+        topo, faults = ctx.topology, system.faults
         system.begin_round(round_)
-        # 1. clients
-        cohort, spec = self._client_cohort(round_)
-        result = ctx.executor.train(cohort, spec)
-        self.check_finite(result, self.devices, round_)
-        assert result.client_states is not None
-        for d, state in zip(self.devices, result.client_states):
-            self.models.states[d] = state
-        system.compute(
-            self.devices, result.samples * float(self.client.info.flops_train), phase=PHASE_CLIENT_TRAIN
-        )
-        # 2. extraction and upload
-        counts = [ctx.data_size(d) for d in self.devices]
-        parts = [self.extract(d, ctx.client_data[ctx.ordinal(d)].x) for d in self.devices]
-        system.compute(
-            self.devices, np.asarray(counts, dtype=np.float64) * self.client.info.flops_forward,
-            phase=PHASE_CLIENT_EXTRACT,
-        )  # fmt: skip
+        counts, screen, planned_flops, planned_bytes = self._screen(round_)
+        trainers = [int(d) for d in screen.nodes[screen.trained]]
+        arrivals = [int(d) for d in screen.nodes[screen.arrived]]
+        lost = [int(d) for d in screen.nodes[screen.lost]]
+        # 1. clients (stragglers are cut off at the deadline: their partial training is discarded)
+        device_losses = self._train_clients(round_, trainers)
+        # 2. extraction and upload (lost uploads are extracted and sent too, but nothing arrives)
+        sent = sorted(arrivals + lost)
+        if sent:
+            sizes = np.array([ctx.data_size(d) for d in sent], dtype=np.float64)
+            system.compute(sent, sizes * self.client.info.flops_forward, phase=PHASE_CLIENT_EXTRACT)
+        charge_cut_and_lost(system, screen, planned_flops, planned_bytes)
+        arrived_sizes = [ctx.data_size(d) for d in arrivals]
         charge_paths(
             system,
             [
                 (topo.path_to_root(d), float(n * self.up_bytes_per_sample))
-                for d, n in zip(self.devices, counts)
+                for d, n in zip(arrivals, arrived_sizes)
             ],
             phase=PHASE_FEATURES_UP,
         )
+        server_loss = float("nan")
+        if arrivals:  # 3. + 4. the server, over what arrived (else it keeps its model)
+            server_loss = self._server_round(round_, arrivals, arrived_sizes)
+        system.end_round()
+        stats: dict[str, Any] = {
+            "train_loss": server_loss,
+            "train_loss_by_tier": {
+                "cloud": server_loss,
+                "device": float(np.nanmean(device_losses)) if device_losses else None,
+            },
+            "bytes_by_phase": bytes_by_phase(system, round_),
+        }
+        if faults.enabled:
+            faults.record(round_, **counts)
+            stats.update(fault_stats(faults, round_))
+        return stats
+
+    def _server_round(self, round_: int, arrivals: Sequence[int], sizes: Sequence[int]) -> float:
+        """Server training on the features that arrived, then its logits back down to those clients."""
+        ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
+        topo = ctx.topology
+        parts = [self.extract(d, ctx.client_data[ctx.ordinal(d)].x) for d in arrivals]
         features = torch.cat([f for f, _ in parts])
         client_logits = torch.cat([z for _, z in parts])
-        labels = torch.cat([ctx.client_data[ctx.ordinal(d)].y for d in self.devices])
-        # 3. server
+        labels = torch.cat([ctx.client_data[ctx.ordinal(d)].y for d in arrivals])
         server_cohort = Cohort(
             model_fn=self.server.model_fn,
             arch_key=self.server.key,
@@ -395,27 +481,15 @@ class FedGKT(Algorithm):
         system.compute(
             SERVER, float(server_result.samples[0]) * self.server.info.flops_train, phase=PHASE_SERVER_TRAIN
         )
-        # 4. server logits back down
         z = teacher_logits(self.models.module(SERVER), features, batch_size=cfg.teacher_batch_size)
         system.compute(SERVER, float(z.shape[0]) * self.server.info.flops_forward, phase=PHASE_SERVER_LOGITS)
-        self.server_logits = dict(zip(self.devices, torch.split(z, counts)))
+        self.server_logits.update(zip(arrivals, torch.split(z, list(sizes))))
         charge_down_paths(
             system,
-            [
-                (topo.path_to_root(d), float(n * self.down_bytes_per_sample))
-                for d, n in zip(self.devices, counts)
-            ],
+            [(topo.path_to_root(d), float(n * self.down_bytes_per_sample)) for d, n in zip(arrivals, sizes)],
             phase=PHASE_LOGITS_DOWN,
         )
-        system.end_round()
-        return {
-            "train_loss": float(server_result.train_loss[0]),
-            "train_loss_by_tier": {
-                "cloud": float(server_result.train_loss[0]),
-                "device": float(np.nanmean(result.train_loss)),
-            },
-            "bytes_by_phase": bytes_by_phase(system, round_),
-        }
+        return float(server_result.train_loss[0])
 
     # ------------------------------------------------------------------------------ metrics
     def delivered_state(self) -> StateDict:
@@ -452,7 +526,8 @@ class FedGKT(Algorithm):
         }
 
     def summary_extras(self) -> dict[str, Any]:
-        """summary.json entries: client and server models and the per-sample payloads."""
+        """summary.json entries: client and server models, the per-sample payloads and fault totals."""
+        faults = self.ctx.system.faults
         return {
             "models_by_tier": {
                 "device": {self.client.name: {"params": self.client.info.params, "nodes": len(self.devices)}},
@@ -460,6 +535,7 @@ class FedGKT(Algorithm):
             },
             "feature_shape": list(self.feature_shape),
             "bytes_per_sample": {"up": self.up_bytes_per_sample, "down": self.down_bytes_per_sample},
+            **({"faults": faults.totals()} if faults.enabled else {}),
         }
 
     # -------------------------------------------------------------------------- checkpointing
