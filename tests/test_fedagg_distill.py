@@ -1,5 +1,6 @@
 """FedAgg's KD loss against hand-computed values and the official batchmean form; leaf/non-leaf losses;
-eval-mode no-grad teacher inference."""
+eval-mode no-grad teacher inference; the teacher-logit cache and its background prefetch, alone and inside
+FedAgg rounds (reused and prefetched logits leave every model bit-identical)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from edgelearn.algorithms import distill, fedagg
 from edgelearn.algorithms.distill import (
     BRIDGE_KEY,
     KD_EPS,
     TEACHER_KEY,
+    LogitCache,
     kd_loss,
     kd_per_sample,
     leaf_loss,
     non_leaf_loss,
+    spare_cpu_core,
     teacher_logits,
 )
+from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
+from edgelearn.config import build_config
+from edgelearn.runner import build_context
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
@@ -119,3 +126,108 @@ def test_teacher_logits_eval_mode_no_grad_and_batch_size_invariant() -> None:
     assert not torch.equal(module[1].running_mean, before)
     with pytest.raises(ValueError):
         teacher_logits(module, x[:0])
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_logit_cache_hits_only_the_same_state_object_and_rows() -> None:
+    cache = LogitCache(batch_size=4, background=False)
+    state, logits = {"w": torch.ones(1)}, torch.randn(3, 2)
+    assert cache.lookup(7, state, (0, 1)) is None
+    cache.store(7, state, (0, 1), logits)
+    hit = cache.lookup(7, state, (0, 1))
+    assert hit is not None and hit[0] is logits and hit[1] == 0.0
+    assert cache.lookup(7, {"w": torch.ones(1)}, (0, 1)) is None  # an equal but replaced state misses
+    assert cache.lookup(7, state, (0,)) is None and cache.lookup(8, state, (0, 1)) is None
+    cache.forget([7])
+    assert cache.lookup(7, state, (0, 1)) is None
+    assert not cache.background
+    assert not cache.prefetch(7, state, (0, 1), "a", lambda: nn.Identity(), lambda: logits)
+
+
+def test_prefetch_returns_exactly_the_foreground_logits() -> None:
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    state, x = _state(module), torch.randn(37, 4)
+    cache = LogitCache(batch_size=5, background=True)
+    template = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))  # other weights: state is loaded
+    assert cache.prefetch(1, state, (0, 2), "mlp", lambda: template, lambda: x)
+    assert not cache.prefetch(1, state, (0, 2), "mlp", lambda: template, lambda: x)  # already under way
+    hit = cache.lookup(1, state, (0, 2))
+    assert hit is not None and hit[1] > 0
+    assert torch.equal(hit[0], teacher_logits(module, x, batch_size=5))
+    assert not any(torch.equal(a, b) for a, b in zip(template.state_dict().values(), state.values()))
+
+
+def test_spare_core_needs_a_cpu_with_more_cores_than_torch_threads() -> None:
+    assert not spare_cpu_core(torch.device("meta"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1024)
+        assert not spare_cpu_core(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+
+
+class _NoReuse(LogitCache):
+    """A cache that never hits: every teacher infers afresh, as before logits were reused."""
+
+    def lookup(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _fedagg(cache: LogitCache) -> FedAgg:
+    """A tiny two-edge FedAgg (synthetic 8x8 images, serial executor) with the given teacher-logit cache."""
+    overrides = [
+        "data.dataset=synthetic",
+        "data.num_train=96",
+        "data.num_test=40",
+        "partition.method=iid",
+        "device=cpu",
+        "executor=serial",
+        "topology.devices=null",
+        "topology.edges=2",
+        "topology.devices_per_edge=2",
+    ]
+    settings_ = {
+        "models": {
+            "device": {"name": "mlp", "options": {"hidden": [16]}},
+            "edge": {"name": "cnn_small"},
+            "cloud": {"name": "resnet8"},
+        },
+        "batch_size": 16,
+        "teacher_batch_size": 8,
+        "autoencoder": {"epochs": 1, "max_samples": 32, "batch_size": 16},
+    }
+    algo = FedAgg(build_context(build_config({}, overrides)), FedAggConfig.model_validate(settings_))
+    algo.init()
+    algo._logits = cache
+    return algo
+
+
+def test_fedagg_reuse_and_prefetch_leave_every_model_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
+    fresh = _fedagg(_NoReuse(batch_size=8, background=False))
+    cached = _fedagg(LogitCache(batch_size=8, background=True))
+    calls: list[int] = []
+    original = distill.teacher_logits
+
+    def counting(module: nn.Module, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return original(module, x, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fedagg, "teacher_logits", counting)
+    monkeypatch.setattr(distill, "teacher_logits", counting)
+    for r in (1, 2):
+        calls.clear()
+        fresh.run_round(r)
+        assert len(calls) == 2 + 4 + 1 + 2  # edges down, devices up, cloud down, edges up
+        calls.clear()
+        cached.run_round(r)
+        # Round 2 reuses the edges' logits from round 1's upward step; the cloud's are prefetched.
+        assert len(calls) == (9 if r == 1 else 7)
+        assert cached.trace == fresh.trace
+    for n, state in fresh.models.states.items():
+        other = cached.models.states[n]
+        assert all(torch.equal(state[k], other[k]) for k in state), n

@@ -9,7 +9,12 @@ engine's :data:`~edgelearn.engine.LossFn` contract asks, so any executor (serial
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import copy
+import os
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +32,10 @@ TEACHER_BATCH_SIZE = 128
 """Default samples per no-grad teacher forward pass: large enough to amortize per-call overhead, small
 enough to stay in cache (on a 1-thread CPU, 1024-sample batches were up to 3x slower per sample for 28x28
 ResNets)."""
+
+PREFETCH_WORKERS = 1
+"""Background threads of a :class:`LogitCache`: one, so prefetched teachers run one after another and each
+worker-owned module is used by one thread only."""
 
 Apply = Callable[[torch.Tensor], torch.Tensor]
 
@@ -98,3 +107,115 @@ def teacher_logits(
     module.train(train_mode)
     parts = [module(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts, dim=0)
+
+
+@dataclass
+class _Entry:
+    """Logits of one teacher on ``rows``, from the state object ``state`` (a tensor, or a pending future)."""
+
+    state: object
+    rows: tuple[int, ...]
+    value: torch.Tensor | Future[tuple[torch.Tensor, float]]
+
+
+class LogitCache:
+    """Teachers' no-grad logits, memoized while the teacher's state object stays the same, and optionally
+    computed ahead of time by a background thread.
+
+    Keys are (teacher, rows): the latest logits of each teacher on a tuple of data rows, valid only while the
+    caller's state *object* for that teacher is the one they were computed from (``is``): callers replace a
+    trained model's state with a new object and never mutate it in place, so a changed model never hits.
+    A background computation (:meth:`prefetch`) runs :func:`teacher_logits` with the same batch size on a
+    worker-owned copy of the module, so it returns exactly what a foreground call would.
+    """
+
+    def __init__(self, *, batch_size: int, background: bool) -> None:
+        self.batch_size = int(batch_size)
+        self._entries: dict[Hashable, _Entry] = {}
+        self._modules: dict[Hashable, nn.Module] = {}
+        self._pool = (
+            ThreadPoolExecutor(PREFETCH_WORKERS, thread_name_prefix="edgelearn-teacher")
+            if background
+            else None
+        )
+
+    @property
+    def background(self) -> bool:
+        """Whether :meth:`prefetch` computes in a background thread (else it does nothing)."""
+        return self._pool is not None
+
+    def lookup(
+        self, teacher: Hashable, state: object, rows: tuple[int, ...]
+    ) -> tuple[torch.Tensor, float] | None:
+        """The cached logits and the background seconds they took (0 if computed in the foreground), waiting
+        for a pending prefetch; None when the teacher's entry is for another state or other rows."""
+        entry = self._entries.get(teacher)
+        if entry is None or entry.state is not state or entry.rows != rows:
+            return None
+        if isinstance(entry.value, Future):
+            logits, seconds = entry.value.result()
+            entry.value = logits
+            return logits, seconds
+        return entry.value, 0.0
+
+    def store(self, teacher: Hashable, state: object, rows: tuple[int, ...], logits: torch.Tensor) -> None:
+        """Remember ``teacher``'s logits on ``rows`` from ``state``, replacing its previous entry."""
+        self._entries[teacher] = _Entry(state, rows, logits)
+
+    def prefetch(
+        self,
+        teacher: Hashable,
+        state: Mapping[str, torch.Tensor],
+        rows: tuple[int, ...],
+        arch: Hashable,
+        template: Callable[[], nn.Module],
+        inputs: Callable[[], torch.Tensor],
+    ) -> bool:
+        """Start computing ``teacher``'s logits on ``inputs()`` (the samples of ``rows``) from ``state`` in
+        the background, unless that entry exists already; True if a computation was started.
+
+        The first time architecture ``arch`` is seen, the worker gets its own deep copy of ``template()``
+        (made here, in the calling thread, so no random initialization runs concurrently); it loads
+        ``state`` into that copy before each use. ``inputs`` is called here too, only when a computation
+        starts.
+        """
+        if self._pool is None:
+            return False
+        entry = self._entries.get(teacher)
+        if entry is not None and entry.state is state and entry.rows == rows:
+            return False
+        module = self._modules.get(arch)
+        if module is None:
+            module = self._modules[arch] = copy.deepcopy(template())
+        future = self._pool.submit(_timed_logits, module, state, inputs(), self.batch_size)
+        self._entries[teacher] = _Entry(state, rows, future)
+        return True
+
+    def forget(self, teachers: Iterable[Hashable]) -> None:
+        """Drop these teachers' entries (their models changed), releasing the old states they reference."""
+        for t in teachers:
+            entry = self._entries.pop(t, None)
+            if entry is not None and isinstance(entry.value, Future):
+                entry.value.cancel()
+
+
+def spare_cpu_core(device: torch.device) -> bool:
+    """True on a CPU device with more usable cores than torch's intra-op threads: a background teacher
+    thread then runs beside training instead of competing with it."""
+    if device.type != "cpu":
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
+
+
+def _timed_logits(
+    module: nn.Module, state: Mapping[str, torch.Tensor], x: torch.Tensor, batch_size: int
+) -> tuple[torch.Tensor, float]:
+    """:func:`teacher_logits` of ``module`` loaded with ``state`` (eval mode) and the seconds it took."""
+    started = time.perf_counter()
+    module.load_state_dict(state)
+    logits = teacher_logits(module, x, batch_size=batch_size)
+    return logits, time.perf_counter() - started

@@ -18,13 +18,37 @@ Schedules (one round = one ``FEDAGG_TRAIN(root)``):
 Deviations from the demo, on purpose: every device has its own model (the demo shares 15, §10 item 1);
 teachers infer in eval mode under no_grad (``demo_compat: true`` restores train-mode teachers); bridge samples
 are mapped to the data's scale (``bridge_scale: unit`` restores the raw [0, 1] decoder output).
+
+Faults (``faults`` config, system/faults.py), applied at the start of each round after the configured
+migrations:
+
+* **Edge outage: failover and failback.** Every child (device or live sub-edge) of an edge that
+  :meth:`FaultModel.failed_edges` reports down is re-parented with :meth:`FedAgg.migrate`, one child at a time
+  in id order, deepest failed edge first, to :meth:`FedAgg.failover_target`: walking up from the failed
+  edge's parent, the first ancestor that has a live edge child (no failed edge on its path to the cloud) gives
+  the live edge with the fewest devices at that moment (ties: lowest id), so the children spread evenly;
+  with no live edge left they go directly under the cloud. The failed edge, left without children, neither
+  trains nor teaches while down; its model and stored bridge samples are frozen, not lost. A moved node
+  remembers its home edge; in the first round its home is reachable again it migrates back. Every node that
+  ever received a device's embeddings keeps them, so a migration sends them only to nodes on the new path that
+  never held them (the failover costs one hop, charged as ``migrate_embed`` / ``migrate_decode``; the way
+  back, and a repeated failover to the same edge, cost nothing). A configured migration of a displaced node
+  makes its new parent its home.
+* **Devices.** A device that is unavailable (dropout, trace) sits the round out: no logits reach it, it does
+  not train and does not teach its parent. A straggler past the round deadline receives its teacher's logits
+  and is cut off at the deadline (charged as system/faults.py documents; its partial training is discarded).
+  A lost upload (its logits to its parent) is charged in full (``lost_upload``) after the device trained on
+  its parent's logits; its parent learns from the children whose logits arrived. Edge-cloud pairs distil on
+  the bridge samples the edges already store, so a device sitting out does not shrink them, and the cloud
+  keeps learning from live edges even in a round where no device upload arrives. Both schedules honour lost
+  uploads (the ``sequential`` one runs each pair's two directions through the same :meth:`FedAgg._step`).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,11 +67,14 @@ from edgelearn.algorithms.bridge import (
     sample_bytes,
     upload_to_root,
 )
+from edgelearn.algorithms.comm import fault_stats
 from edgelearn.algorithms.distill import (
     BRIDGE_KEY,
     TEACHER_KEY,
+    LogitCache,
     leaf_loss,
     non_leaf_loss,
+    spare_cpu_core,
     teacher_logits,
 )
 from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig, TierModelsConfig
@@ -63,7 +90,9 @@ from edgelearn.models.autoencoder import (
     num_params,
     save_autoencoder,
 )
-from edgelearn.system import Tier, Topology
+from edgelearn.system import SystemModel, Tier, Topology
+from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers, screen_uploads
+from edgelearn.system.topology import ROOT_ID
 
 if TYPE_CHECKING:
     from edgelearn.config import RunConfig
@@ -104,6 +133,8 @@ AUTOENCODER_SEED_PURPOSE = "fedagg_autoencoder"
 """Seed stream of the autoencoder's initialization and pre-training shuffles."""
 SEED_BOUND = 2**31
 """Integer seeds handed to torch/numpy stay below this."""
+LEAF_STEP_PASSES = 2
+"""A leaf step runs the model on the real and the bridge version of each sample (predicted device work)."""
 
 
 # ------------------------------------------------------------------------------------ per-node models
@@ -242,6 +273,16 @@ class FedAgg(Algorithm):
         """(direction, student, teacher) of every directional distillation of the latest round, in order."""
         self.wall: dict[str, float] = defaultdict(float)
         """Host wall seconds of the current round: teacher inference and student passes per tier."""
+        self._idle: frozenset[int] = frozenset()
+        """Devices sitting the current round out (unavailable or stragglers): :meth:`count` gives them 0."""
+        self._lost: frozenset[int] = frozenset()
+        """Devices whose upward logits are lost in the current round (:meth:`_step` drops their UP pair)."""
+        self._moved = 0
+        """Nodes re-parented by failover or failback in the current round."""
+        self.displaced: dict[int, int] = {}
+        """Node -> its home edge, for nodes moved away from a failed edge (module docstring)."""
+        self.holders: dict[int, set[int]] = {}
+        """Device -> the nodes holding its embeddings (set in :meth:`init`, grown by :meth:`migrate`)."""
 
     # ------------------------------------------------------------------------------------- init
     def init(self) -> None:
@@ -291,6 +332,8 @@ class FedAgg(Algorithm):
         picked = np.sort(rng.choice(n_test, size=m, replace=False))
         index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
         self.tier_test = (ctx.test_x[index], ctx.test_y[index])
+        self.holders = {int(d): set(topo.path_to_root(d)[1:]) for d in topo.devices}  # INIT sent them up
+        self.displaced = {}
 
     def _device_mix(self) -> dict[int, ModelConfig]:
         """Devices switched to ``device_mix.model``: a seeded share of all devices."""
@@ -338,8 +381,11 @@ class FedAgg(Algorithm):
         self._cache_version = topo.version
 
     def count(self, node: int) -> int:
-        """Samples (bridge samples) in ``node``'s subtree; a device's own sample count."""
+        """Samples (bridge samples) in ``node``'s subtree; a device's own sample count, 0 while it sits the
+        round out (so the schedules skip its pair; its ancestors keep the bridge samples they store)."""
         self._refresh()
+        if node in self._idle:
+            return 0
         return self._counts[int(node)]
 
     def ordinals(self, node: int) -> list[int]:
@@ -353,21 +399,86 @@ class FedAgg(Algorithm):
 
     # ----------------------------------------------------------------------------- primitives
     def _teach(self, teacher: int, ordinals: Sequence[int]) -> torch.Tensor:
-        """``teacher``'s logits on the bridges of ``ordinals``, large no-grad batches (callers charge it)."""
+        """``teacher``'s logits on the bridges of ``ordinals``, large no-grad batches (callers charge it).
+
+        A non-leaf teacher's logits are reused while its state is unchanged: an edge teaches the cloud at
+        the end of a round and its devices at the start of the next with the same model on the same rows,
+        and downward logits may have been computed ahead by :meth:`_prefetch_down`. Reuse returns exactly
+        what a fresh computation would (same rows, same batch size, eval mode).
+        """
         started = time.perf_counter()
-        bridges, _ = self.store.take(ordinals)
-        module = self.models.module(teacher)
         demo = self.cfg.demo_compat
-        logits = teacher_logits(
-            module,
-            bridges,
-            batch_size=self.cfg.batch_size if demo else self.cfg.teacher_batch_size,
-            train_mode=demo,
-        )
-        if demo:  # train-mode BatchNorm updated the teacher's running statistics: keep them
+        if demo:
+            bridges, _ = self.store.take(ordinals)
+            module = self.models.module(teacher)
+            logits = teacher_logits(module, bridges, batch_size=self.cfg.batch_size, train_mode=True)
+            # Train-mode BatchNorm updated the teacher's running statistics: keep them.
             self.models.states[teacher] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        else:
+            rows = self._rows(ordinals)
+            cache = self._logit_cache()
+            state = self.models.states[teacher]
+            hit = cache.lookup(teacher, state, rows)
+            if hit is not None:
+                logits, background = hit
+                self.wall["teacher_background"] += background
+            else:
+                bridges, _ = self.store.take(rows)
+                logits = teacher_logits(
+                    self.models.module(teacher), bridges, batch_size=self.cfg.teacher_batch_size
+                )
+                if not self.is_leaf(teacher):  # a device always trains before it teaches again
+                    cache.store(teacher, state, rows, logits)
         self.wall["teacher"] += time.perf_counter() - started
         return logits
+
+    def _rows(self, ordinals: Sequence[int]) -> tuple[int, ...]:
+        """The device ordinals that hold samples, in order: the key of a set of bridge rows."""
+        return tuple(int(k) for k in ordinals if self.store.count(int(k)) > 0)
+
+    def _logit_cache(self) -> LogitCache:
+        """This run's :class:`LogitCache` (built on first use; background prefetch only where it can help)."""
+        cache: LogitCache | None = getattr(self, "_logits", None)
+        if cache is None:
+            cfg = self.cfg
+            background = (
+                cfg.schedule == "parallel" and not cfg.demo_compat and spare_cpu_core(self.ctx.device)
+            )
+            cache = LogitCache(batch_size=cfg.teacher_batch_size, background=background)
+            self._logits = cache
+        return cache
+
+    def _prefetch_down(self, current: Sequence[tuple[int, int]]) -> None:
+        """Start the downward logits of every level above ``current`` in a background thread.
+
+        In the parallel schedule a parent trains only after it has taught its own children, so the teachers
+        of the upper levels still hold their round-start models while the lower levels train: their logits
+        (the cloud's on every bridge sample, the largest inference of a round) can be computed beside that
+        training. :meth:`_teach` uses them only if the teacher's state and rows are still the same.
+        """
+        cache = self._logit_cache()
+        if not cache.background or not current:
+            return
+        depth = self.ctx.topology.depth
+        top = min(depth(p) for p, _ in current)
+        for pairs in self.levels():
+            by_parent: dict[int, list[int]] = defaultdict(list)
+            for parent, child in pairs:
+                if depth(parent) < top:
+                    by_parent[parent].append(child)
+            for parent, children in by_parent.items():
+                rows = self._rows([k for c in children for k in self.ordinals(c)])
+                if not rows:
+                    continue
+                arch = self.models.arch(parent)
+                cache.prefetch(
+                    parent,
+                    self.models.states[parent],
+                    rows,
+                    arch.key,
+                    lambda parent=parent: self.models.module(parent),
+                    lambda rows=rows: self.store.take(rows)[0],
+                )
 
     def _leaf_data(self, node: int, logits: torch.Tensor) -> ClientData:
         """A device's real samples with their aligned bridge samples and the teacher's logits on them."""
@@ -424,6 +535,7 @@ class FedAgg(Algorithm):
             assert result.client_states is not None
             for n, state in zip(nodes, result.client_states):
                 self.models.states[n] = state
+            self._logit_cache().forget(nodes)  # their cached logits belong to the replaced states
             # A leaf step runs the model on the real and the bridge version of each sample.
             passes = 2 if leaf else 1
             ctx.system.compute(
@@ -435,6 +547,7 @@ class FedAgg(Algorithm):
     def _down(self, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
         """Downward KD for (parent, child) pairs at once: each parent infers once on all its listed children's
         subtrees, sends each child its logits, then all children train in parallel cohorts."""
+        self._prefetch_down(pairs)
         by_parent: dict[int, list[int]] = defaultdict(list)
         for parent, child in pairs:
             by_parent[parent].append(child)
@@ -515,34 +628,40 @@ class FedAgg(Algorithm):
             if not self.is_leaf(child):
                 self._sequential(child, round_, losses)
             for direction in (DOWN, UP):
-                step = self._down if direction == DOWN else self._up
-                for n, v in step([(node, child)], round_).items():
+                for n, v in self._step(direction, [(node, child)], round_).items():
                     losses[n].append(v)
 
     def run_round(self, round_: int) -> dict[str, Any]:
-        """Scheduled migrations, then one FEDAGG_TRAIN(root); returns losses and bytes per phase."""
+        """Scheduled migrations, edge failover/failback and device faults (module docstring), then one
+        FEDAGG_TRAIN(root); returns losses, bytes per phase and, with a fault model, the fault counters."""
         system = self.ctx.system
+        faults = system.faults
         system.begin_round(round_)
         self.wall.clear()
         self.trace.clear()
+        self._idle, self._lost, self._moved = frozenset(), frozenset(), 0
         for m in self.cfg.migrations:
             if m.round == round_:
-                self.migrate(self._node_id(m.node), self._node_id(m.new_parent))
+                node = self._node_id(m.node)
+                self.displaced.pop(node, None)  # an explicit move makes the new parent its home
+                self.migrate(node, self._node_id(m.new_parent))
+        counts = self._apply_faults(round_) if faults.enabled else None
         losses: dict[int, list[float]] = defaultdict(list)
         if self.cfg.schedule == "sequential":
             self._sequential(0, round_, losses)
         else:
             for pairs in self.levels():
-                for step in (self._down, self._up):
-                    for n, v in step(pairs, round_).items():
+                for direction in (DOWN, UP):
+                    for n, v in self._step(direction, pairs, round_).items():
                         losses[n].append(v)
+        self._idle, self._lost = frozenset(), frozenset()
         system.end_round()
         totals = system.ledger.round_totals(round_)
         tier_loss: dict[str, list[float]] = defaultdict(list)
         topo = self.ctx.topology
         for n, vals in losses.items():
             tier_loss[topo.tier(n).value].extend(v for v in vals if np.isfinite(v))
-        return {
+        stats: dict[str, Any] = {
             "train_loss": float(np.mean(losses[0])) if losses.get(0) else float("nan"),
             "train_loss_by_tier": {t: float(np.mean(v)) if v else None for t, v in sorted(tier_loss.items())},
             "bytes_by_phase": {
@@ -552,6 +671,142 @@ class FedAgg(Algorithm):
             },
             "wall_s_by_part": dict(sorted(self.wall.items())),
         }
+        if counts is not None:
+            faults.record(round_, **counts)
+            stats.update(fault_stats(faults, round_))
+            stats["kept_previous_model"] = not losses.get(0)  # the cloud learns from live edges regardless
+            stats["reparented"] = self._moved
+        return stats
+
+    def _step(self, direction: int, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
+        """One directional step over ``pairs``; an upward step leaves out the children whose logits are lost
+        this round (charged: their inference and the lost upload) and skips parents left with none."""
+        if direction == DOWN:
+            return self._down(pairs, round_)
+        lost = [c for _, c in pairs if c in self._lost]
+        if lost:
+            self._charge_lost_logits(lost)
+        kept = [(p, c) for p, c in pairs if c not in self._lost]
+        return self._up(kept, round_) if kept else {}
+
+    # --------------------------------------------------------------------------------- faults
+    def _apply_faults(self, round_: int) -> dict[str, int]:
+        """Failback, failover, then which devices sit the round out or lose their upload; the round's
+        counters (system/faults.py ``COUNTERS``)."""
+        ctx, system = self.ctx, self.ctx.system
+        faults = system.faults
+        self._moved = self._failback(round_) + self._failover(round_)
+        devices = np.array(
+            [d for d in ctx.topology.devices if self.store.count(ctx.ordinal(d)) > 0], dtype=np.int64
+        )
+        available = faults.available(round_, devices)
+        reachable = faults.reachable(round_, devices)
+        active = devices[available & reachable]
+        samples = np.array([self.store.count(ctx.ordinal(int(d))) for d in active], dtype=np.float64)
+        per_sample = np.array(
+            [
+                LEAF_STEP_PASSES * info.flops_train + info.flops_forward
+                for info in (self.models.arch(int(d)).info for d in active)
+            ],
+            dtype=np.float64,
+        )
+        flops = samples * per_sample  # a leaf step on every sample, then teaching its parent
+        nbytes = np.asarray(logit_bytes(self.num_classes, samples), dtype=np.float64)
+        screen = screen_uploads(system, round_, active, flops, nbytes)
+        self._charge_stragglers(screen, flops, nbytes)
+        stragglers = screen.nodes[screen.straggler]
+        self._idle = frozenset(int(d) for d in devices[~(available & reachable)]) | frozenset(
+            int(d) for d in stragglers
+        )
+        self._lost = frozenset(int(d) for d in screen.nodes[screen.lost])
+        arrived = int(screen.arrived.sum())
+        return {
+            "dropped": int((~available).sum()),
+            "edge_down": int((available & ~reachable).sum()),
+            "straggled": len(stragglers),
+            "lost": len(self._lost),
+            "arrived": arrived,
+            "edges_failed": len(faults.failed_edges(round_)),
+            "empty": int(arrived == 0),
+        }
+
+    def _failback(self, round_: int) -> int:
+        """Displaced nodes whose home edge is reachable again move back under it; returns how many."""
+        faults = self.ctx.system.faults
+        moved = 0
+        for node, home in sorted(self.displaced.items()):
+            if bool(faults.reachable(round_, [home])[0]):
+                del self.displaced[node]
+                self.migrate(node, home)
+                moved += 1
+        return moved
+
+    def _failover(self, round_: int) -> int:
+        """Children of every failed edge (deepest first) move to :meth:`failover_target`; returns how many."""
+        topo = self.ctx.topology
+        failed = self.ctx.system.faults.failed_edges(round_)
+        down = set(failed)
+        moved = 0
+        for edge in sorted(failed, key=lambda e: (-topo.depth(e), e)):
+            for child in list(topo.children(edge)):
+                if child in down:
+                    continue  # a failed sub-edge was emptied first; it stays where it is
+                self.displaced.setdefault(child, edge)  # a node displaced twice keeps its first home
+                self.migrate(child, self.failover_target(edge, round_))
+                moved += 1
+        return moved
+
+    def failover_target(self, edge: int, round_: int) -> int:
+        """Where a child of failed ``edge`` goes in ``round_``: walking up from the edge's parent, the first
+        ancestor with a live edge child gives the live edge with the fewest devices (ties: lowest id); an
+        ancestor without one takes the child itself if it is reachable (the cloud always is)."""
+        topo = self.ctx.topology
+        faults = self.ctx.system.faults
+
+        def live(node: int) -> bool:
+            return bool(faults.reachable(round_, [node])[0])
+
+        for ancestor in topo.path_to_root(edge)[1:]:
+            edges = [c for c in topo.children(ancestor) if topo.tier(c) is Tier.EDGE and live(c)]
+            if edges:
+                return min(edges, key=lambda e: (len(topo.subtree_devices(e)), e))
+            if live(ancestor):
+                return ancestor
+        return ROOT_ID
+
+    def _charge_lost_logits(self, devices: Sequence[int]) -> None:
+        """Each device inferred its logits and sent them up, but they were lost: inference + full upload."""
+        system = self.ctx.system
+        nodes = np.asarray(devices, dtype=np.int64)
+        samples = np.array([self.count(int(d)) for d in nodes], dtype=np.float64)
+        forward = np.array([self.models.arch(int(d)).info.flops_forward for d in nodes], dtype=np.float64)
+        system.compute(nodes, samples * forward, phase=PHASE_TEACHER)
+        system.transmit(
+            nodes,
+            system.topology.parent_array[nodes],
+            np.asarray(logit_bytes(self.num_classes, samples), dtype=np.float64),
+            phase=PHASE_LOST_UPLOAD,
+        )
+
+    def _charge_stragglers(self, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray) -> None:
+        """Stragglers received their teacher's logits (its inference and the transfer are charged), then are
+        charged what they spent until the deadline (system/faults.py)."""
+        idx = np.flatnonzero(screen.straggler)
+        if not idx.size:
+            return
+        system = self.ctx.system
+        nodes = screen.nodes[idx]
+        parents = system.topology.parent_array[nodes]
+        samples = np.array([self.store.count(self.ctx.ordinal(int(d))) for d in nodes], dtype=np.float64)
+        forward = np.array([self.models.arch(int(p)).info.flops_forward for p in parents], dtype=np.float64)
+        system.compute(parents, samples * forward, phase=PHASE_TEACHER)
+        system.transmit(
+            parents,
+            nodes,
+            np.asarray(logit_bytes(self.num_classes, samples), dtype=np.float64),
+            phase=PHASE_LOGITS_DOWN,
+        )
+        charge_cut_and_lost(system, screen, flops, nbytes, lost=False)
 
     # ------------------------------------------------------------------------------ migration
     def _node_id(self, ref: int | str) -> int:
@@ -569,42 +824,54 @@ class FedAgg(Algorithm):
         return int(ref)
 
     def migrate(self, node: int, new_parent: int) -> dict[tuple[int, int], float]:
-        """Re-parent ``node`` (with its subtree) under ``new_parent`` (Theorem 1) and re-send its subtree's
-        embeddings + labels hop by hop along the new path, up to just below the lowest common ancestor of
-        the old and new position (that ancestor and every node above it already store them); each new
-        holder decodes them once. Moving a device between two edges costs one hop; moving it up to a node
-        that already holds its data costs nothing.
+        """Re-parent ``node`` (with its subtree) under ``new_parent`` (Theorem 1) and send each subtree
+        device's embeddings + labels hop by hop up the new path, to just below the first node that already
+        holds them; each new holder decodes them once. Holders keep what they received (at INIT a device's
+        ancestors, later the nodes migrations sent it to), so moving a device between two edges costs one hop
+        the first time, and moving it back, or up to a node that holds its data, costs nothing.
 
         Charged to the system's current round; returns the bytes per (child, parent) link.
         """
-        topo = self.ctx.topology
+        topo, system = self.ctx.topology, self.ctx.system
         old_path = topo.path_to_root(node)
-        self.ctx.system.reparent(node, new_parent)
-        if topo.path_to_root(node) == old_path:
-            return {}
+        system.reparent(node, new_parent)
         new_path = topo.path_to_root(node)
-        holders = set(old_path[1:])
-        stop = next(i for i, n in enumerate(new_path) if i > 0 and n in holders)
-        n_samples = self.count(node)
-        load = charge_paths(
-            self.ctx.system,
-            [(new_path[:stop], float(n_samples * self.bytes_per_sample))],
-            phase=PHASE_MIGRATE_EMBED,
-        )
-        receivers = new_path[1:stop]
-        if receivers and n_samples:
-            self.ctx.system.compute(receivers, float(self.dec_flops * n_samples), phase=PHASE_MIGRATE_DECODE)
+        if new_path == old_path:
+            return {}
+        flows: list[tuple[list[int], float]] = []
+        decoded: dict[int, int] = defaultdict(int)
+        for device in topo.subtree_devices(node):
+            held = self.holders[device]
+            stop = next(i for i, n in enumerate(new_path) if i > 0 and n in held)  # the cloud holds all
+            receivers = new_path[1:stop]
+            held.update(receivers)
+            samples = self.store.count(self.ctx.ordinal(device))
+            if receivers and samples:
+                flows.append((new_path[:stop], float(samples * self.bytes_per_sample)))
+                for r in receivers:
+                    decoded[r] += samples
+        load = charge_paths(system, flows, phase=PHASE_MIGRATE_EMBED)
+        if decoded:
+            work = [float(self.dec_flops * k) for k in decoded.values()]
+            system.compute(list(decoded), work, phase=PHASE_MIGRATE_DECODE)
         return load
 
     # -------------------------------------------------------------------------- checkpointing
     def state_dict(self) -> dict[str, Any]:
-        """Every node's model state (the autoencoder and bridge samples are rebuilt by ``init``)."""
-        return {"node_states": dict(self.models.states)}  # states are replaced, never mutated in place
+        """Every node's model state, the tree's current parentage, the displaced nodes with their homes and
+        who holds which device's embeddings (the autoencoder and bridge samples are rebuilt by ``init``)."""
+        return {
+            "node_states": dict(self.models.states),  # states are replaced, never mutated in place
+            "parents": np.array(self.ctx.topology.parent_array, dtype=np.int64),
+            "displaced": _pairs(sorted(self.displaced.items())),
+            "holders": _pairs((d, n) for d, held in sorted(self.holders.items()) for n in sorted(held)),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output after :meth:`init` (same tree and models)."""
+        """Restore :meth:`state_dict` output after :meth:`init` (same tree and models); the parentage,
+        displaced nodes and holders are optional (checkpoints written before edge failover lack them)."""
         saved = state.get("node_states")
-        if not isinstance(saved, dict) or set(saved) != set(self.models.states):
+        if not isinstance(saved, dict) or {int(n) for n in saved} != set(self.models.states):
             raise DataError(
                 "FedAgg checkpoint: its node states do not match this run's nodes",
                 hint="resume with the config the checkpoint was written by",
@@ -613,7 +880,34 @@ class FedAgg(Algorithm):
         self.models.states = {
             int(n): {k: v.to(device, copy=True) for k, v in s.items()} for n, s in saved.items()
         }
+        if state.get("parents") is not None:
+            self._restore_parents(np.asarray(state["parents"], dtype=np.int64))
+        if state.get("displaced") is not None:
+            self.displaced = {n: h for n, h in _unpairs(state["displaced"], "displaced")}
+        if state.get("holders") is not None:
+            self.holders = {int(d): set() for d in self.ctx.topology.devices}
+            for d, n in _unpairs(state["holders"], "holders"):
+                if d not in self.holders:
+                    raise DataError(f"FedAgg checkpoint: holders name node {d}, not a device")
+                self.holders[d].add(n)
         self._cache_version = -1
+
+    def _restore_parents(self, parents: np.ndarray) -> None:
+        """Adopt a saved parent per node (-1 for the cloud) into this run's tree."""
+        topo = self.ctx.topology
+        if parents.shape != (topo.num_nodes,):
+            raise DataError(
+                f"FedAgg checkpoint: {parents.shape} parents for a tree of {topo.num_nodes} nodes",
+                hint="resume with the config the checkpoint was written by",
+            )
+        if np.array_equal(parents, topo.parent_array):
+            return
+        tree = topo.to_dict()
+        for entry in tree["nodes"]:
+            parent = int(parents[entry["id"]])
+            entry["parent"] = None if parent < 0 else parent
+        topo.load_dict(tree)
+        self.ctx.system.channel.refresh()
 
     # -------------------------------------------------------------------------------- metrics
     def delivered_state(self) -> StateDict:
@@ -631,6 +925,7 @@ class FedAgg(Algorithm):
                 arch.name, {"params": arch.info.params, "param_bytes": arch.info.param_bytes, "nodes": 0}
             )
             info["nodes"] += 1
+        faults = self.ctx.system.faults
         return {
             "models_by_tier": tiers,
             "bridge": {
@@ -638,6 +933,7 @@ class FedAgg(Algorithm):
                 "bytes_per_sample": self.bytes_per_sample,
                 "autoencoder_params": num_params(self.autoencoder),
             },
+            **({"faults": faults.totals()} if faults.enabled else {}),
         }
 
     def _accuracy(self, node: int, full: bool = False) -> tuple[float, float]:
@@ -662,6 +958,40 @@ class FedAgg(Algorithm):
                 "device": float(np.mean(dev_acc)) if dev_acc else None,
             },
         }
+
+
+# ------------------------------------------------------------------------------------ fault helpers
+def charge_cut_and_lost(
+    system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray, *, lost: bool = True
+) -> None:
+    """:func:`charge_stragglers` and (with ``lost``) :func:`charge_lost` for uploads whose size differs per
+    device (``nbytes`` aligned with ``screen.nodes``): logits or features of each device's own samples."""
+    sizes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), screen.nodes.shape)
+    work = np.broadcast_to(np.asarray(flops, dtype=np.float64), screen.nodes.shape)
+    for i in np.flatnonzero(screen.straggler):
+        one = slice(int(i), int(i) + 1)
+        single = UploadScreen(
+            screen.nodes[one], screen.compute_s[one], screen.upload_s[one], screen.deadline_s,
+            screen.straggler[one], screen.lost[one],
+        )  # fmt: skip
+        charge_stragglers(system, single, work[one], float(sizes[i]))
+    if lost and screen.lost.any():
+        nodes = screen.nodes[screen.lost]
+        parents = system.topology.parent_array[nodes]
+        system.transmit(nodes, parents, sizes[screen.lost], phase=PHASE_LOST_UPLOAD)
+
+
+def _pairs(items: Iterable[tuple[int, int]]) -> np.ndarray:
+    """Integer pairs as an (n, 2) int64 array (checkpoint-friendly)."""
+    return np.array([(int(a), int(b)) for a, b in items], dtype=np.int64).reshape(-1, 2)
+
+
+def _unpairs(table: Any, what: str) -> list[tuple[int, int]]:
+    """Inverse of :func:`_pairs`; a malformed table is a DataError naming ``what``."""
+    arr = np.asarray(table)
+    if arr.ndim != 2 or arr.shape[1] != 2 or arr.dtype.kind not in "iu":
+        raise DataError(f"FedAgg checkpoint: {what} is not an (n, 2) integer table", hint="it is corrupt")
+    return [(int(a), int(b)) for a, b in arr]
 
 
 # ------------------------------------------------------------------------------- autoencoder files

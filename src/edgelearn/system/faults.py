@@ -28,9 +28,9 @@ nothing; relays above it forward nothing for it.
 
 **Edge outages.** While an edge server is down its subtree cannot reach the cloud: HierFAVG's devices under
 it sit out and its model is not aggregated; FedAvg's relays through it fail, so its devices sit out too.
-:meth:`FaultModel.failed_edges` is the hook other algorithms query: FedAgg re-parents a failed edge's devices to
-the least-loaded live sibling edge and moves them back when it returns; FedGKT, FedDKC and DemLearn let them
-sit out, as HierFAVG does.
+:meth:`FaultModel.failed_edges` is the hook other algorithms query: FedAgg re-parents a failed edge's devices
+to the least-loaded live sibling edge and moves them back when it returns; FedGKT, FedDKC and DemLearn let
+them sit out, as HierFAVG does.
 """
 
 from __future__ import annotations
