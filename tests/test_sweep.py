@@ -122,3 +122,21 @@ def test_check_suite_names_the_bad_cell(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="experiment lr-sweep, cell lr=-1"):
         check_suite(write_suite(tmp_path, axes={"algorithm.local.lr": [-1]}))
+
+
+def test_cases_bundle_overrides_into_one_axis(tmp_path: Path) -> None:
+    from edgelearn.sweep import ExperimentSpec
+
+    exp = ExperimentSpec(
+        name="m",
+        base="x.yaml",
+        set=["seed=1"],
+        cases={"a": {"algorithm.name": "fedavg"}, "b": {"algorithm.name": "hierfavg", "model.name": "mlp"}},
+        axes={"partition.alpha": [1.0]},
+    )
+    grid = exp.run_cells()
+    assert grid == [{"case": "a", "partition.alpha": 1.0}, {"case": "b", "partition.alpha": 1.0}]
+    assert exp.overrides(grid[1]) == [
+        "seed=1", "algorithm.name=hierfavg", "model.name=mlp", "partition.alpha=1.0"
+    ]
+    assert cell_slug(grid[1]) == "case=b_alpha=1.0"

@@ -28,6 +28,8 @@ from edgelearn.report.io import read_metrics, read_summary, write_json_atomic
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
+CASE_AXIS = "case"
+"""Name of the axis that ``cases`` adds."""
 SLUG_MAX = 80
 """Longest run-directory name built from a cell's axis values (longer ones are truncated)."""
 
@@ -60,6 +62,7 @@ class QuickSpec(BaseModel):
     seeds: list[int] | None = None
     set: list[str] | None = None
     axes: dict[str, list[Any]] | None = None
+    cases: dict[str, dict[str, Any]] | None = None
 
 
 class ExperimentSpec(BaseModel):
@@ -73,6 +76,11 @@ class ExperimentSpec(BaseModel):
     seeds: list[int] = [0]
     set: list[str] = Field([], description="overrides applied to every run (key=value)")
     axes: dict[str, list[Any]] = Field({}, description="config key -> values; runs cover the product")
+    cases: dict[str, dict[str, Any]] = Field(
+        {},
+        description="named bundles of overrides (label -> {key: value}), an extra first axis `case`: for "
+        "settings that change together, e.g. a method and the model the paper pairs it with",
+    )
     metrics: list[str] = Field(
         ["final_accuracy"], description="run metrics aggregated per cell (see RUN_METRICS / dotted keys)"
     )
@@ -81,6 +89,21 @@ class ExperimentSpec(BaseModel):
         {"M": 24, "N": 20}, description="landscape kind: log-spaced points on the M and N axes"
     )
     quick: QuickSpec = QuickSpec()
+
+    def run_cells(self) -> list[dict[str, Any]]:
+        """Every cell: the case label (when ``cases`` is set) and the axes' values."""
+        axes = {CASE_AXIS: list(self.cases), **self.axes} if self.cases else self.axes
+        return cells(axes)
+
+    def overrides(self, cell: Mapping[str, Any]) -> list[str]:
+        """``--set`` strings of a cell: the common ones, the case's bundle, then the axes' values."""
+        out = list(self.set)
+        for key, value in cell.items():
+            if key == CASE_AXIS and self.cases:
+                out += [_override(k, v) for k, v in self.cases[value].items()]
+            else:
+                out.append(_override(key, value))
+        return out
 
     def resolved(self, quick: bool) -> ExperimentSpec:
         """This experiment, with the ``quick`` replacements applied when asked."""
@@ -225,8 +248,8 @@ def run_experiment(
         from edgelearn.algorithms.two_stage import landscape_report
 
         results: dict[str, Any] = {"experiment": exp.name, "kind": exp.kind, "cells": []}
-        for cell in cells(exp.axes):
-            overrides = [*exp.set, *(_override(k, v) for k, v in cell.items()), f"seed={exp.seeds[0]}"]
+        for cell in exp.run_cells():
+            overrides = [*exp.overrides(cell), f"seed={exp.seeds[0]}"]
             log(f"{exp.name}: landscape {cell_slug(cell)}")
             land = landscape_report(base, overrides, exp.grid.get("M", 24), exp.grid.get("N", 20))
             results["cells"].append({"cell": cell, "slug": cell_slug(cell), **land})
@@ -234,14 +257,14 @@ def run_experiment(
         _plots(exp, out, results)
         return results
     rows: list[dict[str, Any]] = []
-    grid = cells(exp.axes)
+    grid = exp.run_cells()
     total = len(grid) * len(exp.seeds)
     done = 0
     for cell in grid:
         slug = cell_slug(cell)
         for seed in exp.seeds:
             run_dir = out / f"{slug}-s{seed}"
-            overrides = [*exp.set, *(_override(k, v) for k, v in cell.items()), f"seed={seed}"]
+            overrides = [*exp.overrides(cell), f"seed={seed}"]
             done += 1
             log(f"{exp.name} [{done}/{total}] {run_dir.name}")
             _run_one(base, overrides, run_dir, progress)
@@ -352,8 +375,8 @@ def check_suite(path: str | Path, *, quick: bool = False) -> int:
     for exp in load_suite(file).experiments:
         resolved = exp.resolved(quick)
         base = (file.parent / resolved.base).resolve()
-        for cell in cells(resolved.axes):
-            overrides = [*resolved.set, *(_override(k, v) for k, v in cell.items())]
+        for cell in resolved.run_cells():
+            overrides = resolved.overrides(cell)
             try:
                 load_config(base, overrides)
             except ConfigError as exc:
