@@ -141,6 +141,26 @@ def affine_parts(
     return AffineParts(offset, w_pre, w_ft)
 
 
+def _check_condition_number(form: str, value: float) -> None:
+    if not math.isfinite(value) or value < 1:
+        raise ConfigError(f"bound {form}: condition_number={value!r}; need a finite number >= 1 (mu <= L)")
+
+
+def _pl_mu(c: BoundConstants, condition_number: float) -> float:
+    """The PL constant: the measured ``c.mu`` when there is one, else L / condition_number."""
+    return c.mu if c.mu else c.L / condition_number
+
+
+def _pl_steps(
+    c: BoundConstants, mu: float, steps: int, eta: float, sigma2: float, inv_batch_sum: float, start: float
+) -> tuple[float, float]:
+    """``steps`` SGD steps contracting a loss gap under PL, with equal batches: (gap, rho^steps), gap =
+    rho^steps start + (1 - rho^steps) L eta sigma^2 S / (2 mu steps), rho = 1 - mu eta (forms B, D, E)."""
+    decay = min(max(1.0 - mu * eta, 0.0), 1.0) ** steps
+    noise = (1.0 - decay) * c.L * eta * sigma2 * inv_batch_sum / (2.0 * mu * steps)
+    return decay * start + noise, decay
+
+
 @dataclass(frozen=True)
 class StepWeightedBound:
     """Form A (spec §4.2, the default): step-weighted average of ||grad F||^2 over all M + N rounds,
@@ -192,10 +212,7 @@ class FineTuneGapBound:
     name: str = "B"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.condition_number) or self.condition_number < 1:
-            raise ConfigError(
-                f"bound B: condition_number={self.condition_number!r}; need a finite number >= 1 (mu <= L)"
-            )
+        _check_condition_number("B", self.condition_number)
 
     def value(
         self,
@@ -211,13 +228,9 @@ class FineTuneGapBound:
         c = constants
         gap = c.Delta
         if M > 0:
-            mu = c.mu if c.mu else c.L / self.condition_number
-            rho = min(max(1.0 - mu * eta_pre, 0.0), 1.0)
-            decay = rho**M
-            per_round = eta_pre * c.delta**2 / 2.0 + c.L * eta_pre**2 * c.sigma2_general * (
-                inv_batch_pre_sum / (2.0 * M)
-            )
-            gap = decay * c.Delta + (1.0 - decay) / (mu * eta_pre) * per_round
+            mu = _pl_mu(c, self.condition_number)
+            gap, decay = _pl_steps(c, mu, M, eta_pre, c.sigma2_general, inv_batch_pre_sum, c.Delta)
+            gap += (1.0 - decay) * c.delta**2 / (2.0 * mu)  # the shift's drift, (1 - rho^M) delta^2 / (2 mu)
         if N <= 0:
             return 2.0 * c.L * gap if M > 0 else math.inf
         return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
@@ -279,7 +292,7 @@ class WarmStartBound:
     mu is ``constants.mu`` when measured (see planning.constants.pl_constant), else L / condition_number.
     Unlike A (the shift charged on every pre-training step) and C (charged once, but pre-training rounds
     count as progress on the task), D lets pre-training help only as far as the general and task losses
-    agree, so as the shift grows the optimal M shrinks smoothly until fine-tuning alone wins (4 eps ~ Delta).
+    agree: the larger the loss gap, the less pre-training pays, and none does once 4 eps reaches ~Delta.
     Needs ``BoundConstants.loss_gap``.
     """
 
@@ -287,10 +300,7 @@ class WarmStartBound:
     name: str = "D"
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.condition_number) or self.condition_number < 1:
-            raise ConfigError(
-                f"bound D: condition_number={self.condition_number!r}; need a finite number >= 1 (mu <= L)"
-            )
+        _check_condition_number("D", self.condition_number)
 
     def value(
         self,
@@ -311,11 +321,10 @@ class WarmStartBound:
             )
         gap = c.Delta
         if M > 0:
-            mu = c.mu if c.mu else c.L / self.condition_number
-            rho = min(max(1.0 - mu * eta_pre, 0.0), 1.0)
-            decay = rho**M
-            noise = (1.0 - decay) * c.L * eta_pre * c.sigma2_general * inv_batch_pre_sum / (2.0 * mu * M)
-            gap = decay * (c.Delta + 2.0 * c.loss_gap) + noise + 2.0 * c.loss_gap
+            mu = _pl_mu(c, self.condition_number)
+            start = c.Delta + 2.0 * c.loss_gap
+            gap, _ = _pl_steps(c, mu, M, eta_pre, c.sigma2_general, inv_batch_pre_sum, start)
+            gap += 2.0 * c.loss_gap
         if N <= 0:
             return 2.0 * c.L * gap if M > 0 else math.inf
         return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
@@ -337,7 +346,7 @@ class LastIterateBound:
     name: str = "E"
 
     def __post_init__(self) -> None:
-        WarmStartBound(self.condition_number)  # the same check of condition_number
+        _check_condition_number("E", self.condition_number)
 
     def value(
         self,
@@ -358,11 +367,8 @@ class LastIterateBound:
         gap = warm.value(M, 0, inv_batch_pre_sum, 0.0, c, eta_pre, eta_ft) / (2.0 * c.L) if M > 0 else c.Delta
         if N <= 0:
             return gap
-        mu = c.mu if c.mu else c.L / self.condition_number
-        rho = min(max(1.0 - mu * eta_ft, 0.0), 1.0)
-        decay = rho**N
-        noise = (1.0 - decay) * c.L * eta_ft * c.sigma2_task * inv_batch_ft_sum / (2.0 * mu * N)
-        return decay * gap + noise
+        mu = _pl_mu(c, self.condition_number)
+        return _pl_steps(c, mu, N, eta_ft, c.sigma2_task, inv_batch_ft_sum, gap)[0]
 
 
 BOUND_FORMS: dict[str, type] = {
