@@ -18,11 +18,10 @@ from edgelearn.algorithms.feddkc import (
     TARGET_KEY,
     FedDKC,
     FedDKCConfig,
-    ce_kd_targets_loss,
     kd_to_targets,
     kkr_refine,
 )
-from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER
+from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER, ce_kd_loss
 from edgelearn.config import build_config
 from edgelearn.errors import ConfigError
 from edgelearn.runner import build_context
@@ -119,7 +118,7 @@ def test_kd_to_targets_matches_hand_computed_values() -> None:
     got = kd_to_targets(student, targets, T=2.0)
     assert torch.allclose(got, torch.tensor([4 * kl_1, 4 * kl_2]), atol=1e-6)
     batch = {"x": student, "y": torch.tensor([1, 0]), TARGET_KEY: targets}
-    loss = ce_kd_targets_loss(2.0, 0.5, 2.0)(lambda x: x, batch)
+    loss = ce_kd_loss(2.0, 0.5, 2.0, kd=kd_to_targets, key=TARGET_KEY)(lambda x: x, batch)
     assert torch.allclose(loss, 2.0 * math.log(3.0) + 0.5 * got, atol=1e-6)
 
 

@@ -74,7 +74,7 @@ from edgelearn.algorithms.fedgkt import SERVER, bytes_by_phase, pick_eval_device
 from edgelearn.config import DemLearnConfig
 from edgelearn.engine import Cohort, LocalSpec, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
-from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads
+from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads, screened_counts
 
 log = logging.getLogger(__name__)
 
@@ -361,16 +361,7 @@ class DemLearn(Algorithm):
             "bytes_by_phase": bytes_by_phase(system, round_),
         }
         if faults.enabled:
-            faults.record(
-                round_,
-                dropped=int((~available).sum()),
-                edge_down=int((available & ~reachable).sum()),
-                straggled=int(screen.straggler.sum()),
-                lost=int(screen.lost.sum()),
-                arrived=len(arrived),
-                edges_failed=len(faults.failed_edges(round_)),
-                empty=int(not arrived),
-            )
+            faults.record(round_, **screened_counts(faults, round_, available, reachable, screen))
             stats.update(fault_stats(faults, round_))
         return stats
 

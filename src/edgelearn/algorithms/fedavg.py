@@ -15,7 +15,13 @@ import numpy as np
 from edgelearn.algorithms.base import Algorithm, local_spec
 from edgelearn.algorithms.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
 from edgelearn.engine import StateDict
-from edgelearn.system.faults import FaultModel, charge_lost, charge_stragglers, screen_uploads
+from edgelearn.system.faults import (
+    FaultModel,
+    charge_lost,
+    charge_stragglers,
+    screen_uploads,
+    screened_counts,
+)
 
 ARRIVED_GROUP = 0
 LOST_GROUP = 1
@@ -81,16 +87,7 @@ class FedAvg(Algorithm):
         system.end_round()
         stats: dict[str, Any] = {"train_loss": loss, "participants": int(len(chosen))}
         if faults.enabled:
-            faults.record(
-                round_,
-                dropped=int((~available).sum()),
-                edge_down=int((available & ~reachable).sum()),
-                straggled=int(screen.straggler.sum()),
-                lost=int(screen.lost.sum()),
-                arrived=len(arrived),
-                edges_failed=len(faults.failed_edges(round_)),
-                empty=int(len(arrived) == 0),
-            )
+            faults.record(round_, **screened_counts(faults, round_, available, reachable, screen))
             stats.update(fault_stats(faults, round_))
         return stats
 

@@ -23,13 +23,11 @@ charged as FLOPs (the ledger counts matrix products and convolutions).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-
 import torch
 import torch.nn.functional as F
 
 from edgelearn.algorithms.distill import KD_EPS
-from edgelearn.algorithms.fedgkt import FedGKT
+from edgelearn.algorithms.fedgkt import FedGKT, ce_kd_loss
 from edgelearn.config import FedDKCConfig
 from edgelearn.engine import ClientData, LossFn
 from edgelearn.errors import ConfigError
@@ -72,19 +70,6 @@ def kd_to_targets(student_logits: torch.Tensor, targets: torch.Tensor, T: float)
     return (T * T) * (torch.special.xlogy(t, t) - t * log_q).sum(dim=1)
 
 
-def ce_kd_targets_loss(ce_weight: float, kd_weight: float, T: float) -> LossFn:
-    """Per-sample ``ce_weight * CE(s, y) + kd_weight * KD_T(s -> target)``, targets under ``target``."""
-
-    def loss(
-        apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
-    ) -> torch.Tensor:
-        logits = apply(batch["x"])
-        ce = F.cross_entropy(logits, batch["y"], reduction="none")
-        return ce_weight * ce + kd_weight * kd_to_targets(logits, batch[TARGET_KEY], T)
-
-    return loss
-
-
 class FedDKC(FedGKT):
     """FedGKT whose server distils KKR-refined client knowledge (module docstring)."""
 
@@ -107,4 +92,4 @@ class FedDKC(FedGKT):
     def server_loss(self) -> LossFn:
         """``CE + beta * KD`` (or FedML's swapped weights) against the refined targets."""
         ce_w, kd_w = self.server_weights()
-        return ce_kd_targets_loss(ce_w, kd_w, self.cfg.T)
+        return ce_kd_loss(ce_w, kd_w, self.cfg.T, kd=kd_to_targets, key=TARGET_KEY)

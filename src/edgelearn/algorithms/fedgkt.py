@@ -64,13 +64,21 @@ from edgelearn.algorithms.fedagg import (
     resolve_tier_models,
 )
 from edgelearn.config import FedGKTConfig, Section
-from edgelearn.engine import ClientData, Cohort, LocalSpec, LossFn, StateDict
+from edgelearn.engine import (
+    ClientData,
+    Cohort,
+    LocalSpec,
+    LossFn,
+    StateDict,
+    evaluate_state,
+    prediction_totals,
+)
 from edgelearn.engine import cross_entropy_loss as _ce_loss
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import MLP, ConvNet, ResNet, SmallCNN, build_model
 from edgelearn.models.flops import MEASURE_DEVICE
 from edgelearn.system import SystemModel
-from edgelearn.system.faults import UploadScreen, screen_uploads
+from edgelearn.system.faults import UploadScreen, screen_uploads, screened_counts
 
 # ========================================= end of the config block ==========================================
 
@@ -156,15 +164,22 @@ def seeded_states(
 
 
 # ------------------------------------------------------------------------------------------- losses
-def ce_kd_loss(ce_weight: float, kd_weight: float, T: float) -> LossFn:
-    """Per-sample ``ce_weight * CE(s, y) + kd_weight * KD_T(s, z)``, ``z`` the batch's ``teacher`` logits."""
+def ce_kd_loss(
+    ce_weight: float,
+    kd_weight: float,
+    T: float,
+    kd: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = kd_per_sample,
+    key: str = TEACHER_KEY,
+) -> LossFn:
+    """Per-sample ``ce_weight * CE(s, y) + kd_weight * kd(s, batch[key], T)``: by default KD_T towards the
+    batch's ``teacher`` logits (FedDKC passes its refined target probabilities instead)."""
 
     def loss(
         apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
     ) -> torch.Tensor:
         logits = apply(batch["x"])
         ce = F.cross_entropy(logits, batch["y"], reduction="none")
-        return ce_weight * ce + kd_weight * kd_per_sample(logits, batch[TEACHER_KEY], T)
+        return ce_weight * ce + kd_weight * kd(logits, batch[key], T)
 
     return loss
 
@@ -220,20 +235,6 @@ def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tupl
     picked = np.sort(ctx.seeds.rng(purpose, TIER_TEST_STREAM).choice(n_test, size=m, replace=False))
     index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
     return ctx.test_x[index], ctx.test_y[index]
-
-
-@torch.no_grad()
-def accuracy_of(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[int, float]:
-    """(correct predictions, summed cross-entropy) of ``module`` in eval mode on (x, y)."""
-    module.eval()
-    correct = torch.zeros((), dtype=torch.int64, device=y.device)
-    loss = torch.zeros((), dtype=torch.float64, device=y.device)
-    for i in range(0, len(y), batch_size):
-        logits = module(x[i : i + batch_size])
-        target = y[i : i + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum").to(torch.float64)
-        correct += (logits.argmax(dim=1) == target).sum()
-    return int(correct), float(loss)
 
 
 # ---------------------------------------------------------------------------------------- algorithm
@@ -391,16 +392,7 @@ class FedGKT(Algorithm):
         flops = sizes * (self.cfg.client_epochs * float(info.flops_train) + float(info.flops_forward))
         nbytes = sizes * self.up_bytes_per_sample
         screen = screen_uploads(ctx.system, round_, active, flops, nbytes)
-        counts = {
-            "dropped": int((~available).sum()),
-            "edge_down": int((available & ~reachable).sum()),
-            "straggled": int(screen.straggler.sum()),
-            "lost": int(screen.lost.sum()),
-            "arrived": int(screen.arrived.sum()),
-            "edges_failed": len(faults.failed_edges(round_)),
-            "empty": int(not screen.arrived.any()),
-        }
-        return counts, screen, flops, nbytes
+        return screened_counts(faults, round_, available, reachable, screen), screen, flops, nbytes
 
     def run_round(self, round_: int) -> dict[str, Any]:
         """Client training, upload of features + logits + labels, server training, logits back down; under
@@ -507,13 +499,13 @@ class FedGKT(Algorithm):
                 continue
             index = torch.as_tensor(share, dtype=torch.long, device=ctx.test_y.device)
             feats, _ = self.extract(d, ctx.test_x[index])
-            c, s = accuracy_of(self.models.module(SERVER), feats, ctx.test_y[index], batch)
+            c, s = prediction_totals(self.models.module(SERVER), feats, ctx.test_y[index], batch)
             correct, loss = correct + c, loss + s
         n = max(1, len(ctx.test_y))
         acc = correct / n
         x, y = self.tier_test
         dev_acc = [
-            accuracy_of(self.models.module(d), x, y, batch)[0] / max(1, len(y)) for d in self.eval_devices
+            evaluate_state(self.models.module(d), None, x, y, batch)[0] for d in self.eval_devices
         ]
         return {
             "accuracy": acc,

@@ -3,7 +3,7 @@
 from edgelearn.engine.batches import batch_schedule
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec, LossFn, cross_entropy_loss
 from edgelearn.engine.device import resolve_device
-from edgelearn.engine.evaluate import evaluate_state
+from edgelearn.engine.evaluate import evaluate_state, prediction_totals
 from edgelearn.engine.executor import Executor, make_executor
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean, average_states, clone_state
@@ -23,6 +23,7 @@ __all__ = [
     "batch_schedule",
     "clone_state",
     "evaluate_state",
+    "prediction_totals",
     "make_executor",
     "resolve_device",
 ]

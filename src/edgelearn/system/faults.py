@@ -414,6 +414,23 @@ def screen_uploads(
     return UploadScreen(ids, compute_s, upload_s, deadline, straggler, lost)
 
 
+def screened_counts(
+    faults: FaultModel, round_: int, available: np.ndarray, reachable: np.ndarray, screen: UploadScreen
+) -> dict[str, int]:
+    """The round's counters (``COUNTERS``) when one screen decided it: who was unavailable, cut off by a
+    failed edge, straggled, lost its upload or arrived, and whether nothing arrived."""
+    arrived = int(screen.arrived.sum())
+    return {
+        "dropped": int((~available).sum()),
+        "edge_down": int((available & ~reachable).sum()),
+        "straggled": int(screen.straggler.sum()),
+        "lost": int(screen.lost.sum()),
+        "arrived": arrived,
+        "edges_failed": len(faults.failed_edges(round_)),
+        "empty": int(arrived == 0),
+    }
+
+
 def charge_stragglers(system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: float) -> None:
     """Charge each straggler what it spends until the deadline (module doc), on its own link to its parent."""
     idx = np.flatnonzero(screen.straggler)
@@ -451,4 +468,5 @@ __all__ = [
     "charge_lost",
     "charge_stragglers",
     "screen_uploads",
+    "screened_counts",
 ]
