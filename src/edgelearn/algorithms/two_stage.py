@@ -94,6 +94,11 @@ class TwoStage(Algorithm):
         ctx = self.ctx
         ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, ctx.topology, ctx.seeds))
         self.over_budget_round: int | None = None
+        costs = self.plan.predict(self.problem)
+        self._round_costs = (  # planned (energy, delay) of each fine-tuning round, for the budget check
+            np.broadcast_to(costs.round_energy_ft_j, (self.plan.N,)),
+            np.broadcast_to(costs.round_delay_ft_s, (self.plan.N,)),
+        )
 
     def make_plan(self, scheme: str) -> Any:
         """Solve the planning problem for ``scheme`` ("optimized" or a baseline); needs :meth:`setup`."""
@@ -127,7 +132,7 @@ class TwoStage(Algorithm):
 
     def setup(self) -> None:
         """Everything before planning: server, general data, initial model, bound constants, the problem."""
-        from edgelearn.planning import TwoStageProblem, estimate_constants
+        from edgelearn.planning import TwoStageProblem
 
         ctx = self.ctx
         if ctx.cfg.channel.include_downlink:
@@ -155,21 +160,17 @@ class TwoStage(Algorithm):
         task_x = torch.cat([d.x for d in ctx.client_data])
         task_y = torch.cat([d.y for d in ctx.client_data])
         self.task_sample = self._subsample(task_x, task_y)
-        self.constants = self._cached_constants(
-            lambda: self._estimate_constants(model, (task_x, task_y), estimate_constants)
-        )
+        self.constants = self._cached_constants(lambda: self._estimate_constants(model, (task_x, task_y)))
         self.problem = self._problem(TwoStageProblem, self.constants)
 
-    def _estimate_constants(self, model: Any, task: tuple[torch.Tensor, torch.Tensor], estimate: Any) -> Any:
+    def _estimate_constants(self, model: Any, task: tuple[torch.Tensor, torch.Tensor]) -> Any:
         """Bound constants at the initial model and along a pilot pre-training on the general data."""
-        from dataclasses import replace as with_field
-
-        from edgelearn.planning.constants import pilot_run, pl_constant
+        from edgelearn.planning.constants import estimate_constants, pilot_run, pl_constant
 
         cfg = self.cfg
         general = (self.general.x, self.general.y)
         if not cfg.pilot_steps:
-            return estimate(model, task, general, seed=cfg.constants_seed)
+            return estimate_constants(model, task, general, seed=cfg.constants_seed)
         pilot = pilot_run(
             model,
             general,
@@ -179,8 +180,10 @@ class TwoStage(Algorithm):
             count=cfg.pilot_checkpoints,
             seed=self.ctx.seeds.int_seed("pilot"),
         )
-        constants = estimate(model, task, general, checkpoints=pilot.states, seed=cfg.constants_seed)
-        return with_field(constants, mu=pl_constant(pilot.steps, pilot.losses, cfg.eta_pre))
+        constants = estimate_constants(
+            model, task, general, checkpoints=pilot.states, seed=cfg.constants_seed
+        )
+        return replace(constants, mu=pl_constant(pilot.steps, pilot.losses, cfg.eta_pre))
 
     def _cached_constants(self, compute: Any) -> Any:
         """``compute()``, or its earlier result from ``constants_cache`` when all it depends on matches.
@@ -388,11 +391,9 @@ class TwoStage(Algorithm):
     def _budget_check(self, n: int) -> dict[str, float]:
         """Spent so far plus the plan's cost of rounds n+1..N-1 against the budgets; warn once when over."""
         plan, totals = self.plan, self.ctx.system.ledger.totals()
-        remaining = plan.N - n - 1
-        per_round_e = plan.energy_ft_j / plan.N if plan.N else 0.0
-        per_round_t = plan.delay_ft_s / plan.N if plan.N else 0.0
-        left_e = plan.energy_budget_j - float(totals["energy_j"]) - remaining * per_round_e
-        left_t = plan.delay_budget_s - float(totals["delay_s"]) - remaining * per_round_t
+        round_e, round_t = self._round_costs
+        left_e = plan.energy_budget_j - float(totals["energy_j"]) - float(round_e[n + 1 :].sum())
+        left_t = plan.delay_budget_s - float(totals["delay_s"]) - float(round_t[n + 1 :].sum())
         over = (
             left_e < -FEASIBILITY_RTOL * plan.energy_budget_j
             or left_t < -FEASIBILITY_RTOL * plan.delay_budget_s
@@ -409,6 +410,13 @@ class TwoStage(Algorithm):
                 plan.delay_budget_s,
             )
         return {"budget_left_j": left_e, "budget_left_s": left_t}
+
+    def estimates(self) -> dict[str, Any]:
+        """The shift (its settings and measured W1) and the bound constants the plan was made with."""
+        return {
+            "shift": {**self.cfg.shift.model_dump(), "w1": float(self.ctx.extras["w1"])},
+            "constants": dict(vars(self.constants)),
+        }
 
     def delivered_state(self) -> StateDict:
         """The current model: pre-trained so far, then fine-tuned."""
@@ -440,8 +448,7 @@ class TwoStage(Algorithm):
             "plan": plan.to_json(),
             "predicted": {"energy_j": plan.energy_j, "delay_s": plan.delay_s},
             "measured": {"energy_j": float(totals["energy_j"]), "delay_s": float(totals["delay_s"])},
-            "shift": {**self.cfg.shift.model_dump(), "w1": float(self.ctx.extras["w1"])},
-            "constants": {k: v for k, v in vars(self.constants).items()},
+            **self.estimates(),
             "budget": {
                 "met": self.over_budget_round is None,
                 "over_from_round": self.over_budget_round,
@@ -472,8 +479,7 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
     best = algo.make_plan("optimized")
     report = best.to_json()
     report["schemes"] = {s: algo.make_plan(s).to_json() for s in SCHEME_NAMES if s != "optimized"}
-    report["constants"] = dict(vars(algo.constants))
-    report["shift"] = {**cfg.algorithm.shift.model_dump(), "w1": float(algo.ctx.extras["w1"])}
+    report.update(algo.estimates())
     report["devices"] = int(len(algo.devices))
     return report
 
@@ -489,6 +495,7 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
     from edgelearn.planning.feasibility import CheapestPoint
     from edgelearn.planning.search import (
         InnerSolver,
+        SearchOptions,
         ft_round_limit,
         log_grid,
         pre_round_limit,
@@ -500,7 +507,7 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
     algo.setup()
     problem, tcfg = algo.problem, algo.cfg
     plan = algo.make_plan("optimized")
-    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, cap=10**9)
+    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, cap=SearchOptions().max_pre_rounds)
     cheap = CheapestPoint(problem)
     n_hi = ft_round_limit(problem, cheap, problem.energy_j, problem.delay_s, tcfg.max_ft_rounds)
     Ms, Ns = log_grid(0, m_hi, m_points), log_grid(0, max(n_hi, 1), n_points)
@@ -520,6 +527,5 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
         "bound": [[float(v) if np.isfinite(v) else None for v in row] for row in values],
         "grid_best": {"M": Ms[i], "N": Ns[j], "bound": float(values[i, j])},
         "plan": plan.to_json(),
-        "constants": dict(vars(algo.constants)),
-        "shift": {**tcfg.shift.model_dump(), "w1": float(algo.ctx.extras["w1"])},
+        **algo.estimates(),
     }
