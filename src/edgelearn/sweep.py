@@ -23,7 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edgelearn.errors import ConfigError, DataError
+from edgelearn.errors import ConfigError
 from edgelearn.report.io import read_metrics, read_summary, write_json_atomic
 
 RESULTS_FILE = "results.json"
@@ -52,6 +52,14 @@ class PlotSpec(BaseModel):
     title: str | None = None
     logx: bool = False
     logy: bool = False
+
+
+class GridSpec(BaseModel):
+    """Log-spaced points on the M and N axes of a landscape experiment."""
+
+    model_config = ConfigDict(extra="forbid")
+    M: int = Field(24, ge=2)
+    N: int = Field(20, ge=2)
 
 
 class QuickSpec(BaseModel):
@@ -85,9 +93,7 @@ class ExperimentSpec(BaseModel):
         ["final_accuracy"], description="run metrics aggregated per cell (see RUN_METRICS / dotted keys)"
     )
     plots: list[PlotSpec] = []
-    grid: dict[str, int] = Field(
-        {"M": 24, "N": 20}, description="landscape kind: log-spaced points on the M and N axes"
-    )
+    grid: GridSpec = Field(GridSpec(), description="landscape kind: points on the M and N axes")
     quick: QuickSpec = QuickSpec()
 
     def run_cells(self) -> list[dict[str, Any]]:
@@ -104,6 +110,15 @@ class ExperimentSpec(BaseModel):
             else:
                 out.append(_override(key, value))
         return out
+
+    def base_path(self, suite_dir: Path) -> Path:
+        """The base config, resolved against the suite file's folder; a ConfigError if it is missing."""
+        base = (suite_dir / self.base).resolve()
+        if not base.is_file():
+            raise ConfigError(
+                f"experiment {self.name}: base config {base} does not exist", hint="fix `base:`"
+            )
+        return base
 
     def resolved(self, quick: bool) -> ExperimentSpec:
         """This experiment, with the ``quick`` replacements applied when asked."""
@@ -209,8 +224,11 @@ def aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
         by_cell.setdefault(row["slug"], []).append(row)
     out = []
     for group in by_cell.values():
-        entry: dict[str, Any] = {"cell": group[0]["cell"], "slug": group[0]["slug"], "seeds": []}
-        entry["seeds"] = [r["seed"] for r in group]
+        entry: dict[str, Any] = {
+            "cell": group[0]["cell"],
+            "slug": group[0]["slug"],
+            "seeds": [r["seed"] for r in group],
+        }
         for metric in metrics:
             values = [r["metrics"][metric] for r in group if r["metrics"].get(metric) is not None]
             entry[metric] = {
@@ -240,9 +258,7 @@ def run_experiment(
     exp: ExperimentSpec, suite_dir: Path, out: Path, *, progress: bool = False, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Run (or continue) every cell x seed of ``exp`` and write its results and plots into ``out``."""
-    base = (suite_dir / exp.base).resolve()
-    if not base.is_file():
-        raise ConfigError(f"experiment {exp.name}: base config {base} does not exist", hint="fix `base:`")
+    base = exp.base_path(suite_dir)
     out.mkdir(parents=True, exist_ok=True)
     if exp.kind == "landscape":
         from edgelearn.algorithms.two_stage import landscape_report
@@ -251,7 +267,7 @@ def run_experiment(
         for cell in exp.run_cells():
             overrides = [*exp.overrides(cell), f"seed={exp.seeds[0]}"]
             log(f"{exp.name}: landscape {cell_slug(cell)}")
-            land = landscape_report(base, overrides, exp.grid.get("M", 24), exp.grid.get("N", 20))
+            land = landscape_report(base, overrides, exp.grid.M, exp.grid.N)
             results["cells"].append({"cell": cell, "slug": cell_slug(cell), **land})
         write_json_atomic(out / RESULTS_FILE, results)
         _plots(exp, out, results)
@@ -374,7 +390,7 @@ def check_suite(path: str | Path, *, quick: bool = False) -> int:
     total = 0
     for exp in load_suite(file).experiments:
         resolved = exp.resolved(quick)
-        base = (file.parent / resolved.base).resolve()
+        base = resolved.base_path(file.parent)
         for cell in resolved.run_cells():
             overrides = resolved.overrides(cell)
             try:
@@ -391,8 +407,4 @@ def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
 
     if len(xs) < 3:
         return math.nan
-    try:
-        rho = spearmanr(xs, ys).statistic
-    except ValueError as exc:  # pragma: no cover - scipy rejects degenerate input
-        raise DataError(f"spearman: {exc}") from None
-    return float(rho)
+    return float(spearmanr(xs, ys).statistic)
