@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -177,8 +177,6 @@ def _writable_float32(x: np.ndarray) -> np.ndarray:
 def subsample_train(bundle: DatasetBundle, size: int, rng: np.random.Generator) -> DatasetBundle:
     """``bundle`` with a seeded subsample of ``size`` training samples in the same class proportions
     (e.g. the 10,000-image Fashion-MNIST setting of FedAgg's demo); the test split is kept whole."""
-    from dataclasses import replace
-
     n = len(bundle.train)
     if size >= n:
         return bundle
