@@ -206,6 +206,33 @@ class BudgetConfig(Section):
     delay_s: PositiveFloat = 60.0
 
 
+class CalibrationConfig(Section):
+    """The pilot that calibrates bound form P (planning/predictor.py, planning/calibrate.py)."""
+
+    metric: Literal["error", "loss"] = Field("error", description="what form P predicts: task error or loss")
+    batch_pre: PositiveInt = Field(
+        256, description="pre-training batch of the pilot (it pre-trains as long as half this batch allows)"
+    )
+    batch_ft: PositiveInt = Field(
+        20, description="total fine-tuning batch per pilot step (summed over devices)"
+    )
+    pre_points: int = Field(
+        7, ge=2, description="pre-training checkpoints: this many log-spaced and this many evenly spaced"
+    )
+    ft_points: int = Field(
+        12, ge=2, description="fine-tuning evaluations per checkpoint: this many log- and evenly spaced"
+    )
+    probe_samples: PositiveInt = Field(1024, description="task samples held out of the pilot to measure on")
+    sensitivity_steps: PositiveInt = Field(60, description="steps of each batch-sensitivity run")
+    repeats: PositiveInt = Field(3, description="pilot fine-tuning and sensitivity runs averaged per point")
+    max_pre_steps: PositiveInt = Field(
+        5000, description="the pilot pre-trains at most this long; beyond it form P assumes no progress"
+    )
+    max_ft_steps: PositiveInt = Field(
+        1000, description="the pilot fine-tunes at most this long; beyond it form P assumes no progress"
+    )
+
+
 class TwoStageConfig(Section):
     """Two-stage edge learning: plan rounds, batches, clocks and powers, then execute the plan."""
 
@@ -217,9 +244,12 @@ class TwoStageConfig(Section):
     budget: BudgetConfig = BudgetConfig()
     eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
     eta_ft: PositiveFloat = Field(0.05, description="fine-tuning step size (spec §8.3)")
-    bound: Literal["A", "B", "C", "D", "E"] = Field(
-        "A", description="bound form: A (spec §4.2), B, C (§4 alternatives), D (warm start), E (last iterate)"
+    bound: Literal["A", "B", "C", "D", "E", "P"] = Field(
+        "A",
+        description="bound form: A (spec §4.2), B, C (§4 alternatives), D (warm start), E (last iterate), "
+        "P (not a bound: the task error predicted from a pilot run, `calibration`)",
     )
+    calibration: CalibrationConfig = CalibrationConfig()
     method: Literal["convex", "sca"] = Field(
         "convex", description="inner solver: exact convex (6.3) or SCA (6.2)"
     )

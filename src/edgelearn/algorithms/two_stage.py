@@ -41,14 +41,16 @@ from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
 from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.planning.bound import Bound, BoundConstants
 from edgelearn.planning.plan import FEASIBILITY_RTOL
+from edgelearn.planning.predictor import CalibratedBound, Calibration
 from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
 from edgelearn.system.faults import FaultModel
 
 logger = logging.getLogger(__name__)
 
-CONSTANTS_CACHE_VERSION = 2
+CONSTANTS_CACHE_VERSION = 3
 """Bumped whenever the estimators change, so stale cached constants are never reused."""
 
 
@@ -113,7 +115,7 @@ class TwoStage(Algorithm):
 
         cfg = self.cfg
         kw: dict[str, Any] = {
-            "bound": cfg.bound,
+            "bound": self.bound,
             "method": cfg.method,
             "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds),
         }
@@ -125,7 +127,7 @@ class TwoStage(Algorithm):
             "finetune_only": lambda: finetune_only(self.problem, **kw),
             "pretrain_only": lambda: pretrain_only(self.problem, **kw),
             "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
-            "no_optimization": lambda: no_optimization(self.problem, bound=cfg.bound),
+            "no_optimization": lambda: no_optimization(self.problem, bound=self.bound),
             "separate": lambda: separate_design(self.problem, **kw),
         }
         return schemes[scheme]()
@@ -160,8 +162,61 @@ class TwoStage(Algorithm):
         task_x = torch.cat([d.x for d in ctx.client_data])
         task_y = torch.cat([d.y for d in ctx.client_data])
         self.task_sample = self._subsample(task_x, task_y)
-        self.constants = self._cached_constants(lambda: self._estimate_constants(model, (task_x, task_y)))
+        self.constants = self._cached(
+            "constants",
+            {},
+            lambda: self._estimate_constants(model, (task_x, task_y)).to_dict(),
+            BoundConstants.from_dict,
+        )
         self.problem = self._problem(TwoStageProblem, self.constants)
+        self.calibration: Calibration | None = None
+        self.bound: str | Bound = self.cfg.bound
+        if self.cfg.bound == "P":
+            self.calibration = self._calibrate(model, (task_x, task_y))
+            self.bound = CalibratedBound(self.calibration)
+
+    def _calibrate(self, model: Any, task: tuple[torch.Tensor, torch.Tensor]) -> Calibration:
+        """Form P's table from a pilot over the round ranges these budgets allow (capped by the config)."""
+        from edgelearn.planning.calibrate import CALIBRATION_VERSION, calibrate
+        from edgelearn.planning.feasibility import CheapestPoint
+        from edgelearn.planning.search import MAX_PRE_ROUNDS_DEFAULT, ft_round_limit, pre_round_limit
+
+        pb, cal = self.problem, self.cfg.calibration
+        # the most steps at half the pilot's batch (pre_round_limit counts batch-1 steps; a step's cost
+        # grows linearly with the batch): plans with smaller batches gain nothing from more steps
+        max_pre = pre_round_limit(pb, pb.energy_j, pb.delay_s, MAX_PRE_ROUNDS_DEFAULT)
+        max_pre = min(max_pre // max(1, cal.batch_pre // 2), cal.max_pre_steps)
+        max_ft = ft_round_limit(pb, CheapestPoint(pb), pb.energy_j, pb.delay_s, self.cfg.max_ft_rounds)
+        max_ft = min(max_ft, cal.max_ft_steps)
+        settings = {
+            "version": CALIBRATION_VERSION,
+            "max_pre": max_pre,
+            "max_ft": max_ft,
+            "eta_ft": self.cfg.eta_ft,
+            **cal.model_dump(),
+        }
+
+        def measure() -> dict[str, Any]:
+            return calibrate(
+                model,
+                (self.general.x, self.general.y),
+                task,
+                max_pre=max_pre,
+                max_ft=max_ft,
+                batch_pre=cal.batch_pre,
+                batch_ft=cal.batch_ft,
+                lr_pre=self.cfg.eta_pre,
+                lr_ft=self.cfg.eta_ft,
+                pre_points=cal.pre_points,
+                ft_points=cal.ft_points,
+                probe_samples=cal.probe_samples,
+                sensitivity_steps=cal.sensitivity_steps,
+                metric=cal.metric,
+                repeats=cal.repeats,
+                seed=self.ctx.seeds.int_seed("calibration"),
+            ).to_dict()
+
+        return self._cached("calibration", settings, measure, Calibration.from_dict)
 
     def _estimate_constants(self, model: Any, task: tuple[torch.Tensor, torch.Tensor]) -> Any:
         """Bound constants at the initial model and along a pilot pre-training on the general data."""
@@ -185,21 +240,22 @@ class TwoStage(Algorithm):
         )
         return replace(constants, mu=pl_constant(pilot.steps, pilot.losses, cfg.eta_pre))
 
-    def _cached_constants(self, compute: Any) -> Any:
-        """``compute()``, or its earlier result from ``constants_cache`` when all it depends on matches.
+    def _cached(self, kind: str, settings: dict[str, Any], compute: Any, decode: Any) -> Any:
+        """``decode(compute())`` (``compute`` returns a JSON-ready dict), or ``decode`` of its earlier result
+        from ``constants_cache`` when all it depends on matches.
 
-        The key hashes the config sections the estimate reads (data, split, topology, model, shift, seed,
-        step size, estimator settings) and the constants' format version; budgets and the scheme are not
-        in it, so a sweep over them estimates once.
+        The key hashes ``kind``, the config sections the pilot and estimators read (data, split, topology,
+        model, shift, seed, step size, estimator settings), ``settings`` and the cache's format version;
+        budgets and the scheme are not in it unless ``settings`` names them, so a sweep over them
+        estimates once.
         """
-        from edgelearn.planning.bound import BoundConstants
-
         if self.cfg.constants_cache is None:
-            return compute()
+            return decode(compute())
         run = self.ctx.cfg
         algo = self.cfg
         keyed = {
             "version": CONSTANTS_CACHE_VERSION,
+            "kind": kind,
             "seed": run.seed,
             "data": run.data.model_dump(mode="json"),
             "partition": run.partition.model_dump(mode="json"),
@@ -210,18 +266,19 @@ class TwoStage(Algorithm):
                 k: getattr(algo, k)
                 for k in ("eta_pre", "constants_seed", "pilot_steps", "pilot_batch", "pilot_checkpoints")
             },
+            "settings": settings,
             "torch": torch.__version__,
         }
         digest = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:24]
-        path = Path(self.cfg.constants_cache) / f"constants-{digest}.json"
+        path = Path(self.cfg.constants_cache) / f"{kind}-{digest}.json"
         if path.is_file():
             try:
-                return BoundConstants.from_dict(json.loads(path.read_text())["constants"])
+                return decode(json.loads(path.read_text())[kind])
             except (OSError, ValueError, KeyError, TypeError, EdgelearnError) as exc:
-                logger.warning("ignoring unreadable constants cache %s (%s); re-estimating", path, exc)
-        constants = compute()
-        write_json_atomic(path, {"key": keyed, "constants": constants.to_dict()})
-        return constants
+                logger.warning("ignoring unreadable %s cache %s (%s); re-estimating", kind, path, exc)
+        value = compute()
+        write_json_atomic(path, {"key": keyed, kind: value})
+        return decode(value)
 
     def _problem(self, problem_cls: Any, constants: Any) -> Any:
         """The planner's view of this run: hardware and channels from the system model, data, budgets."""
@@ -416,6 +473,7 @@ class TwoStage(Algorithm):
         return {
             "shift": {**self.cfg.shift.model_dump(), "w1": float(self.ctx.extras["w1"])},
             "constants": dict(vars(self.constants)),
+            **({"calibration": self.calibration.to_dict()} if self.calibration is not None else {}),
         }
 
     def delivered_state(self) -> StateDict:
@@ -511,7 +569,7 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
     cheap = CheapestPoint(problem)
     n_hi = ft_round_limit(problem, cheap, problem.energy_j, problem.delay_s, tcfg.max_ft_rounds)
     Ms, Ns = log_grid(0, m_hi, m_points), log_grid(0, max(n_hi, 1), n_points)
-    inner, bound = InnerSolver(problem, tcfg.method), get_bound(tcfg.bound)
+    inner, bound = InnerSolver(problem, tcfg.method), get_bound(algo.bound)
     values = np.full((len(Ms), len(Ns)), np.inf)
     for i, M in enumerate(Ms):
         for j, N in enumerate(Ns):
