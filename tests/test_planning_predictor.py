@@ -14,7 +14,7 @@ from torch import nn
 
 from edgelearn.errors import ConfigError
 from edgelearn.planning import affine_parts, solve, solve_baselines, spec_problem
-from edgelearn.planning.calibrate import SENSITIVITY_BATCH_FACTOR, calibrate, step_grid
+from edgelearn.planning.calibrate import SENSITIVITY_BATCH_FACTOR, Calibrator, calibrate, step_grid
 from edgelearn.planning.predictor import CalibratedBound, Calibration
 
 CONSTANTS = spec_problem(3).constants
@@ -163,11 +163,38 @@ def test_pilot_measures_loss_on_request_and_handles_no_pre_training() -> None:
     assert cal.table[0][0] > cal.table[0][-1] > 0
 
 
-def test_sensitivity_compares_a_quarter_and_four_times_the_batch() -> None:
-    assert SENSITIVITY_BATCH_FACTOR == 4  # documented in the module; the slope below is per unit of 1/B
+def test_sensitivities_are_slopes_over_the_measured_batch_ranges() -> None:
+    assert SENSITIVITY_BATCH_FACTOR == 4  # documented in the module; the slopes are per unit of 1/B
     cal = _pilot()
-    # a slope over 1/4 - 1/64 per pre-training sample must stay a plausible change of an error rate
-    assert cal.sensitivity_pre * (1 / 4 - 1 / 64) <= 1.0
+    # pre-training compares batch 16 with 1, fine-tuning batch 2 with 32: over those ranges of 1/B the
+    # slopes must stay plausible changes of an error rate
+    assert cal.sensitivity_pre * (1 - 1 / 16) <= 1.0
+    assert cal.sensitivity_ft * (1 / 2 - 1 / 32) <= 1.0
+
+
+def test_pre_sensitivity_is_a_chord_to_the_tables_batch() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+    calibrator = Calibrator(
+        model,
+        _blobs(600, 0.5, 1),
+        _blobs(600, 0.0, 2),
+        batch_ft=8,
+        lr_pre=0.1,
+        lr_ft=0.1,
+        probe_samples=200,
+        seed=3,
+    )
+    cal = calibrator.measure(
+        max_pre=40, max_ft=30, batch_pre=16, pre_points=4, ft_points=4, sensitivity_steps=20
+    )
+    assert cal == _pilot(repeats=1)  # the function is the class's measure()
+    assert calibrator.pre_sensitivity(cal, 20, 16) == 0.0  # not below the table's batch: nothing to charge
+    assert calibrator.pre_sensitivity(cal, 0, 2) == 0.0
+    slope = calibrator.pre_sensitivity(cal, 20, 2)
+    assert slope >= 0 and slope == calibrator.pre_sensitivity(cal, 20, 2)  # deterministic
+    # the chord's rise over 1/2 - 1/16 is an error-rate difference: at most 1
+    assert slope * (1 / 2 - 1 / 16) <= 1.0
 
 
 def test_step_grid_joins_log_and_even_spacing() -> None:

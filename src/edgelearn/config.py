@@ -225,6 +225,11 @@ class CalibrationConfig(Section):
     probe_samples: PositiveInt = Field(1024, description="task samples held out of the pilot to measure on")
     sensitivity_steps: PositiveInt = Field(60, description="steps of each batch-sensitivity run")
     repeats: PositiveInt = Field(3, description="pilot fine-tuning and sensitivity runs averaged per point")
+    refine_rounds: NonNegInt = Field(
+        3,
+        description="times the pre-training batch sensitivity is re-measured at the joint plan's batch when "
+        "that is below half the pilot's (planning/calibrate.py); 0 = keep the first chord",
+    )
     max_pre_steps: PositiveInt = Field(
         5000, description="the pilot pre-trains at most this long; beyond it form P assumes no progress"
     )

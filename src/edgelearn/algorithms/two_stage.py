@@ -104,7 +104,7 @@ class TwoStage(Algorithm):
 
     def make_plan(self, scheme: str) -> Any:
         """Solve the planning problem for ``scheme`` ("optimized" or a baseline); needs :meth:`setup`."""
-        from edgelearn.planning import SearchOptions, solve
+        from edgelearn.planning import SearchOptions
         from edgelearn.planning.baselines import (
             finetune_only,
             fixed_ratio,
@@ -120,10 +120,7 @@ class TwoStage(Algorithm):
             "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds),
         }
         schemes = {
-            "optimized": lambda: solve(
-                self.problem,
-                **{**kw, "options": replace(kw["options"], min_ft_rounds=cfg.joint_min_ft_rounds)},
-            ),
+            "optimized": lambda: self._solve_optimized(self.bound),
             "finetune_only": lambda: finetune_only(self.problem, **kw),
             "pretrain_only": lambda: pretrain_only(self.problem, **kw),
             "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
@@ -131,6 +128,14 @@ class TwoStage(Algorithm):
             "separate": lambda: separate_design(self.problem, **kw),
         }
         return schemes[scheme]()
+
+    def _solve_optimized(self, bound: Any) -> Any:
+        """The joint design's Plan under ``bound``."""
+        from edgelearn.planning import SearchOptions, solve
+
+        cfg = self.cfg
+        options = SearchOptions(max_ft_rounds=cfg.max_ft_rounds, min_ft_rounds=cfg.joint_min_ft_rounds)
+        return solve(self.problem, bound=bound, method=cfg.method, options=options)
 
     def setup(self) -> None:
         """Everything before planning: server, general data, initial model, bound constants, the problem."""
@@ -177,7 +182,7 @@ class TwoStage(Algorithm):
 
     def _calibrate(self, model: Any, task: tuple[torch.Tensor, torch.Tensor]) -> Calibration:
         """Form P's table from a pilot over the round ranges these budgets allow (capped by the config)."""
-        from edgelearn.planning.calibrate import CALIBRATION_VERSION, calibrate
+        from edgelearn.planning.calibrate import CALIBRATION_VERSION, Calibrator
         from edgelearn.planning.feasibility import CheapestPoint
         from edgelearn.planning.search import MAX_PRE_ROUNDS_DEFAULT, ft_round_limit, pre_round_limit
 
@@ -197,24 +202,38 @@ class TwoStage(Algorithm):
         }
 
         def measure() -> dict[str, Any]:
-            return calibrate(
+            calibrator = Calibrator(
                 model,
                 (self.general.x, self.general.y),
                 task,
-                max_pre=max_pre,
-                max_ft=max_ft,
-                batch_pre=cal.batch_pre,
                 batch_ft=cal.batch_ft,
                 lr_pre=self.cfg.eta_pre,
                 lr_ft=self.cfg.eta_ft,
-                pre_points=cal.pre_points,
-                ft_points=cal.ft_points,
                 probe_samples=cal.probe_samples,
-                sensitivity_steps=cal.sensitivity_steps,
                 metric=cal.metric,
                 repeats=cal.repeats,
                 seed=self.ctx.seeds.int_seed("calibration"),
-            ).to_dict()
+            )
+            table = calibrator.measure(
+                max_pre=max_pre,
+                max_ft=max_ft,
+                batch_pre=cal.batch_pre,
+                pre_points=cal.pre_points,
+                ft_points=cal.ft_points,
+                sensitivity_steps=cal.sensitivity_steps,
+            )
+            # The pre-training sensitivity is a chord (module docstring of planning/calibrate.py); where the
+            # joint plan pre-trains on a smaller batch than the table's, measure that batch too and keep the
+            # steeper slope, until the plan stays where the table was measured or the rounds run out.
+            for _ in range(cal.refine_rounds):
+                plan = self._solve_optimized(CalibratedBound(table))
+                if plan.M == 0 or plan.batch_pre * 2 >= table.batch_pre:
+                    break
+                slope = calibrator.pre_sensitivity(table, plan.M, plan.batch_pre)
+                if slope <= table.sensitivity_pre:
+                    break
+                table = replace(table, sensitivity_pre=slope)
+            return table.to_dict()
 
         return self._cached("calibration", settings, measure, Calibration.from_dict)
 

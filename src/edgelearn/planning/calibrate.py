@@ -9,11 +9,17 @@
    batch). Every row draws the same batch indices (common random numbers), so rows differ by their start
    only; each row is then fitted by isotonic regression to be non-increasing in the number of steps (in
    expectation more fine-tuning does not hurt; the planner should not chase one trajectory's noise).
-3. Sensitivity to the batch: the same number of steps at batch B / 4 and 4 B; the task metric difference
-   per unit of 1/B, averaged over the second half of the run and clipped at zero. Pre-training starts from
-   the initial model: later, more pre-training barely moves the task metric by itself (its benefit shows
-   only after fine-tuning), so a measurement there would read ~0 and let plans pre-train on batches of
-   one. Fine-tuning starts from the pre-training checkpoint nearest the middle of the range.
+3. Sensitivity to the batch, as the metric difference per unit of 1/B (clipped at zero). Pre-training
+   (:meth:`Calibrator.pre_sensitivity`): the steps of a checkpoint are run again at a smaller batch b, then
+   fine-tuned exactly like the table's rows; the two are compared over the second half of the
+   fine-tuning range, and the chord between 1/B and 1/b is the slope. :meth:`Calibrator.measure` takes
+   b = 1 at the checkpoint nearest the middle of the range. At a fixed number of steps the metric is
+   concave in 1/B (most of the harm comes as the batch first shrinks), so a chord to a very small batch
+   under-charges moderate ones; the two-stage executor therefore re-measures the chord at the joint plan's
+   own batch and M while the plan pre-trains below half the pilot's batch (``refine_rounds``), keeping the
+   steepest slope. (Comparing after pre-training alone reads ~0: the task metric plateaus early, and the
+   benefit of pre-training shows only after fine-tuning.) Fine-tuning: ``sensitivity_steps`` steps at
+   B / 4 and 4 B from the middle checkpoint, compared over the second half of the run.
 
 The probe is split off the task samples before any training and never trained on. This is planning-time
 work (like the bound constants' pilot) and is not charged to the budgets. Deterministic for a given seed.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -34,11 +41,11 @@ from edgelearn.errors import DataError
 from edgelearn.planning.predictor import METRICS, Calibration
 from edgelearn.planning.search import log_grid
 
-CALIBRATION_VERSION = 2
+CALIBRATION_VERSION = 5
 """Bumped whenever the pilot changes, so cached tables (``constants_cache``) are never stale."""
 
 SENSITIVITY_BATCH_FACTOR = 4
-"""The sensitivity runs compare batches B / 4 and 4 B around the pilot's batch B."""
+"""The fine-tuning sensitivity compares batches B / 4 and 4 B around the pilot's batch B."""
 
 SENSITIVITY_MARKS = 4
 """Evaluations, evenly spaced over the second half of a sensitivity run, whose mean is compared."""
@@ -197,6 +204,118 @@ def _check(name: str, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Te
     return x, y
 
 
+class Calibrator:
+    """The pilot of form P on one model and data split: :meth:`measure` builds the table, and
+    :meth:`pre_sensitivity` checks a plan's pre-training batch against it (see :func:`calibrate`)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        general: tuple[torch.Tensor, torch.Tensor],
+        task: tuple[torch.Tensor, torch.Tensor],
+        *,
+        batch_ft: int,
+        lr_pre: float,
+        lr_ft: float,
+        probe_samples: int,
+        metric: str = "error",
+        repeats: int = 1,
+        seed: int = 0,
+        loss_fn: LossFn = F.cross_entropy,
+    ) -> None:
+        self.general = _check("general", general)
+        task_x, task_y = _check("task", task)
+        if metric not in METRICS:
+            raise DataError(f"calibrate: metric={metric!r}; use one of {list(METRICS)}")
+        if min(batch_ft, probe_samples, repeats) < 1:
+            raise DataError("calibrate: batch_ft, probe_samples and repeats must be >= 1")
+        if task_x.shape[0] < 2:
+            raise DataError("calibrate: need at least 2 task samples (a probe and something to train on)")
+        perm = torch.randperm(task_x.shape[0], generator=torch.Generator().manual_seed(int(seed)))
+        n_probe = min(probe_samples, task_x.shape[0] // 2)
+        probe_idx, train_idx = perm[:n_probe].to(task_x.device), perm[n_probe:].to(task_x.device)
+        self.train = (task_x[train_idx], task_y[train_idx])
+        self.pilot = _Pilot(model, (task_x[probe_idx], task_y[probe_idx]), metric, loss_fn, repeats)
+        self.initial = self.pilot.state()
+        self.batch_ft, self.lr_pre, self.lr_ft = batch_ft, lr_pre, lr_ft
+        self.metric, self.seed = metric, seed
+
+    def _pretrain(self, steps: int, batch: int, marks: Sequence[int]) -> list[State]:
+        """States at ``marks`` along one seeded pre-training run from the initial model."""
+        states: list[State] = []
+        self.pilot.sgd(
+            self.initial,
+            self.general,
+            steps=steps,
+            batch=batch,
+            lr=self.lr_pre,
+            seed=self.seed + 1,
+            marks=marks,
+            on_mark=lambda _: states.append(self.pilot.state()),
+        )
+        return states
+
+    def _finetune(self, state: State, marks: Sequence[int]) -> np.ndarray:
+        """The mean fine-tuning curve from ``state`` (the same batch draws for every start)."""
+        return self.pilot.mean_curve(
+            state, self.train, marks, batch=self.batch_ft, lr=self.lr_ft, seed=self.seed + 10
+        )
+
+    def measure(
+        self,
+        *,
+        max_pre: int,
+        max_ft: int,
+        batch_pre: int,
+        pre_points: int,
+        ft_points: int,
+        sensitivity_steps: int,
+    ) -> Calibration:
+        """The table over ``step_grid(max_pre, pre_points)`` x ``step_grid(max_ft, ft_points)`` and both
+        sensitivities (module docstring)."""
+        if min(batch_pre, pre_points, ft_points) < 1 or min(max_pre, max_ft) < 0:
+            raise DataError("calibrate: batch_pre and points must be >= 1, step limits >= 0")
+        pre_marks = step_grid(max_pre, pre_points)
+        states = self._pretrain(max_pre, batch_pre, pre_marks)
+        ft_marks = step_grid(max_ft, ft_points)
+        table = [
+            tuple(isotonic_regression(self._finetune(s, ft_marks), increasing=False).x.tolist())
+            for s in states
+        ]
+        k = int(np.argmin(np.abs(np.asarray(pre_marks) - max_pre / 2)))
+        cal = Calibration(
+            pre_steps=tuple(pre_marks),
+            ft_steps=tuple(ft_marks),
+            table=tuple(table),
+            batch_pre=batch_pre,
+            batch_ft=self.batch_ft,
+            sensitivity_pre=0.0,
+            sensitivity_ft=self.pilot.sensitivity(
+                states[k],
+                self.train,
+                min(sensitivity_steps, max_ft),
+                self.batch_ft,
+                self.lr_ft,
+                self.seed + 30,
+            ),
+            metric=self.metric,
+        )
+        return replace(cal, sensitivity_pre=self.pre_sensitivity(cal, pre_marks[k], 1))
+
+    def pre_sensitivity(self, cal: Calibration, steps: int, batch: int) -> float:
+        """Metric change per unit of 1/B between pre-training ``steps`` steps at ``batch`` and at the
+        table's batch, each followed by the table's fine-tuning, compared over the second half of the
+        fine-tuning range (>= 0; 0 when ``batch`` is not below the table's or there is nothing to compare)."""
+        if steps < 1 or batch >= cal.batch_pre:
+            return 0.0
+        marks = list(cal.ft_steps)
+        late = np.asarray(marks) >= marks[-1] / 2
+        row = self._finetune(self._pretrain(steps, batch, [steps])[0], marks)
+        reference = np.array([cal.predict(steps, n) for n in marks])
+        gap = float(np.mean(row[late]) - np.mean(reference[late]))
+        return max(gap, 0.0) / (1.0 / batch - 1.0 / cal.batch_pre)
+
+
 def calibrate(
     model: nn.Module,
     general: tuple[torch.Tensor, torch.Tensor],
@@ -218,54 +337,24 @@ def calibrate(
     loss_fn: LossFn = F.cross_entropy,
 ) -> Calibration:
     """Form P's table for ``model`` (its current weights are the initial model; it is left unchanged)."""
-    gen_x, gen_y = _check("general", general)
-    task_x, task_y = _check("task", task)
-    if metric not in METRICS:
-        raise DataError(f"calibrate: metric={metric!r}; use one of {list(METRICS)}")
-    if (
-        min(batch_pre, batch_ft, pre_points, ft_points, probe_samples, repeats) < 1
-        or min(max_pre, max_ft) < 0
-    ):
-        raise DataError(
-            "calibrate: batches, points, probe_samples and repeats must be >= 1, step limits >= 0"
-        )
-    if task_x.shape[0] < 2:
-        raise DataError("calibrate: need at least 2 task samples (a probe and something to train on)")
-    perm = torch.randperm(task_x.shape[0], generator=torch.Generator().manual_seed(int(seed)))
-    n_probe = min(probe_samples, task_x.shape[0] // 2)
-    probe_idx, train_idx = perm[:n_probe].to(task_x.device), perm[n_probe:].to(task_x.device)
-    train = (task_x[train_idx], task_y[train_idx])
-    pilot = _Pilot(model, (task_x[probe_idx], task_y[probe_idx]), metric, loss_fn, repeats)
-
-    pre_marks = step_grid(max_pre, pre_points)
-    states: list[State] = []
-    pilot.sgd(
-        pilot.state(),
-        (gen_x, gen_y),
-        steps=max_pre,
-        batch=batch_pre,
-        lr=lr_pre,
-        seed=seed + 1,
-        marks=pre_marks,
-        on_mark=lambda _: states.append(pilot.state()),
-    )
-    ft_marks = step_grid(max_ft, ft_points)
-    table = []
-    for state in states:
-        row = pilot.mean_curve(state, train, ft_marks, batch=batch_ft, lr=lr_ft, seed=seed + 10)
-        table.append(tuple(isotonic_regression(row, increasing=False).x.tolist()))
-    mid = states[int(np.argmin(np.abs(np.asarray(pre_marks) - max_pre / 2)))]
-    sens_pre = pilot.sensitivity(
-        states[0], (gen_x, gen_y), min(sensitivity_steps, max_pre), batch_pre, lr_pre, seed + 20
-    )
-    sens_ft = pilot.sensitivity(mid, train, min(sensitivity_steps, max_ft), batch_ft, lr_ft, seed + 30)
-    return Calibration(
-        pre_steps=tuple(pre_marks),
-        ft_steps=tuple(ft_marks),
-        table=tuple(table),
-        batch_pre=batch_pre,
+    calibrator = Calibrator(
+        model,
+        general,
+        task,
         batch_ft=batch_ft,
-        sensitivity_pre=sens_pre,
-        sensitivity_ft=sens_ft,
+        lr_pre=lr_pre,
+        lr_ft=lr_ft,
+        probe_samples=probe_samples,
         metric=metric,
+        repeats=repeats,
+        seed=seed,
+        loss_fn=loss_fn,
+    )
+    return calibrator.measure(
+        max_pre=max_pre,
+        max_ft=max_ft,
+        batch_pre=batch_pre,
+        pre_points=pre_points,
+        ft_points=ft_points,
+        sensitivity_steps=sensitivity_steps,
     )
