@@ -504,9 +504,7 @@ class FedGKT(Algorithm):
         n = max(1, len(ctx.test_y))
         acc = correct / n
         x, y = self.tier_test
-        dev_acc = [
-            evaluate_state(self.models.module(d), None, x, y, batch)[0] for d in self.eval_devices
-        ]
+        dev_acc = [evaluate_state(self.models.module(d), None, x, y, batch)[0] for d in self.eval_devices]
         return {
             "accuracy": acc,
             "loss": loss / n,
