@@ -193,11 +193,18 @@ class TwoStage(Algorithm):
         max_pre = min(max_pre // max(1, cal.batch_pre // 2), cal.max_pre_steps)
         max_ft = ft_round_limit(pb, CheapestPoint(pb), pb.energy_j, pb.delay_s, self.cfg.max_ft_rounds)
         max_ft = min(max_ft, cal.max_ft_steps)
-        settings = {
+        tc = self.cfg
+        settings = {  # the refinement below solves the joint plan, so what it depends on is keyed too
             "version": CALIBRATION_VERSION,
             "max_pre": max_pre,
             "max_ft": max_ft,
-            "eta_ft": self.cfg.eta_ft,
+            "budget": tc.budget.model_dump(),
+            "planner": [tc.eta_ft, tc.method, tc.max_ft_rounds, tc.joint_min_ft_rounds],
+            "batch_caps": [tc.max_batch_pre, tc.max_batch_ft],
+            "system": [
+                self.ctx.cfg.hardware.model_dump(mode="json"),
+                self.ctx.cfg.channel.model_dump(mode="json"),
+            ],
             **cal.model_dump(),
         }
 
