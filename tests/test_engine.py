@@ -216,3 +216,50 @@ def test_custom_loss_sees_extra_tensors_and_prox_pulls_toward_start() -> None:
     before = float(((m(data.x) - target) ** 2).mean())
     m.load_state_dict(free)
     assert float(((m(data.x) - target) ** 2).mean()) < before
+
+
+def _conv_bn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3)
+    )
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("keep", [True, False])
+def test_threaded_serial_executor_gives_the_same_bits(workers: int, keep: bool) -> None:
+    """Threads change who trains a client, not what it computes: states, means and losses are identical."""
+    torch.manual_seed(0)
+    starts = [{k: v.clone() for k, v in _conv_bn().state_dict().items()} for _ in range(2)]
+    g = torch.Generator().manual_seed(2)
+    sizes = [9, 14, 5, 11, 8]
+    data = [
+        ClientData(torch.randn(n, 1, 6, 6, generator=g), torch.randint(0, 3, (n,), generator=g))
+        for n in sizes
+    ]
+    cohort = Cohort(
+        model_fn=_conv_bn,
+        arch_key="convbn",
+        data=data,
+        starts=starts,
+        start_of=np.array([0, 1, 0, 1, 0]),
+        group_of=np.array([0, 1, 1, 0, 1]),
+        num_groups=2,
+        weights=np.array(sizes, dtype=float),
+        seeds=np.arange(5) + 40,
+        keep_states=keep,
+    )
+    spec = LocalSpec(lr=0.05, batch_size=4, epochs=2, momentum=0.9)
+    one = SerialExecutor(torch.device("cpu")).train(cohort, spec)
+    many = SerialExecutor(torch.device("cpu"), workers=workers).train(cohort, spec)
+    assert np.array_equal(one.train_loss, many.train_loss)
+    assert np.array_equal(one.samples, many.samples) and np.array_equal(one.steps, many.steps)
+    for a, b in zip(one.group_states, many.group_states):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    if keep:
+        assert one.client_states is not None and many.client_states is not None
+        for a, b in zip(one.client_states, many.client_states):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    else:
+        assert many.client_states is None
+    with pytest.raises(ValueError, match="workers"):
+        SerialExecutor(torch.device("cpu"), workers=0)

@@ -30,10 +30,11 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
     ``auto`` is resolved per cohort by :class:`edgelearn.engine.auto.AutoExecutor` where available.
     """
     options = engine.model_dump() if engine is not None else {}
+    workers = int(options.get("serial_workers", 1))
     if name == "serial":
         from edgelearn.engine.serial import SerialExecutor
 
-        return SerialExecutor(device)
+        return SerialExecutor(device, workers=workers)
     if name == "vmap":
         from edgelearn.engine.vmap import VmapExecutor
 
@@ -54,6 +55,11 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
         except ImportError:  # vectorized engine not available: serial is always correct
             from edgelearn.engine.serial import SerialExecutor
 
-            return SerialExecutor(device)
-        return AutoExecutor(device, chunk_size=options.get("vmap_chunk"), mode=options.get("auto", "rule"))
+            return SerialExecutor(device, workers=workers)
+        return AutoExecutor(
+            device,
+            chunk_size=options.get("vmap_chunk"),
+            mode=options.get("auto", "rule"),
+            serial_workers=workers,
+        )
     raise ConfigError(f"executor {name!r} is not available", hint=f"use one of: {', '.join(EXECUTORS)}")
