@@ -14,7 +14,7 @@ from torch import nn
 
 from edgelearn.errors import ConfigError
 from edgelearn.planning import affine_parts, solve, solve_baselines, spec_problem
-from edgelearn.planning.calibrate import SENSITIVITY_BATCH_FACTOR, Calibrator, calibrate, step_grid
+from edgelearn.planning.calibrate import SENSITIVITY_BATCH_FACTOR, Calibrator, step_grid
 from edgelearn.planning.predictor import CalibratedBound, Calibration
 
 CONSTANTS = spec_problem(3).constants
@@ -125,24 +125,18 @@ def _blobs(n: int, shift: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return x, y
 
 
-def _pilot(**kw: object) -> Calibration:
+def _calibrator(**kw: object) -> Calibrator:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
-    args: dict[str, object] = {
-        "max_pre": 40,
-        "max_ft": 30,
-        "batch_pre": 16,
-        "batch_ft": 8,
-        "lr_pre": 0.1,
-        "lr_ft": 0.1,
-        "pre_points": 4,
-        "ft_points": 4,
-        "probe_samples": 200,
-        "sensitivity_steps": 20,
-        "seed": 3,
-    }
+    args: dict[str, object] = {"batch_ft": 8, "lr_pre": 0.1, "lr_ft": 0.1, "probe_samples": 200, "seed": 3}
     args.update(kw)
-    return calibrate(model, _blobs(600, 0.5, 1), _blobs(600, 0.0, 2), **args)  # type: ignore[arg-type]
+    return Calibrator(model, _blobs(600, 0.5, 1), _blobs(600, 0.0, 2), **args)  # type: ignore[arg-type]
+
+
+def _pilot(max_pre: int = 40, **kw: object) -> Calibration:
+    return _calibrator(**kw).measure(
+        max_pre=max_pre, max_ft=30, batch_pre=16, pre_points=4, ft_points=4, sensitivity_steps=20
+    )
 
 
 def test_pilot_is_deterministic_and_shaped_by_its_grids() -> None:
@@ -173,22 +167,10 @@ def test_sensitivities_are_slopes_over_the_measured_batch_ranges() -> None:
 
 
 def test_pre_sensitivity_is_a_chord_to_the_tables_batch() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
-    calibrator = Calibrator(
-        model,
-        _blobs(600, 0.5, 1),
-        _blobs(600, 0.0, 2),
-        batch_ft=8,
-        lr_pre=0.1,
-        lr_ft=0.1,
-        probe_samples=200,
-        seed=3,
-    )
+    calibrator = _calibrator()
     cal = calibrator.measure(
         max_pre=40, max_ft=30, batch_pre=16, pre_points=4, ft_points=4, sensitivity_steps=20
     )
-    assert cal == _pilot(repeats=1)  # the function is the class's measure()
     assert calibrator.pre_sensitivity(cal, 20, 16) == 0.0  # not below the table's batch: nothing to charge
     assert calibrator.pre_sensitivity(cal, 0, 2) == 0.0
     slope = calibrator.pre_sensitivity(cal, 20, 2)
@@ -233,7 +215,7 @@ def test_two_stage_with_form_p_plans_from_a_cached_pilot(
     def fail(*args: object, **kw: object) -> None:
         raise AssertionError("the cached calibration should have been used")
 
-    monkeypatch.setattr("edgelearn.planning.calibrate.calibrate", fail)
+    monkeypatch.setattr("edgelearn.planning.calibrate.Calibrator.measure", fail)
     again = plan_report(load_config(config, overrides))
     assert again["calibration"] == cal and again["M"] == report["M"] and again["N"] == report["N"]
     assert two_stage.CONSTANTS_CACHE_VERSION >= 3

@@ -206,7 +206,7 @@ def _check(name: str, data: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Te
 
 class Calibrator:
     """The pilot of form P on one model and data split: :meth:`measure` builds the table, and
-    :meth:`pre_sensitivity` checks a plan's pre-training batch against it (see :func:`calibrate`)."""
+    :meth:`pre_sensitivity` checks a plan's pre-training batch against it (module docstring)."""
 
     def __init__(
         self,
@@ -314,47 +314,3 @@ class Calibrator:
         reference = np.array([cal.predict(steps, n) for n in marks])
         gap = float(np.mean(row[late]) - np.mean(reference[late]))
         return max(gap, 0.0) / (1.0 / batch - 1.0 / cal.batch_pre)
-
-
-def calibrate(
-    model: nn.Module,
-    general: tuple[torch.Tensor, torch.Tensor],
-    task: tuple[torch.Tensor, torch.Tensor],
-    *,
-    max_pre: int,
-    max_ft: int,
-    batch_pre: int,
-    batch_ft: int,
-    lr_pre: float,
-    lr_ft: float,
-    pre_points: int,
-    ft_points: int,
-    probe_samples: int,
-    sensitivity_steps: int,
-    metric: str = "error",
-    repeats: int = 1,
-    seed: int = 0,
-    loss_fn: LossFn = F.cross_entropy,
-) -> Calibration:
-    """Form P's table for ``model`` (its current weights are the initial model; it is left unchanged)."""
-    calibrator = Calibrator(
-        model,
-        general,
-        task,
-        batch_ft=batch_ft,
-        lr_pre=lr_pre,
-        lr_ft=lr_ft,
-        probe_samples=probe_samples,
-        metric=metric,
-        repeats=repeats,
-        seed=seed,
-        loss_fn=loss_fn,
-    )
-    return calibrator.measure(
-        max_pre=max_pre,
-        max_ft=max_ft,
-        batch_pre=batch_pre,
-        pre_points=pre_points,
-        ft_points=ft_points,
-        sensitivity_steps=sensitivity_steps,
-    )

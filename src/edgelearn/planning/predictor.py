@@ -55,7 +55,9 @@ class Calibration:
 
     def __post_init__(self) -> None:
         def fail(what: str) -> None:
-            raise ConfigError(f"Calibration: {what}", hint="measure it with edgelearn.planning.calibrate")
+            raise ConfigError(
+                f"Calibration: {what}", hint="measure it with edgelearn.planning.calibrate.Calibrator"
+            )
 
         pre, ft = tuple(int(m) for m in self.pre_steps), tuple(int(n) for n in self.ft_steps)
         for name, steps in (("pre_steps", pre), ("ft_steps", ft)):
