@@ -114,6 +114,12 @@ def test_shipped_configs_match_the_demo() -> None:
     load_config(ROOT / "configs/fedavg-fashion.yaml")
 
 
+def test_fedagg_config_matches_the_demo() -> None:
+    from edgelearn.demo import FEDAGG_DIGITS
+
+    assert load_config(ROOT / "configs/fedagg/digits.yaml") == build_config(FEDAGG_DIGITS)
+
+
 def test_two_stage_config_matches_the_demo() -> None:
     from edgelearn.demo import TWO_STAGE_DIGITS
 

@@ -61,7 +61,8 @@ def demo(
     ),
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
 ) -> None:
-    """FedAvg and HierFAVG on digits (100 devices), compared on accuracy, energy, delay and bytes."""
+    """FedAvg vs HierFAVG on digits (100 devices), FedAgg beside HierFAVG per tier, and a two-stage plan
+    executed against its prediction: accuracy, energy, delay and bytes."""
     from edgelearn.demo import run_demo
 
     run_demo(out, progress=False if quiet else None)
