@@ -502,11 +502,6 @@ class EngineConfig(Section):
     torch_threads: PositiveInt | None = Field(
         None, description="torch intra-op threads in this process (None = torch's default: one per core)"
     )
-    serial_workers: PositiveInt = Field(
-        2,
-        description="serial executor (and auto's serial picks) on CPU: threads training a small cohort's "
-        "clients side by side; the results are the same for any value (engine/serial.py)",
-    )
 
 
 class EvalConfig(Section):

@@ -79,14 +79,12 @@ class AutoExecutor:
 
     name = "auto"
 
-    def __init__(
-        self, device: torch.device, chunk_size: int | None = None, mode: str = "rule", serial_workers: int = 1
-    ) -> None:
+    def __init__(self, device: torch.device, chunk_size: int | None = None, mode: str = "rule") -> None:
         if mode not in ("rule", "probe"):
             raise ValueError(f"auto executor mode must be 'rule' or 'probe', got {mode!r}")
         self.mode = mode
         self.device = device
-        self.serial = SerialExecutor(device, workers=serial_workers)
+        self.serial = SerialExecutor(device)
         self.vmap = VmapExecutor(device, chunk_size=chunk_size)
         self.choices: dict[str, dict[str, Any]] = {}
 

@@ -30,11 +30,10 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
     ``auto`` is resolved per cohort by :class:`edgelearn.engine.auto.AutoExecutor` where available.
     """
     options = engine.model_dump() if engine is not None else {}
-    workers = int(options.get("serial_workers", 1))
     if name == "serial":
         from edgelearn.engine.serial import SerialExecutor
 
-        return SerialExecutor(device, workers=workers)
+        return SerialExecutor(device)
     if name == "vmap":
         from edgelearn.engine.vmap import VmapExecutor
 
@@ -55,11 +54,6 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
         except ImportError:  # vectorized engine not available: serial is always correct
             from edgelearn.engine.serial import SerialExecutor
 
-            return SerialExecutor(device, workers=workers)
-        return AutoExecutor(
-            device,
-            chunk_size=options.get("vmap_chunk"),
-            mode=options.get("auto", "rule"),
-            serial_workers=workers,
-        )
+            return SerialExecutor(device)
+        return AutoExecutor(device, chunk_size=options.get("vmap_chunk"), mode=options.get("auto", "rule"))
     raise ConfigError(f"executor {name!r} is not available", hint=f"use one of: {', '.join(EXECUTORS)}")
