@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny import synthetic_context
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM
@@ -30,10 +31,8 @@ from edgelearn.algorithms.demlearn import (
     specialize,
 )
 from edgelearn.checkpoint import decode, encode
-from edgelearn.config import build_config
 from edgelearn.engine import average_states
 from edgelearn.errors import DataError
-from edgelearn.runner import build_context
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]
 DEVICE_MODEL: dict[str, Any] = {"device": {"name": "mlp", "options": {"hidden": [16]}}}
@@ -41,15 +40,7 @@ DEVICE_MODEL: dict[str, Any] = {"device": {"name": "mlp", "options": {"hidden": 
 
 def make_ctx(*overrides: str) -> RunContext:
     """A tiny synthetic-image context (8x8, 10 classes, IID) on the CPU with the serial executor."""
-    base = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-    ]
-    return build_context(build_config({}, base + list(overrides or TWO_EDGES)))
+    return synthetic_context(overrides or TWO_EDGES)
 
 
 def make_algo(ctx: RunContext, **cfg: Any) -> DemLearn:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import synthetic_context
 
 from edgelearn.algorithms.base import Algorithm, RunContext
 from edgelearn.algorithms.demlearn import PHASE_BROADCAST, PHASE_UPLOAD, DemLearn, DemLearnConfig
@@ -16,7 +17,7 @@ from edgelearn.algorithms.feddkc import FedDKC, FedDKCConfig
 from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_SERVER_TRAIN, SERVER, FedGKT, FedGKTConfig
 from edgelearn.config import build_config
 from edgelearn.engine import StateDict, average_states
-from edgelearn.runner import build_context, run
+from edgelearn.runner import run
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
 
 # cloud 0; edge0 = 1 with devices 2, 3, 4; edge1 = 5 with devices 6, 7, 8
@@ -36,16 +37,7 @@ def algo_settings(name: str) -> dict[str, Any]:
 
 def make_ctx(*overrides: str) -> RunContext:
     """A tiny synthetic-image context (8x8, 10 classes, IID, 96 samples) on the CPU, serial executor."""
-    base = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-        *TWO_EDGES,
-    ]
-    return build_context(build_config({}, base + list(overrides)))
+    return synthetic_context([*TWO_EDGES, *overrides])
 
 
 def make_algo(name: str, *overrides: str, **cfg: Any) -> Algorithm:

@@ -12,6 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from tiny import synthetic_context
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.feddkc import (
@@ -22,9 +23,7 @@ from edgelearn.algorithms.feddkc import (
     kkr_refine,
 )
 from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER, ce_kd_loss
-from edgelearn.config import build_config
 from edgelearn.errors import ConfigError
-from edgelearn.runner import build_context
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]
 MODELS: dict[str, Any] = {"device": {"name": "cnn_small"}, "cloud": {"name": "resnet8"}}
@@ -32,15 +31,7 @@ MODELS: dict[str, Any] = {"device": {"name": "cnn_small"}, "cloud": {"name": "re
 
 def make_ctx(executor: str = "serial") -> RunContext:
     """A tiny synthetic-image context (8x8, 10 classes, IID) on the CPU with the given executor."""
-    base = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        f"executor={executor}",
-    ]
-    return build_context(build_config({}, base + TWO_EDGES))
+    return synthetic_context(TWO_EDGES, executor)
 
 
 def make_algo(ctx: RunContext, **cfg: Any) -> FedDKC:

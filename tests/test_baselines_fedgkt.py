@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny import synthetic_context
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.distill import TEACHER_KEY, teacher_logits
@@ -29,10 +30,9 @@ from edgelearn.algorithms.fedgkt import (
     split_model,
 )
 from edgelearn.checkpoint import decode, encode
-from edgelearn.config import FedAvgConfig, build_config
+from edgelearn.config import FedAvgConfig
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model
-from edgelearn.runner import build_context
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]
 MODELS: dict[str, Any] = {"device": {"name": "cnn_small"}, "cloud": {"name": "resnet8"}}
@@ -42,15 +42,7 @@ FEATURES = 20 * 4 * 4  # cnn_small on 1x8x8: 5x5 'valid' conv -> 4x4, then a 'sa
 
 def make_ctx(*overrides: str) -> RunContext:
     """A tiny synthetic-image context (8x8, 10 classes, IID) on the CPU with the serial executor."""
-    base = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-    ]
-    return build_context(build_config({}, base + list(overrides or TWO_EDGES)))
+    return synthetic_context(overrides or TWO_EDGES)
 
 
 def make_algo(ctx: RunContext, **cfg: Any) -> FedGKT:

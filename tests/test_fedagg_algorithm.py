@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny import synthetic_config, synthetic_context
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.distill import BRIDGE_KEY, TEACHER_KEY
@@ -30,12 +31,10 @@ from edgelearn.algorithms.fedagg import (
     FedAggConfig,
     default_tier_models,
 )
-from edgelearn.config import build_config
 from edgelearn.engine import evaluate_state
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model, num_params
 from edgelearn.models.autoencoder import save_autoencoder
-from edgelearn.runner import build_context
 from edgelearn.system import Tier
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
@@ -49,15 +48,7 @@ TEST_MODELS: dict[str, Any] = {
 
 def make_ctx(*overrides: str, num_train: int = 96) -> RunContext:
     """A tiny synthetic-image context (8x8, IID split) on the CPU with the serial executor."""
-    base = [
-        "data.dataset=synthetic",
-        f"data.num_train={num_train}",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-    ]
-    return build_context(build_config({}, base + list(overrides or TWO_EDGES)))
+    return synthetic_context([f"data.num_train={num_train}", *(overrides or TWO_EDGES)])
 
 
 def make_algo(ctx: RunContext, **cfg: Any) -> FedAgg:
@@ -365,8 +356,7 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
 def test_pretrain_file_reproduces_pretraining_at_init(tmp_path: Path) -> None:
     from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
 
-    base = ["data.dataset=synthetic", "data.num_train=96", "data.num_test=40", "partition.method=iid"]
-    cfg = build_config({}, base + ["device=cpu", "executor=serial", *TWO_EDGES])
+    cfg = synthetic_config(TWO_EDGES)
     info = pretrain_autoencoder_file(cfg, tmp_path / "ae.pt")
     assert info["source"] == "test" and info["samples"] == 40 and info["input_shape"] == [1, 8, 8]
     assert len(info["sha256"]) == 64 and info["mse"] > 0

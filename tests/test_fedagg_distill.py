@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny import synthetic_context
 from torch import nn
 
 from edgelearn.algorithms import distill, fedagg
@@ -27,8 +28,6 @@ from edgelearn.algorithms.distill import (
     teacher_logits,
 )
 from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
-from edgelearn.config import build_config
-from edgelearn.runner import build_context
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
@@ -180,17 +179,7 @@ class _NoReuse(LogitCache):
 
 def _fedagg(cache: LogitCache) -> FedAgg:
     """A tiny two-edge FedAgg (synthetic 8x8 images, serial executor) with the given teacher-logit cache."""
-    overrides = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-        "topology.devices=null",
-        "topology.edges=2",
-        "topology.devices_per_edge=2",
-    ]
+    overrides = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
     settings_ = {
         "models": {
             "device": {"name": "mlp", "options": {"hidden": [16]}},
@@ -201,7 +190,7 @@ def _fedagg(cache: LogitCache) -> FedAgg:
         "teacher_batch_size": 8,
         "autoencoder": {"epochs": 1, "max_samples": 32, "batch_size": 16},
     }
-    algo = FedAgg(build_context(build_config({}, overrides)), FedAggConfig.model_validate(settings_))
+    algo = FedAgg(synthetic_context(overrides), FedAggConfig.model_validate(settings_))
     algo.init()
     algo._logits = cache
     return algo

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from tiny import synthetic_context
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.bridge import logit_bytes
@@ -21,8 +22,6 @@ from edgelearn.algorithms.fedagg import (
     FedAggConfig,
 )
 from edgelearn.checkpoint import decode, encode
-from edgelearn.config import build_config
-from edgelearn.runner import build_context
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
 
 # cloud 0; edge0 = 1 with dev0, dev1 = 2, 3; edge1 = 4 with dev2, dev3 = 5, 6
@@ -43,15 +42,7 @@ def outage(edge: str, start: int, end: int) -> str:
 
 def make_algo(*overrides: str, **cfg: Any) -> FedAgg:
     """FedAgg with cheap heterogeneous models on tiny synthetic images (CPU, serial executor), initialised."""
-    base = [
-        "data.dataset=synthetic",
-        "data.num_train=96",
-        "data.num_test=40",
-        "partition.method=iid",
-        "device=cpu",
-        "executor=serial",
-    ]
-    ctx: RunContext = build_context(build_config({}, base + list(overrides)))
+    ctx: RunContext = synthetic_context(overrides)
     settings: dict[str, Any] = {
         "rounds": 4,
         "models": TEST_MODELS,

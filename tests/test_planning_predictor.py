@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny import TWO_STAGE_CONFIG, TWO_STAGE_TINY
 from torch import nn
 
 from edgelearn.errors import ConfigError
@@ -192,20 +193,15 @@ def test_two_stage_with_form_p_plans_from_a_cached_pilot(
     from edgelearn.algorithms.two_stage import plan_report
     from edgelearn.config import load_config
 
-    config = Path(__file__).resolve().parents[1] / "configs/two_stage/digits.yaml"
     overrides = [
-        "topology.devices=4",
-        "algorithm.budget.energy_j=2.0",
-        "algorithm.budget.delay_s=6.0",
-        "algorithm.max_ft_rounds=60",
-        "engine.torch_threads=1",
+        *TWO_STAGE_TINY,
         "algorithm.bound=P",
         f"algorithm.constants_cache={tmp_path}",
         "algorithm.calibration.max_pre_steps=60",
         "algorithm.calibration.max_ft_steps=40",
         "algorithm.calibration.probe_samples=128",
     ]
-    report = plan_report(load_config(config, overrides))
+    report = plan_report(load_config(TWO_STAGE_CONFIG, overrides))
     assert report["feasible"] and report["bound_name"] == "P"
     cal = report["calibration"]
     assert cal["pre_steps"][-1] <= 60 and cal["ft_steps"][-1] <= 40
@@ -216,6 +212,6 @@ def test_two_stage_with_form_p_plans_from_a_cached_pilot(
         raise AssertionError("the cached calibration should have been used")
 
     monkeypatch.setattr("edgelearn.planning.calibrate.Calibrator.measure", fail)
-    again = plan_report(load_config(config, overrides))
+    again = plan_report(load_config(TWO_STAGE_CONFIG, overrides))
     assert again["calibration"] == cal and again["M"] == report["M"] and again["N"] == report["N"]
     assert two_stage.CONSTANTS_CACHE_VERSION >= 3

@@ -8,22 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny import TWO_STAGE_CONFIG, TWO_STAGE_TINY
 
 from edgelearn.config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs/two_stage/digits.yaml"
-TINY = [
-    "topology.devices=4",
-    "algorithm.budget.energy_j=2.0",
-    "algorithm.budget.delay_s=6.0",
-    "algorithm.max_ft_rounds=60",
-    "algorithm.grad_norm_samples=64",
-    "algorithm.pretrain_log_points=5",
-    "output.plots=false",
-    "engine.torch_threads=1",
-]
+CONFIG, TINY = TWO_STAGE_CONFIG, TWO_STAGE_TINY
 
 
 @pytest.mark.parametrize("extra", [["algorithm.shift.level=0.0"], ["algorithm.scheme=fixed_ratio"]])
@@ -101,7 +92,10 @@ def test_faults_drop_devices_and_retransmissions_break_the_budget(tmp_path: Path
     assert dropped["faults"]["dropped"] > 0
     assert dropped["measured"]["energy_j"] < dropped["predicted"]["energy_j"]
     assert dropped["budget"] == {
-        "met": True, "over_from_round": None, "energy_budget_j": 2.0, "delay_budget_s": 6.0
+        "met": True,
+        "over_from_round": None,
+        "energy_budget_j": 2.0,
+        "delay_budget_s": 6.0,
     }
     # lost uploads re-sent: each try is charged, so the plan's budget can no longer be met and it says when
     lossy = [*TINY, "faults.uplink_loss=0.5", "algorithm.retransmissions=3"]
