@@ -184,7 +184,12 @@ class _Pilot:
         big = batch * SENSITIVITY_BATCH_FACTOR
         small_value = float(np.mean(self.mean_curve(start, data, marks, batch=small, lr=lr, seed=seed)))
         big_value = float(np.mean(self.mean_curve(start, data, marks, batch=big, lr=lr, seed=seed)))
-        return max(small_value - big_value, 0.0) / (1.0 / small - 1.0 / big)
+        return chord_slope(small_value, big_value, small, big)
+
+
+def chord_slope(metric_small: float, metric_big: float, small: int, big: int) -> float:
+    """How much the metric rises per unit of 1/B from batch ``big`` down to batch ``small`` (clipped at 0)."""
+    return max(metric_small - metric_big, 0.0) / (1.0 / small - 1.0 / big)
 
 
 def step_grid(limit: int, points: int) -> list[int]:
@@ -312,5 +317,4 @@ class Calibrator:
         late = np.asarray(marks) >= marks[-1] / 2
         row = self._finetune(self._pretrain(steps, batch, [steps])[0], marks)
         reference = np.array([cal.predict(steps, n) for n in marks])
-        gap = float(np.mean(row[late]) - np.mean(reference[late]))
-        return max(gap, 0.0) / (1.0 / batch - 1.0 / cal.batch_pre)
+        return chord_slope(float(np.mean(row[late])), float(np.mean(reference[late])), batch, cal.batch_pre)
