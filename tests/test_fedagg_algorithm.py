@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny import synthetic_config, synthetic_context
+from tiny import FEDAGG_MODELS, synthetic_config, synthetic_context, tiny_fedagg
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.distill import BRIDGE_KEY, TEACHER_KEY
@@ -38,12 +38,7 @@ from edgelearn.models.autoencoder import save_autoencoder
 from edgelearn.system import Tier
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
-# Three distinct, cheap architectures so tiers are heterogeneous and tests stay fast.
-TEST_MODELS: dict[str, Any] = {
-    "device": {"name": "mlp", "options": {"hidden": [16]}},
-    "edge": {"name": "cnn_small"},
-    "cloud": {"name": "resnet8"},
-}
+TEST_MODELS = FEDAGG_MODELS
 
 
 def make_ctx(*overrides: str, num_train: int = 96) -> RunContext:
@@ -51,18 +46,7 @@ def make_ctx(*overrides: str, num_train: int = 96) -> RunContext:
     return synthetic_context([f"data.num_train={num_train}", *(overrides or TWO_EDGES)])
 
 
-def make_algo(ctx: RunContext, **cfg: Any) -> FedAgg:
-    """FedAgg with the test models, a fast autoencoder pre-training and batch 16, initialised."""
-    settings: dict[str, Any] = {
-        "rounds": 2,
-        "models": TEST_MODELS,
-        "batch_size": 16,
-        "autoencoder": {"epochs": 2, "max_samples": 32, "batch_size": 16},
-        **cfg,
-    }
-    algo = FedAgg(ctx, FedAggConfig.model_validate(settings))
-    algo.init()
-    return algo
+make_algo = tiny_fedagg
 
 
 def phase_sum(ctx: RunContext, phase: str, column: str, round_: int | None = None) -> float:

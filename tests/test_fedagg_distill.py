@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny import synthetic_context
+from tiny import synthetic_context, tiny_fedagg
 from torch import nn
 
 from edgelearn.algorithms import distill, fedagg
@@ -27,7 +27,7 @@ from edgelearn.algorithms.distill import (
     spare_cpu_core,
     teacher_logits,
 )
-from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
+from edgelearn.algorithms.fedagg import FedAgg
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
@@ -180,18 +180,11 @@ class _NoReuse(LogitCache):
 def _fedagg(cache: LogitCache) -> FedAgg:
     """A tiny two-edge FedAgg (synthetic 8x8 images, serial executor) with the given teacher-logit cache."""
     overrides = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
-    settings_ = {
-        "models": {
-            "device": {"name": "mlp", "options": {"hidden": [16]}},
-            "edge": {"name": "cnn_small"},
-            "cloud": {"name": "resnet8"},
-        },
-        "batch_size": 16,
-        "teacher_batch_size": 8,
-        "autoencoder": {"epochs": 1, "max_samples": 32, "batch_size": 16},
-    }
-    algo = FedAgg(synthetic_context(overrides), FedAggConfig.model_validate(settings_))
-    algo.init()
+    algo = tiny_fedagg(
+        synthetic_context(overrides),
+        teacher_batch_size=8,
+        autoencoder={"epochs": 1, "max_samples": 32, "batch_size": 16},
+    )
     algo._logits = cache
     return algo
 

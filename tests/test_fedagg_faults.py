@@ -9,9 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny import synthetic_context
+from tiny import synthetic_context, tiny_fedagg
 
-from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.bridge import logit_bytes
 from edgelearn.algorithms.fedagg import (
     DOWN,
@@ -19,7 +18,6 @@ from edgelearn.algorithms.fedagg import (
     PHASE_MIGRATE_EMBED,
     UP,
     FedAgg,
-    FedAggConfig,
 )
 from edgelearn.checkpoint import decode, encode
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
@@ -28,11 +26,6 @@ from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
 # cloud 0; edge0 = 1 (2, 3); edge1 = 4 (5, 6); edge2 = 7 (8, 9)
 THREE_EDGES = ["topology.devices=null", "topology.edges=3", "topology.devices_per_edge=2"]
-TEST_MODELS: dict[str, Any] = {
-    "device": {"name": "mlp", "options": {"hidden": [16]}},
-    "edge": {"name": "cnn_small"},
-    "cloud": {"name": "resnet8"},
-}
 
 
 def outage(edge: str, start: int, end: int) -> str:
@@ -42,17 +35,7 @@ def outage(edge: str, start: int, end: int) -> str:
 
 def make_algo(*overrides: str, **cfg: Any) -> FedAgg:
     """FedAgg with cheap heterogeneous models on tiny synthetic images (CPU, serial executor), initialised."""
-    ctx: RunContext = synthetic_context(overrides)
-    settings: dict[str, Any] = {
-        "rounds": 4,
-        "models": TEST_MODELS,
-        "batch_size": 16,
-        "autoencoder": {"epochs": 2, "max_samples": 32, "batch_size": 16},
-        **cfg,
-    }
-    algo = FedAgg(ctx, FedAggConfig.model_validate(settings))
-    algo.init()
-    return algo
+    return tiny_fedagg(synthetic_context(overrides), **{"rounds": 4, **cfg})
 
 
 def phase_sum(algo: FedAgg, phase: str, column: str, round_: int) -> float:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.config import RunConfig, build_config
 from edgelearn.runner import build_context
+
+if TYPE_CHECKING:
+    from edgelearn.algorithms.fedagg import FedAgg
 
 SYNTHETIC = [
     "data.dataset=synthetic",
@@ -43,3 +47,28 @@ TWO_STAGE_TINY = [
     "engine.torch_threads=1",
 ]
 """Overrides making :data:`TWO_STAGE_CONFIG` a seconds-long run: 4 devices, 2 J / 6 s budgets."""
+
+
+FEDAGG_MODELS: dict[str, Any] = {
+    "device": {"name": "mlp", "options": {"hidden": [16]}},
+    "edge": {"name": "cnn_small"},
+    "cloud": {"name": "resnet8"},
+}
+"""Three distinct, cheap architectures so FedAgg's tiers are heterogeneous and tests stay fast."""
+
+
+def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
+    """FedAgg on ``ctx`` with :data:`FEDAGG_MODELS`, 2 rounds, batch 16 and a fast autoencoder pre-training
+    (each overridable through ``cfg``), initialised."""
+    from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
+
+    settings: dict[str, Any] = {
+        "rounds": 2,
+        "models": FEDAGG_MODELS,
+        "batch_size": 16,
+        "autoencoder": {"epochs": 2, "max_samples": 32, "batch_size": 16},
+        **cfg,
+    }
+    algo = FedAgg(ctx, FedAggConfig.model_validate(settings))
+    algo.init()
+    return algo
