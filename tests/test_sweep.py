@@ -140,3 +140,35 @@ def test_cases_bundle_overrides_into_one_axis(tmp_path: Path) -> None:
         "seed=1", "algorithm.name=hierfavg", "model.name=mlp", "partition.alpha=1.0"
     ]
     assert cell_slug(grid[1]) == "case=b_alpha=1.0"
+
+
+def test_parallel_jobs_match_serial_and_apply_extra_overrides(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, plots=[])
+    extra = ["algorithm.rounds=1"]
+    serial = run_suite(suite, tmp_path / "serial", log=lambda _: None, extra=extra)["lr-sweep"]
+    lines: list[str] = []
+    parallel = run_suite(suite, tmp_path / "par", log=lines.append, jobs=2, extra=extra)["lr-sweep"]
+    assert parallel["rows"] == serial["rows"]  # same runs, same order, same metrics: seeds decide, not jobs
+    assert parallel["set"][-1] == "algorithm.rounds=1"
+    assert all(r["metrics"]["rounds"] == 1 for r in parallel["rows"])
+    started = [line.split()[1] for line in lines if line.strip().startswith("started")]
+    assert started == ["lr=0.05-s0", "lr=0.1-s0", "lr=0.05-s1", "lr=0.1-s1"]  # seed-major
+    # finished runs are kept: a second parallel call starts nothing
+    lines.clear()
+    run_suite(suite, tmp_path / "par", log=lines.append, jobs=2, extra=extra)
+    assert not [line for line in lines if "started" in line]
+
+
+def test_parallel_failure_names_the_run_and_keeps_the_user_error(tmp_path: Path) -> None:
+    from edgelearn.errors import EdgelearnError
+
+    missing = tmp_path / "no-mnist-here"
+    suite = write_suite(
+        tmp_path, plots=[], seeds=[0], set=[*TINY, "data.dataset=mnist", f"data.data_dir={missing}"]
+    )
+    with pytest.raises(EdgelearnError, match=r"run lr=0\.(05|1)-s0: .*no-mnist-here") as info:
+        run_suite(suite, tmp_path / "o", log=lambda _: None, jobs=2)
+    assert info.value.hint  # the data error's fix-it hint survives the process boundary
+    assert not list((tmp_path / "o").rglob("sweep_error.json"))  # consumed, so a re-run starts clean
+    with pytest.raises(ConfigError, match="more than the"):
+        run_suite(write_suite(tmp_path, plots=[]), tmp_path / "o2", log=lambda _: None, jobs=10_000)

@@ -117,6 +117,11 @@ def sweep(
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="each experiment's few-minute version")] = False,
     check: Annotated[bool, typer.Option("--check", help="only validate every run's config")] = False,
+    jobs: Annotated[
+        int,
+        typer.Option("--jobs", min=1, help="runs at once, each pinned to cores / jobs cores (seed-major)"),
+    ] = 1,
+    set_: SetOpt = None,
 ) -> None:
     """Run experiment suites (grids of runs over overrides and seeds), then aggregate, tabulate and plot.
 
@@ -128,11 +133,20 @@ def sweep(
     console = get_console()
     if check:
         for suite in suites:
-            console.print(f"{suite}: {check_suite(suite, quick=quick)} runs, every config valid")
+            n = check_suite(suite, quick=quick, extra=list(set_ or []))
+            console.print(f"{suite}: {n} runs, every config valid")
         return
     for suite in suites:
         target = out / suite.stem if len(suites) > 1 else out
-        results = run_suite(suite, target, only=list(only or []), quick=quick, log=console.print)
+        results = run_suite(
+            suite,
+            target,
+            only=list(only or []),
+            quick=quick,
+            log=console.print,
+            jobs=jobs,
+            extra=list(set_ or []),
+        )
         for name in results:
             table = target / name / "results.md"
             if table.is_file():

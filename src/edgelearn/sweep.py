@@ -8,14 +8,23 @@ row per run plus mean / sd / n per cell), ``results.md`` and the plots the exper
 
 ``kind: landscape`` experiments solve the two-stage planning problem over an (M, N) grid instead of
 training (E6). ``quick:`` holds replacements (base, seeds, set, axes) used with ``--quick``.
+
+``jobs > 1`` runs that many runs at once, each in its own process pinned to its own share of the cores (torch
+threads = cores / jobs), seed-major (every cell of the first seed before the second seed), so an interrupted
+sweep leaves whole seeds. Results do not depend on ``jobs``: every run is seeded by its own config.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import multiprocessing
+import os
 import re
 import statistics
+import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +41,10 @@ CASE_AXIS = "case"
 """Name of the axis that ``cases`` adds."""
 SLUG_MAX = 80
 """Longest run-directory name built from a cell's axis values (longer ones are truncated)."""
+RUN_ERROR_FILE = "sweep_error.json"
+"""What a run that failed in a ``jobs > 1`` worker process left in its folder (message, hint, traceback)."""
+POLL_S = 0.2
+"""How often the parent of ``jobs > 1`` workers checks whether one has finished."""
 
 
 class PlotSpec(BaseModel):
@@ -254,10 +267,108 @@ def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> Non
     run(cfg, out, progress=progress, resume=resume)
 
 
+def core_slots(jobs: int) -> list[list[int]]:
+    """The usable cores split into ``jobs`` disjoint, near-equal slots (one per concurrent run)."""
+    try:
+        cores = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = list(range(os.cpu_count() or 1))
+    if jobs > len(cores):
+        raise ConfigError(
+            f"--jobs {jobs} is more than the {len(cores)} usable cores",
+            hint=f"use --jobs {len(cores)} or fewer",
+        )
+    return [cores[i::jobs] for i in range(jobs)]
+
+
+def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> None:
+    """Entry of a ``jobs > 1`` worker process: pin to ``cores``, run, and leave any failure in ``out``."""
+    import torch
+
+    from edgelearn.errors import EdgelearnError
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))  # a config's engine.torch_threads still wins inside run()
+    try:
+        _run_one(base, overrides, out, progress=False)
+    except BaseException as exc:  # reported to the parent through the file, then the exit code
+        out.mkdir(parents=True, exist_ok=True)
+        user = isinstance(exc, EdgelearnError)
+        info = {
+            "user_error": user,
+            "message": exc.message if user else f"{type(exc).__name__}: {exc}",
+            "hint": exc.hint if user else None,
+            "traceback": traceback.format_exc(),
+        }
+        write_json_atomic(out / RUN_ERROR_FILE, info)
+        raise SystemExit(2 if user else 1) from None
+
+
+def _run_failure(out: Path, exitcode: int | None) -> Exception:
+    """What to raise for a worker that exited with ``exitcode``: the user's error as such, else a crash."""
+    from edgelearn.errors import EdgelearnError
+
+    file = out / RUN_ERROR_FILE
+    if file.is_file():
+        info = json.loads(file.read_text())
+        file.unlink()  # a re-run starts clean
+        if info["user_error"]:
+            return EdgelearnError(f"run {out.name}: {info['message']}", hint=info["hint"])
+        return RuntimeError(f"run {out.name} failed: {info['message']}\n{info['traceback']}")
+    return RuntimeError(f"run {out.name}: its worker process died (exit code {exitcode}) without a report")
+
+
+def _run_parallel(
+    runs: Sequence[tuple[Path, list[str], Path]], jobs: int, log: Callable[[str], None]
+) -> None:
+    """Run ``(base, overrides, out)`` triples ``jobs`` at a time in pinned worker processes. On a failure no
+    new run starts, the running ones finish (or resume later), and the first failure is raised."""
+    ctx = multiprocessing.get_context("spawn")  # no fork: torch's thread pools do not survive it
+    free = core_slots(jobs)
+    pending = list(runs)
+    running: list[tuple[Any, Path, list[int]]] = []
+    failure: Exception | None = None
+    while pending or running:
+        while pending and free and failure is None:
+            base, overrides, out = pending.pop(0)
+            cores = free.pop(0)
+            proc = ctx.Process(target=_worker, args=(base, overrides, out, cores), name=f"sweep:{out.name}")
+            proc.start()
+            running.append((proc, out, cores))
+            log(f"  started {out.name} on cores {cores}")
+        if failure is not None:
+            pending.clear()
+        time.sleep(POLL_S)
+        for item in list(running):
+            proc, out, cores = item
+            if proc.is_alive():
+                continue
+            proc.join()
+            running.remove(item)
+            free.append(cores)
+            if proc.exitcode == 0:
+                log(f"  finished {out.name}")
+                continue
+            error = _run_failure(out, proc.exitcode)
+            log(f"  FAILED {out.name}: {str(error).splitlines()[0]}")
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
 def run_experiment(
-    exp: ExperimentSpec, suite_dir: Path, out: Path, *, progress: bool = False, log: Callable[[str], None]
+    exp: ExperimentSpec,
+    suite_dir: Path,
+    out: Path,
+    *,
+    progress: bool = False,
+    log: Callable[[str], None],
+    jobs: int = 1,
+    extra: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Run (or continue) every cell x seed of ``exp`` and write its results and plots into ``out``."""
+    """Run (or continue) every cell x seed of ``exp`` into ``out``, ``jobs`` at a time, with ``extra``
+    ``--set`` overrides after each cell's own; then write its results and plots."""
     base = exp.base_path(suite_dir)
     out.mkdir(parents=True, exist_ok=True)
     if exp.kind == "landscape":
@@ -265,42 +376,53 @@ def run_experiment(
 
         results: dict[str, Any] = {"experiment": exp.name, "kind": exp.kind, "cells": []}
         for cell in exp.run_cells():
-            overrides = [*exp.overrides(cell), f"seed={exp.seeds[0]}"]
+            overrides = [*exp.overrides(cell), *extra, f"seed={exp.seeds[0]}"]
             log(f"{exp.name}: landscape {cell_slug(cell)}")
             land = landscape_report(base, overrides, exp.grid.M, exp.grid.N)
             results["cells"].append({"cell": cell, "slug": cell_slug(cell), **land})
         write_json_atomic(out / RESULTS_FILE, results)
         _plots(exp, out, results)
         return results
-    rows: list[dict[str, Any]] = []
     grid = exp.run_cells()
-    total = len(grid) * len(exp.seeds)
-    done = 0
-    for cell in grid:
-        slug = cell_slug(cell)
-        for seed in exp.seeds:
-            run_dir = out / f"{slug}-s{seed}"
-            overrides = [*exp.overrides(cell), f"seed={seed}"]
-            done += 1
-            log(f"{exp.name} [{done}/{total}] {run_dir.name}")
+    plan = [
+        (cell, seed, out / f"{cell_slug(cell)}-s{seed}", [*exp.overrides(cell), *extra, f"seed={seed}"])
+        for cell in grid
+        for seed in exp.seeds
+    ]
+    if jobs > 1:
+        from edgelearn.config import load_config
+
+        todo = [p for p in plan if not (p[2] / "summary.json").is_file()]
+        todo.sort(key=lambda p: exp.seeds.index(p[1]))  # seed-major; sort is stable within a seed
+        for _, _, run_dir, overrides in todo:  # a bad config fails here, before any worker starts
+            try:
+                load_config(base, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"experiment {exp.name}, run {run_dir.name}: {exc}") from None
+        log(f"{exp.name}: {len(todo)} of {len(plan)} runs to do, {jobs} at a time")
+        _run_parallel([(base, o, d) for _, _, d, o in todo], jobs, log)
+    rows: list[dict[str, Any]] = []
+    for done, (cell, seed, run_dir, overrides) in enumerate(plan, start=1):
+        if jobs == 1:
+            log(f"{exp.name} [{done}/{len(plan)}] {run_dir.name}")
             _run_one(base, overrides, run_dir, progress)
-            summary = read_summary(run_dir)
-            records = read_metrics(run_dir)
-            rows.append(
-                {
-                    "cell": cell,
-                    "slug": slug,
-                    "seed": seed,
-                    "run_dir": run_dir.name,
-                    "metrics": {m: run_metric(m, summary, records) for m in exp.metrics},
-                }
-            )
+        summary = read_summary(run_dir)
+        records = read_metrics(run_dir)
+        rows.append(
+            {
+                "cell": cell,
+                "slug": cell_slug(cell),
+                "seed": seed,
+                "run_dir": run_dir.name,
+                "metrics": {m: run_metric(m, summary, records) for m in exp.metrics},
+            }
+        )
     results = {
         "experiment": exp.name,
         "description": exp.description,
         "kind": exp.kind,
         "base": str(exp.base),
-        "set": exp.set,
+        "set": [*exp.set, *extra],
         "seeds": exp.seeds,
         "rows": rows,
         "cells": aggregate(rows, exp.metrics),
@@ -358,8 +480,11 @@ def run_suite(
     quick: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = print,
+    jobs: int = 1,
+    extra: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Run the experiments of a suite file (all, or those named in ``only``) into ``out``."""
+    """Run the experiments of a suite file (all, or those named in ``only``) into ``out``, ``jobs`` runs at a
+    time, with ``extra`` ``--set`` overrides applied to every run."""
     file = Path(path)
     suite = load_suite(file)
     names = [e.name for e in suite.experiments]
@@ -374,12 +499,12 @@ def run_suite(
         if not resolved.seeds:
             raise ConfigError(f"experiment {exp.name}: `seeds` is empty", hint="list at least one seed")
         results[exp.name] = run_experiment(
-            resolved, file.parent, Path(out) / exp.name, progress=progress, log=log
+            resolved, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
         )
     return results
 
 
-def check_suite(path: str | Path, *, quick: bool = False) -> int:
+def check_suite(path: str | Path, *, quick: bool = False, extra: Sequence[str] = ()) -> int:
     """Validate every run config a suite would build (no training); returns how many runs it holds.
 
     Catches a typo in an axis key or value before hours of sweeping: each error names the experiment.
@@ -392,7 +517,7 @@ def check_suite(path: str | Path, *, quick: bool = False) -> int:
         resolved = exp.resolved(quick)
         base = resolved.base_path(file.parent)
         for cell in resolved.run_cells():
-            overrides = resolved.overrides(cell)
+            overrides = [*resolved.overrides(cell), *extra]
             try:
                 load_config(base, overrides)
             except ConfigError as exc:
