@@ -35,5 +35,8 @@ def test_fedagg_part_prints_tiers_and_writes_plots(tmp_path: Path, monkeypatch: 
         f"{hier['final_accuracy']:.2%}",
     ):
         assert needle in text
+    for target in (0.8, 0.9):  # the config's targets, each reached in round 1 or not yet
+        reached = summary["rounds_to_target"][f"{100 * target:g}%"]
+        assert f"reaches {100 * target:g}%: FedAgg {'round 1' if reached else 'not yet'}" in text
     assert (tmp_path / "fedagg_vs_hierfavg_accuracy_vs_round.png").stat().st_size > 0
     assert (Path(summary["run_dir"]) / "accuracy_vs_round.png").stat().st_size > 0

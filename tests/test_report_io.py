@@ -138,3 +138,19 @@ def test_append_then_read_preserves_every_record(
     for record in records:
         append_jsonl(run_dir / "metrics.jsonl", record, fsync=False)
     assert read_metrics(run_dir) == records
+
+
+def test_rounds_to_is_the_first_round_at_or_above_the_target() -> None:
+    from edgelearn.report.io import rounds_to, target_key
+
+    records = [
+        {"round": 1, "accuracy": 0.5},
+        {"round": 2, "accuracy": 0.72},
+        {"round": 4, "accuracy": 0.7},  # eval.every = 2: only evaluated rounds appear
+        {"round": 5, "accuracy": float("nan")},
+    ]
+    assert rounds_to(records, 0.7) == 2
+    assert rounds_to(records, 0.5) == 1
+    assert rounds_to(records, 0.73) is None
+    assert rounds_to([], 0.1) is None
+    assert (target_key(0.7), target_key(0.725), target_key(1.0)) == ("70%", "72.5%", "100%")

@@ -181,3 +181,14 @@ def test_fashion_mnist_config_runs_end_to_end(tmp_path: Path) -> None:
     assert summary["dataset"] == "fashion_mnist"
     assert summary["final_accuracy"] > 0.3  # two rounds of a small CNN on 5 devices: far above chance (0.1)
     assert np.isfinite(summary["energy_j"]) and summary["energy_j"] > 0
+
+
+def test_rounds_to_target_in_the_summary(tmp_path: Path) -> None:
+    # targets around the run's own curve: one reached (the first round at or above it), one never reached
+    summary = run(build_config({}, _tiny("eval.targets=[0.05, 0.999]")), tmp_path, progress=False)
+    accuracies = [m["accuracy"] for m in _metrics(tmp_path)]
+    first = 1 + next(i for i, a in enumerate(accuracies) if a >= 0.05)
+    assert summary["rounds_to_target"] == {"5%": first, "99.9%": None}
+    assert "rounds_to_target" not in run(build_config({}, _tiny()), tmp_path / "none", progress=False)
+    with pytest.raises(Exception, match="targets"):
+        build_config({}, _tiny("eval.targets=[1.5]"))

@@ -172,3 +172,26 @@ def test_parallel_failure_names_the_run_and_keeps_the_user_error(tmp_path: Path)
     assert not list((tmp_path / "o").rglob("sweep_error.json"))  # consumed, so a re-run starts clean
     with pytest.raises(ConfigError, match="more than the"):
         run_suite(write_suite(tmp_path, plots=[]), tmp_path / "o2", log=lambda _: None, jobs=10_000)
+
+
+def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
+    from edgelearn.sweep import _dig, run_metric
+
+    records = [{"round": 1, "accuracy": 0.4}, {"round": 2, "accuracy": 0.8}]
+    assert run_metric("rounds_to:0.5", {}, records) == 2.0
+    assert run_metric("rounds_to:0.9", {}, records) is None
+    summary = {"rounds_to_target": {"72.5%": 3, "70%": None}, "a": {"b": {"c": 1}}}
+    assert run_metric("rounds_to_target.72.5%", summary, []) == 3.0
+    assert _dig(summary, "a.b.c") == 1 and _dig(summary, "a.x") is None and _dig(summary, "a.b.c.d") is None
+    with pytest.raises(ConfigError, match="rounds_to:0.7"):
+        load_suite(write_suite(tmp_path, metrics=["rounds_to:70"]))
+    # a cell where only some seeds reach the target says how many did
+    from edgelearn.sweep import results_markdown
+
+    rows = [
+        {"cell": {"a": 1}, "slug": "a=1", "seed": s, "metrics": {"rounds_to:0.5": v}}
+        for s, v in [(0, 2.0), (1, None), (2, 4.0)]
+    ]
+    metric = ["rounds_to:0.5"]
+    table = results_markdown({"experiment": "t", "cells": aggregate(rows, metric)}, metric)
+    assert "| 1 | 0,1,2 | 3.0 ± 1.4 (2 of 3) |" in table

@@ -509,6 +509,11 @@ class EvalConfig(Section):
 
     every: PositiveInt = Field(1, description="evaluate every this many rounds (and always the last)")
     batch_size: PositiveInt = 2048
+    targets: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        [],
+        description="test accuracies whose first round summary.json reports as rounds_to_target "
+        '({"70%": round or null}; evaluated rounds only, counted from 1)',
+    )
 
 
 class OutputConfig(Section):

@@ -63,7 +63,7 @@ FEDAGG_DIGITS: dict[str, Any] = {
         "lr": 0.001,
         "batch_size": 8,
     },
-    "eval": {"every": 1},
+    "eval": {"every": 1, "targets": [0.8, 0.9]},
 }
 
 DEMO_FEDAGG_ROUNDS = 5
@@ -109,6 +109,7 @@ def _fedagg_part(out: Path, console: Any, progress: bool | None, hierfavg: dict[
     """FedAgg on digits beside the HierFAVG run: per-tier accuracy and bytes, and an accuracy plot."""
     from rich.table import Table
 
+    from edgelearn.report.io import read_metrics, rounds_to, target_key
     from edgelearn.report.plots import plot_comparison
     from edgelearn.report.tables import format_bytes
     from edgelearn.runner import run
@@ -145,6 +146,13 @@ def _fedagg_part(out: Path, console: Any, progress: bool | None, hierfavg: dict[
             f"{format_bytes(theirs.get('bytes_up', 0.0))} / {format_bytes(theirs.get('bytes_down', 0.0))}",
         )
     console.print(table)
+    ours, hier = read_metrics(summary["run_dir"]), read_metrics(hierfavg["run_dir"])
+    for target in cfg.eval.targets:
+        mine, theirs = rounds_to(ours, target), rounds_to(hier, target)
+        console.print(
+            f"cloud model reaches {target_key(target)}: FedAgg "
+            f"{f'round {mine}' if mine else 'not yet'}, HierFAVG {f'round {theirs}' if theirs else 'not yet'}"
+        )
     plot = plot_comparison(
         [Path(summary["run_dir"]), Path(hierfavg["run_dir"])],
         out / "fedagg_vs_hierfavg_accuracy_vs_round.png",

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.errors import ConfigError, DivergenceError
 from edgelearn.models import build_model, model_info
-from edgelearn.report.io import append_jsonl, write_json_atomic
+from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
 from edgelearn.report.progress import progress_bar
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
@@ -286,6 +287,7 @@ def _run(
         "final_loss": last.get("loss"),
         **({"accuracy_by_tier": last["accuracy_by_tier"]} if "accuracy_by_tier" in last else {}),
         "best_accuracy": best,
+        **_rounds_to_targets(cfg.eval.targets, out),
         **_ledger_figures(totals),
         "wall_s": wall(),
         "by_tier": totals["by_tier"],
@@ -313,6 +315,14 @@ def _run(
         summary["plots"] = [str(p) for p in plot_run(out)]
     summary["run_dir"] = str(out)
     return summary
+
+
+def _rounds_to_targets(targets: Sequence[float], out: Path) -> dict[str, Any]:
+    """``{"rounds_to_target": {"70%": round or None}}`` from the whole metrics file (resumed runs too)."""
+    if not targets:
+        return {}
+    records = read_metrics(out)
+    return {"rounds_to_target": {target_key(t): rounds_to(records, t) for t in targets}}
 
 
 def _jsonable(obj: Any) -> Any:

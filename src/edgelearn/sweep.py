@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgelearn.errors import ConfigError
-from edgelearn.report.io import read_metrics, read_summary, write_json_atomic
+from edgelearn.report.io import read_metrics, read_summary, rounds_to, write_json_atomic
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
@@ -45,6 +45,14 @@ RUN_ERROR_FILE = "sweep_error.json"
 """What a run that failed in a ``jobs > 1`` worker process left in its folder (message, hint, traceback)."""
 POLL_S = 0.2
 """How often the parent of ``jobs > 1`` workers checks whether one has finished."""
+
+
+def _check_metrics(metrics: list[str] | None) -> list[str] | None:
+    """Metric names as given; a ValueError naming a ``rounds_to:`` metric whose target does not parse."""
+    for name in metrics or []:
+        if name.startswith(ROUNDS_TO):
+            rounds_target(name)
+    return metrics
 
 
 class PlotSpec(BaseModel):
@@ -84,6 +92,9 @@ class QuickSpec(BaseModel):
     set: list[str] | None = None
     axes: dict[str, list[Any]] | None = None
     cases: dict[str, dict[str, Any]] | None = None
+    metrics: list[str] | None = Field(None, description="e.g. accuracy targets that suit the quick dataset")
+
+    _metrics_parse = field_validator("metrics")(classmethod(lambda cls, v: _check_metrics(v)))
 
 
 class ExperimentSpec(BaseModel):
@@ -103,9 +114,12 @@ class ExperimentSpec(BaseModel):
         "settings that change together, e.g. a method and the model the paper pairs it with",
     )
     metrics: list[str] = Field(
-        ["final_accuracy"], description="run metrics aggregated per cell (see RUN_METRICS / dotted keys)"
+        ["final_accuracy"],
+        description="run metrics aggregated per cell (RUN_METRICS, rounds_to:TARGET, or dotted keys)",
     )
     plots: list[PlotSpec] = []
+
+    _metrics_parse = field_validator("metrics")(classmethod(lambda cls, v: _check_metrics(v)))
     grid: GridSpec = Field(GridSpec(), description="landscape kind: points on the M and N axes")
     quick: QuickSpec = QuickSpec()
 
@@ -195,10 +209,19 @@ def _override(key: str, value: Any) -> str:
 
 
 def _dig(obj: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(obj, Mapping) or part not in obj:
+    """The value at dotted path ``dotted``; a key may itself hold dots ("rounds_to_target.72.5%"): the
+    longest matching key wins at each level."""
+    parts = dotted.split(".")
+    while parts:
+        if not isinstance(obj, Mapping):
             return None
-        obj = obj[part]
+        for i in range(len(parts), 0, -1):
+            key = ".".join(parts[:i])
+            if key in obj:
+                obj, parts = obj[key], parts[i:]
+                break
+        else:
+            return None
     return obj
 
 
@@ -222,10 +245,30 @@ RUN_METRICS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], float | 
 """Derived run metrics; any other name is a dotted key into summary.json (e.g. ``plan.M``)."""
 
 
+ROUNDS_TO = "rounds_to:"
+"""Metric prefix: ``rounds_to:0.7`` is the first round whose test accuracy reaches 0.7 (None if none does)."""
+
+
+def rounds_target(name: str) -> float:
+    """The target of a ``rounds_to:TARGET`` metric name; ValueError unless TARGET is in (0, 1]."""
+    text = name.removeprefix(ROUNDS_TO)
+    try:
+        target = float(text)
+    except ValueError:
+        target = math.nan
+    if not 0 < target <= 1:
+        raise ValueError(f"metric {name!r}: the target must be an accuracy in (0, 1], e.g. rounds_to:0.7")
+    return target
+
+
 def run_metric(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> float | None:
-    """A derived metric from :data:`RUN_METRICS`, or the number at dotted key ``name`` of the summary."""
+    """A derived metric from :data:`RUN_METRICS`, ``rounds_to:TARGET`` from the records, or the number at
+    dotted key ``name`` of the summary."""
     if name in RUN_METRICS:
         return RUN_METRICS[name](summary, records)
+    if name.startswith(ROUNDS_TO):
+        reached = rounds_to(records, rounds_target(name))
+        return None if reached is None else float(reached)
     value = _dig(summary, name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -467,7 +510,13 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str]) -> str:
     ]
     for entry in cells_:
         seeds = ",".join(str(s) for s in entry["seeds"])
-        values = [str(entry["cell"][a]) for a in axes] + [seeds] + [_fmt(m, entry.get(m)) for m in metrics]
+        values = [str(entry["cell"][a]) for a in axes] + [seeds]
+        for m in metrics:
+            stat = entry.get(m)
+            text = _fmt(m, stat)
+            if stat and 0 < stat["n"] < len(entry["seeds"]):  # e.g. a target only some seeds reached
+                text += f" ({stat['n']} of {len(entry['seeds'])})"
+            values.append(text)
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,22 @@ def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
                 ) from None
             records.append(_validate_metrics_record(record, path, lineno))
     return records
+
+
+def target_key(target: float) -> str:
+    """The label of an accuracy target in summaries and tables: 0.7 -> "70%", 0.725 -> "72.5%"."""
+    return f"{100 * target:g}%"
+
+
+def rounds_to(records: Sequence[Mapping[str, Any]], target: float, key: str = "accuracy") -> int | None:
+    """The first round whose ``key`` (the delivered model's test accuracy) is at least ``target``, or None
+    if no record reaches it. Rounds count from 1 (the paper's Table IV counts from 0: ours minus one), and
+    only evaluated rounds count (``eval.every``)."""
+    for record in records:
+        value = record.get(key)
+        if is_number(value) and value >= target:
+            return int(record["round"])
+    return None
 
 
 def read_summary(run_dir: PathLike) -> dict[str, Any]:
