@@ -195,3 +195,11 @@ def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
     metric = ["rounds_to:0.5"]
     table = results_markdown({"experiment": "t", "cells": aggregate(rows, metric)}, metric)
     assert "| 1 | 0,1,2 | 3.0 ± 1.4 (2 of 3) |" in table
+
+
+def test_a_worker_killed_without_a_report_says_so(tmp_path: Path) -> None:
+    from edgelearn.sweep import _run_failure
+
+    error = _run_failure(tmp_path / "case=x-s0", -9)
+    assert isinstance(error, RuntimeError)
+    assert "case=x-s0" in str(error) and "signal 9" in str(error) and "resumes" in str(error)

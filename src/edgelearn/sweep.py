@@ -333,9 +333,10 @@ def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> No
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))  # a config's engine.torch_threads still wins inside run()
+    (out / RUN_ERROR_FILE).unlink(missing_ok=True)  # a report left by an earlier, interrupted sweep
     try:
         _run_one(base, overrides, out, progress=False)
-    except BaseException as exc:  # reported to the parent through the file, then the exit code
+    except Exception as exc:  # reported to the parent through the file, then the exit code
         out.mkdir(parents=True, exist_ok=True)
         user = isinstance(exc, EdgelearnError)
         info = {
@@ -359,7 +360,11 @@ def _run_failure(out: Path, exitcode: int | None) -> Exception:
         if info["user_error"]:
             return EdgelearnError(f"run {out.name}: {info['message']}", hint=info["hint"])
         return RuntimeError(f"run {out.name} failed: {info['message']}\n{info['traceback']}")
-    return RuntimeError(f"run {out.name}: its worker process died (exit code {exitcode}) without a report")
+    how = f"signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    return RuntimeError(
+        f"run {out.name}: its worker process ended ({how}) without a report; signal 9 is often the kernel's "
+        "out-of-memory killer (try fewer --jobs). Re-running the sweep resumes it from its last checkpoint"
+    )
 
 
 def _run_parallel(
@@ -371,6 +376,24 @@ def _run_parallel(
     free = core_slots(jobs)
     pending = list(runs)
     running: list[tuple[Any, Path, list[int]]] = []
+    try:
+        _schedule(ctx, pending, free, running, log)
+    except BaseException:  # Ctrl-C or a crash here: stop the workers; their runs resume on the next sweep
+        for proc, _, _ in running:
+            proc.terminate()
+        for proc, _, _ in running:
+            proc.join()
+        raise
+
+
+def _schedule(
+    ctx: Any,
+    pending: list[tuple[Path, list[str], Path]],
+    free: list[list[int]],
+    running: list[tuple[Any, Path, list[int]]],
+    log: Callable[[str], None],
+) -> None:
+    """The worker loop of :func:`_run_parallel`: start runs on free core slots until all have ended."""
     failure: Exception | None = None
     while pending or running:
         while pending and free and failure is None:
