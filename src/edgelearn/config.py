@@ -508,7 +508,9 @@ class EvalConfig(Section):
     """Test-set evaluation of the delivered model."""
 
     every: PositiveInt = Field(1, description="evaluate every this many rounds (and always the last)")
-    batch_size: PositiveInt = 2048
+    batch_size: PositiveInt | None = Field(
+        None, description="samples per no-grad pass; None = 128 on a CPU (cache-friendly), 2048 on CUDA"
+    )
     targets: list[Annotated[float, Field(gt=0, le=1)]] = Field(
         [],
         description="test accuracies whose first round summary.json reports as rounds_to_target "
