@@ -263,3 +263,20 @@ def test_quadratic_growth_fails(base: float, scale: float) -> None:
     coef = scale * bench.RSS_NOISE_MB / 990**2
     peaks = [base + coef * (n - 10) ** 2 for n in DEVICES_4]
     assert bench.memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is False
+
+
+def test_tier_cohort_benchmark_times_both_executors(tmp_path: Path) -> None:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "tier_cohort.py"
+    spec = importlib.util.spec_from_file_location("tier_cohort", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "tier.json"
+    records = module.main(["--model", "cnn_small", "--clients", "2", "--samples", "12", "--json", str(out)])
+    assert [r["executor"] for r in records] == ["serial", "vmap"]
+    for r in records:
+        assert r["wall_s"] > 0 and r["gflops_per_s"] > 0
+        assert r["ms_per_client_step"] == pytest.approx(1000 * r["wall_s"] / (2 * 2))  # 12 samples at batch 8
+    assert json.loads(out.read_text())["records"] == records
