@@ -203,3 +203,20 @@ def test_a_worker_killed_without_a_report_says_so(tmp_path: Path) -> None:
     error = _run_failure(tmp_path / "case=x-s0", -9)
     assert isinstance(error, RuntimeError)
     assert "case=x-s0" in str(error) and "signal 9" in str(error) and "resumes" in str(error)
+
+
+def test_a_diverged_run_is_kept_as_a_result_with_missing_metrics(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path, plots=[], seeds=[0], axes={"algorithm.local.lr": [0.05, 1.0e9]})
+    out = tmp_path / "o"
+    lines: list[str] = []
+    results = run_suite(suite, out, log=lines.append)["lr-sweep"]  # does not raise
+    stable, wild = results["rows"]
+    assert "diverged" not in stable and stable["metrics"]["final_accuracy"] is not None
+    assert "non-finite" in wild["diverged"] or "diverged" in wild["diverged"]
+    assert all(v is None for v in wild["metrics"].values())
+    assert results["cells"][1]["final_accuracy"]["n"] == 0
+    assert any("diverged" in line for line in lines)
+    marker = out / "lr-sweep" / wild["run_dir"] / "diverged.json"
+    stamp = marker.stat().st_mtime_ns
+    run_suite(suite, out, log=lambda _: None, jobs=2)  # kept as a result: neither path retrains it
+    assert marker.stat().st_mtime_ns == stamp

@@ -41,6 +41,9 @@ CASE_AXIS = "case"
 """Name of the axis that ``cases`` adds."""
 SLUG_MAX = 80
 """Longest run-directory name built from a cell's axis values (longer ones are truncated)."""
+DIVERGED_FILE = "diverged.json"
+"""Left in a run's folder when its training diverged: the sweep keeps it as a result with missing metrics
+(``results.md`` shows how many seeds a cell kept); delete it to retry the run."""
 RUN_ERROR_FILE = "sweep_error.json"
 """What a run that failed in a ``jobs > 1`` worker process left in its folder (message, hint, traceback)."""
 POLL_S = 0.2
@@ -298,16 +301,27 @@ def aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
 
 
 # ---------------------------------------------------------------------------------------------------------
+def _finished(out: Path) -> bool:
+    """Whether the run in ``out`` has ended: with a summary, or diverged (a result too, kept as such)."""
+    return (out / "summary.json").is_file() or (out / DIVERGED_FILE).is_file()
+
+
 def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> None:
-    """One run into ``out``: skipped when finished, resumed when a checkpoint is there, else started."""
+    """One run into ``out``: skipped when finished, resumed when a checkpoint is there, else started. A run
+    that diverges is recorded in ``DIVERGED_FILE`` (its metrics count as missing), not raised: one unstable
+    cell must not stop a sweep."""
     from edgelearn.config import load_config
+    from edgelearn.errors import DivergenceError
     from edgelearn.runner import run
 
-    if (out / "summary.json").is_file():
+    if _finished(out):
         return
     cfg = load_config(base, overrides)
     resume = out.is_dir() and any(out.glob("checkpoints/*"))
-    run(cfg, out, progress=progress, resume=resume)
+    try:
+        run(cfg, out, progress=progress, resume=resume)
+    except DivergenceError as exc:
+        write_json_atomic(out / DIVERGED_FILE, {"message": exc.message, "hint": exc.hint})
 
 
 def core_slots(jobs: int) -> list[list[int]]:
@@ -458,7 +472,7 @@ def run_experiment(
     if jobs > 1:
         from edgelearn.config import load_config
 
-        todo = [p for p in plan if not (p[2] / "summary.json").is_file()]
+        todo = [p for p in plan if not _finished(p[2])]
         todo.sort(key=lambda p: exp.seeds.index(p[1]))  # seed-major; sort is stable within a seed
         for _, _, run_dir, overrides in todo:  # a bad config fails here, before any worker starts
             try:
@@ -472,17 +486,16 @@ def run_experiment(
         if jobs == 1:
             log(f"{exp.name} [{done}/{len(plan)}] {run_dir.name}")
             _run_one(base, overrides, run_dir, progress)
-        summary = read_summary(run_dir)
-        records = read_metrics(run_dir)
-        rows.append(
-            {
-                "cell": cell,
-                "slug": cell_slug(cell),
-                "seed": seed,
-                "run_dir": run_dir.name,
-                "metrics": {m: run_metric(m, summary, records) for m in exp.metrics},
-            }
-        )
+        row: dict[str, Any] = {"cell": cell, "slug": cell_slug(cell), "seed": seed, "run_dir": run_dir.name}
+        diverged = run_dir / DIVERGED_FILE
+        if diverged.is_file():
+            row["diverged"] = json.loads(diverged.read_text())["message"]
+            row["metrics"] = dict.fromkeys(exp.metrics)
+            log(f"{exp.name}: {run_dir.name} diverged ({row['diverged']}); its metrics count as missing")
+        else:
+            summary, records = read_summary(run_dir), read_metrics(run_dir)
+            row["metrics"] = {m: run_metric(m, summary, records) for m in exp.metrics}
+        rows.append(row)
     results = {
         "experiment": exp.name,
         "description": exp.description,
