@@ -37,7 +37,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="resnet8", help="model zoo name (resnet8, cnn_small, resnet14, ...)")
     p.add_argument("--width", type=float, default=None, help="ResNet width multiplier (model option)")
-    p.add_argument("--shape", default="1,28,28", help="input shape C,H,W (Fashion-MNIST: 1,28,28)")
+    p.add_argument(
+        "--shape",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=(1, 28, 28),
+        help="input shape C,H,W (Fashion-MNIST: 1,28,28)",
+    )
     p.add_argument("--clients", type=int, default=10, help="models in the cohort (FedAgg: edges)")
     p.add_argument("--samples", type=int, default=160, help="samples per client (steps = samples / batch)")
     p.add_argument("--batch", type=int, default=8, help="SGD batch (the paper's 8)")
@@ -48,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def cohort(args: argparse.Namespace) -> Cohort:
     """``--clients`` same-architecture models from one start, each with its own random images."""
-    shape = tuple(int(s) for s in args.shape.split(","))
+    shape = args.shape
     options = {} if args.width is None else {"width": args.width}
     torch.manual_seed(SEED)
     start = {
@@ -65,7 +70,7 @@ def cohort(args: argparse.Namespace) -> Cohort:
     n = args.clients
     return Cohort(
         model_fn=lambda: build_model(args.model, shape, NUM_CLASSES, **options),
-        arch_key=f"{args.model}-{args.shape}",
+        arch_key=f"{args.model}-{shape}",
         data=data,
         starts=[start] * n,
         start_of=np.arange(n),
@@ -82,8 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     work = cohort(args)
-    shape = tuple(int(s) for s in args.shape.split(","))
-    info = model_info(work.model_fn(), shape)
+    info = model_info(work.model_fn(), args.shape)
     spec = LocalSpec(lr=1e-3, batch_size=args.batch, epochs=1, momentum=0.9)
     steps = args.clients * -(-args.samples // args.batch)
     device = torch.device("cpu")

@@ -32,8 +32,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgelearn.errors import ConfigError
-from edgelearn.report.io import read_metrics, read_summary, rounds_to, write_json_atomic
+from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
@@ -301,9 +301,19 @@ def aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list
 
 
 # ---------------------------------------------------------------------------------------------------------
+def _load_checked(base: Path, overrides: Sequence[str], where: str) -> Any:
+    """The run config of ``base`` with ``overrides``; a ConfigError that names ``where`` in the suite."""
+    from edgelearn.config import load_config
+
+    try:
+        return load_config(base, list(overrides))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
 def _finished(out: Path) -> bool:
     """Whether the run in ``out`` has ended: with a summary, or diverged (a result too, kept as such)."""
-    return (out / "summary.json").is_file() or (out / DIVERGED_FILE).is_file()
+    return (out / SUMMARY_FILE).is_file() or (out / DIVERGED_FILE).is_file()
 
 
 def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> None:
@@ -342,8 +352,6 @@ def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> No
     """Entry of a ``jobs > 1`` worker process: pin to ``cores``, run, and leave any failure in ``out``."""
     import torch
 
-    from edgelearn.errors import EdgelearnError
-
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))  # a config's engine.torch_threads still wins inside run()
@@ -365,8 +373,6 @@ def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> No
 
 def _run_failure(out: Path, exitcode: int | None) -> Exception:
     """What to raise for a worker that exited with ``exitcode``: the user's error as such, else a crash."""
-    from edgelearn.errors import EdgelearnError
-
     file = out / RUN_ERROR_FILE
     if file.is_file():
         info = json.loads(file.read_text())
@@ -470,15 +476,10 @@ def run_experiment(
         for seed in exp.seeds
     ]
     if jobs > 1:
-        from edgelearn.config import load_config
-
         todo = [p for p in plan if not _finished(p[2])]
         todo.sort(key=lambda p: exp.seeds.index(p[1]))  # seed-major; sort is stable within a seed
         for _, _, run_dir, overrides in todo:  # a bad config fails here, before any worker starts
-            try:
-                load_config(base, overrides)
-            except ConfigError as exc:
-                raise ConfigError(f"experiment {exp.name}, run {run_dir.name}: {exc}") from None
+            _load_checked(base, overrides, f"experiment {exp.name}, run {run_dir.name}")
         log(f"{exp.name}: {len(todo)} of {len(plan)} runs to do, {jobs} at a time")
         _run_parallel([(base, o, d) for _, _, d, o in todo], jobs, log)
     rows: list[dict[str, Any]] = []
@@ -594,8 +595,6 @@ def check_suite(path: str | Path, *, quick: bool = False, extra: Sequence[str] =
 
     Catches a typo in an axis key or value before hours of sweeping: each error names the experiment.
     """
-    from edgelearn.config import load_config
-
     file = Path(path)
     total = 0
     for exp in load_suite(file).experiments:
@@ -603,10 +602,7 @@ def check_suite(path: str | Path, *, quick: bool = False, extra: Sequence[str] =
         base = resolved.base_path(file.parent)
         for cell in resolved.run_cells():
             overrides = [*resolved.overrides(cell), *extra]
-            try:
-                load_config(base, overrides)
-            except ConfigError as exc:
-                raise ConfigError(f"{file}: experiment {exp.name}, cell {cell_slug(cell)}: {exc}") from None
+            _load_checked(base, overrides, f"{file}: experiment {exp.name}, cell {cell_slug(cell)}")
             total += len(resolved.seeds)
     return total
 
