@@ -87,3 +87,13 @@ def test_report_on_missing_dir_exits_2(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     assert _cli("run").returncode == 2
     assert _cli("frobnicate").returncode == 2
+
+
+def test_sweep_check_counts_the_chosen_cases_and_seeds() -> None:
+    suite = "configs/fedagg/experiments.yaml"
+    chosen = ["--only", "table2", "--case", "fedagg", "--seed", "0", "--seed", "4"]
+    proc = _cli("sweep", suite, "--check", *chosen)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{suite}: 4 runs, every config valid" in proc.stderr  # the console; 1 case x 2 alphas x 2 seeds
+    proc = _cli("sweep", suite, "--check", "--case", "fedag")
+    assert proc.returncode == 2 and "--case ['fedag']" in proc.stderr and "Traceback" not in proc.stderr

@@ -220,3 +220,22 @@ def test_a_diverged_run_is_kept_as_a_result_with_missing_metrics(tmp_path: Path)
     stamp = marker.stat().st_mtime_ns
     run_suite(suite, out, log=lambda _: None, jobs=2)  # kept as a result: neither path retrains it
     assert marker.stat().st_mtime_ns == stamp
+
+
+def test_case_and_seed_options_cut_a_sweep_and_name_unknown_cases(tmp_path: Path) -> None:
+    from edgelearn.sweep import check_suite
+
+    bundles = {"slow": {"algorithm.local.lr": 0.05}, "fast": {"algorithm.local.lr": 0.1}}
+    suite = write_suite(tmp_path, plots=[], axes={}, cases=bundles)
+    assert check_suite(suite) == 4
+    assert check_suite(suite, cases=["fast"], seeds=[5]) == 1
+    results = run_suite(suite, tmp_path / "o", cases=["fast"], seeds=[2, 2], log=lambda _: None)["lr-sweep"]
+    assert [(r["slug"], r["seed"]) for r in results["rows"]] == [("case=fast", 2)]
+    assert results["seeds"] == [2]
+    assert read_summary(tmp_path / "o/lr-sweep/case=fast-s2")["seed"] == 2
+    with pytest.raises(ConfigError, match=r"(?s)--case \['nope'\].*choose from \['fast', 'slow'\]"):
+        check_suite(suite, cases=["nope"])
+    # an experiment without the named cases is left out rather than run whole
+    plain = write_suite(tmp_path, plots=[])
+    with pytest.raises(ConfigError, match="define no `cases:`"):
+        run_suite(plain, tmp_path / "p", cases=["fast"], log=lambda _: None)

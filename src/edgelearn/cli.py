@@ -122,18 +122,27 @@ def sweep(
         typer.Option("--jobs", min=1, help="runs at once, each pinned to cores / jobs cores (seed-major)"),
     ] = 1,
     set_: SetOpt = None,
+    case: Annotated[
+        list[str] | None, typer.Option("--case", help="run only these cases of the experiments (repeatable)")
+    ] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option("--seed", help="run these seeds instead of each experiment's own (repeatable)"),
+    ] = None,
 ) -> None:
     """Run experiment suites (grids of runs over overrides and seeds), then aggregate, tabulate and plot.
 
     Re-running the same command continues an interrupted sweep: finished runs are kept, killed ones resume.
+    With --case or --seed, results.md covers just the runs chosen.
     """
     from edgelearn.report.progress import get_console
     from edgelearn.sweep import check_suite, run_suite
 
     console = get_console()
+    only_, extra, cases, seeds = list(only or []), list(set_ or []), list(case or []), list(seed or [])
     if check:
         for suite in suites:
-            n = check_suite(suite, quick=quick, extra=list(set_ or []))
+            n = check_suite(suite, quick=quick, extra=extra, only=only_, cases=cases, seeds=seeds)
             console.print(f"{suite}: {n} runs, every config valid")
         return
     for suite in suites:
@@ -141,11 +150,13 @@ def sweep(
         results = run_suite(
             suite,
             target,
-            only=list(only or []),
+            only=only_,
             quick=quick,
             log=console.print,
             jobs=jobs,
-            extra=list(set_ or []),
+            extra=extra,
+            cases=cases,
+            seeds=seeds,
         )
         for name in results:
             table = target / name / "results.md"

@@ -157,6 +157,19 @@ class ExperimentSpec(BaseModel):
         changes = {k: v for k, v in self.quick.model_dump().items() if v is not None}
         return self.model_copy(update=changes)
 
+    def narrowed(self, cases: Sequence[str] = (), seeds: Sequence[int] = ()) -> ExperimentSpec | None:
+        """This experiment cut to the named ``cases`` (None when it has none of them) and run with ``seeds``
+        instead of its own: re-running or extending part of a sweep without editing the suite file."""
+        changes: dict[str, Any] = {}
+        if cases:
+            kept = {k: v for k, v in self.cases.items() if k in cases}
+            if not kept:
+                return None
+            changes["cases"] = kept
+        if seeds:
+            changes["seeds"] = list(dict.fromkeys(seeds))
+        return self.model_copy(update=changes) if changes else self
+
 
 class SuiteSpec(BaseModel):
     """A suite file: named experiments sharing an output folder."""
@@ -558,6 +571,41 @@ def results_markdown(results: Mapping[str, Any], metrics: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def selected_experiments(
+    file: Path,
+    *,
+    only: Sequence[str] = (),
+    quick: bool = False,
+    cases: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+) -> list[ExperimentSpec]:
+    """The experiments of a suite file that ``only`` names (all when empty), quick-resolved, cut to ``cases``
+    and run with ``seeds`` (:meth:`ExperimentSpec.narrowed`); a ConfigError names an unknown experiment or
+    case and an experiment left without seeds."""
+    suite = load_suite(file)
+    names = [e.name for e in suite.experiments]
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+        raise ConfigError(f"--only {unknown}: not experiments of {file}", hint=f"choose from {names}")
+    chosen = [exp.resolved(quick) for exp in suite.experiments if not only or exp.name in only]
+    known = {case for exp in chosen for case in exp.cases}
+    unknown = sorted(set(cases) - known)
+    if unknown:
+        raise ConfigError(
+            f"--case {unknown}: no chosen experiment of {file} has such a case",
+            hint=f"choose from {sorted(known)}" if known else "these experiments define no `cases:`",
+        )
+    out = []
+    for exp in chosen:
+        narrowed = exp.narrowed(cases, seeds)
+        if narrowed is None:
+            continue
+        if not narrowed.seeds:
+            raise ConfigError(f"experiment {exp.name}: `seeds` is empty", hint="list at least one seed")
+        out.append(narrowed)
+    return out
+
+
 def run_suite(
     path: str | Path,
     out: str | Path,
@@ -568,42 +616,41 @@ def run_suite(
     log: Callable[[str], None] = print,
     jobs: int = 1,
     extra: Sequence[str] = (),
+    cases: Sequence[str] = (),
+    seeds: Sequence[int] = (),
 ) -> dict[str, dict[str, Any]]:
-    """Run the experiments of a suite file (all, or those named in ``only``) into ``out``, ``jobs`` runs at a
-    time, with ``extra`` ``--set`` overrides applied to every run."""
+    """Run the experiments of a suite file (all, or those named in ``only``; cut to ``cases`` and ``seeds``
+    when given) into ``out``, ``jobs`` runs at a time, with ``extra`` ``--set`` overrides on every run."""
     file = Path(path)
-    suite = load_suite(file)
-    names = [e.name for e in suite.experiments]
-    unknown = sorted(set(only) - set(names))
-    if unknown:
-        raise ConfigError(f"--only {unknown}: not experiments of {file}", hint=f"choose from {names}")
     results = {}
-    for exp in suite.experiments:
-        if only and exp.name not in only:
-            continue
-        resolved = exp.resolved(quick)
-        if not resolved.seeds:
-            raise ConfigError(f"experiment {exp.name}: `seeds` is empty", hint="list at least one seed")
+    for exp in selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds):
         results[exp.name] = run_experiment(
-            resolved, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
+            exp, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
         )
     return results
 
 
-def check_suite(path: str | Path, *, quick: bool = False, extra: Sequence[str] = ()) -> int:
+def check_suite(
+    path: str | Path,
+    *,
+    quick: bool = False,
+    extra: Sequence[str] = (),
+    only: Sequence[str] = (),
+    cases: Sequence[str] = (),
+    seeds: Sequence[int] = (),
+) -> int:
     """Validate every run config a suite would build (no training); returns how many runs it holds.
 
     Catches a typo in an axis key or value before hours of sweeping: each error names the experiment.
     """
     file = Path(path)
     total = 0
-    for exp in load_suite(file).experiments:
-        resolved = exp.resolved(quick)
-        base = resolved.base_path(file.parent)
-        for cell in resolved.run_cells():
-            overrides = [*resolved.overrides(cell), *extra]
+    for exp in selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds):
+        base = exp.base_path(file.parent)
+        for cell in exp.run_cells():
+            overrides = [*exp.overrides(cell), *extra]
             _load_checked(base, overrides, f"{file}: experiment {exp.name}, cell {cell_slug(cell)}")
-            total += len(resolved.seeds)
+            total += len(exp.seeds)
     return total
 
 
