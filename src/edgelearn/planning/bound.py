@@ -161,6 +161,52 @@ def _pl_steps(
     return decay * start + noise, decay
 
 
+def _loss_gap(c: BoundConstants, form: str) -> float:
+    """``c.loss_gap`` (eps = sup |F - F~|), which forms C and D need; a ConfigError when it is not set."""
+    if c.loss_gap is None:
+        raise ConfigError(
+            f"bound {form} needs BoundConstants.loss_gap (sup |F - F~|), which is not set",
+            hint="estimate it with estimate_constants or pass loss_gap=... to BoundConstants",
+        )
+    return c.loss_gap
+
+
+def _iterate_average(
+    c: BoundConstants, M: int, N: int, head: float, eta_pre: float, eta_ft: float, s_pre: float, s_ft: float
+) -> float:
+    """(head + L eta~^2 sigma~^2 S_pre + L eta^2 sigma^2 S_ft) / (M eta~ + N eta): the step-weighted average
+    of forms A and C, which differ only in ``head``; inf when no step is taken."""
+    denom = M * eta_pre + N * eta_ft
+    if denom <= 0:
+        return math.inf
+    noise = c.L * eta_pre**2 * c.sigma2_general * s_pre + c.L * eta_ft**2 * c.sigma2_task * s_ft
+    return (head + noise) / denom
+
+
+def _finetune_average(c: BoundConstants, M: int, N: int, gap: float, eta_ft: float, s_ft: float) -> float:
+    """Forms B and D from the task-loss gap after pre-training: (2 gap + L eta^2 sigma^2 S_ft) / (N eta) for
+    N >= 1, else the smoothness bound 2 L gap at the pre-trained model (inf without any round)."""
+    if N <= 0:
+        return 2.0 * c.L * gap if M > 0 else math.inf
+    return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * s_ft) / (N * eta_ft)
+
+
+@dataclass(frozen=True)
+class _PLBound:
+    """Base of the forms that assume a PL condition (B, D, E): mu is ``constants.mu`` when measured, else
+    L / condition_number."""
+
+    condition_number: float = CONDITION_NUMBER_DEFAULT
+    name: str = "PL"
+
+    def __post_init__(self) -> None:
+        _check_condition_number(self.name, self.condition_number)
+
+    def mu(self, c: BoundConstants) -> float:
+        """The PL constant used with ``c``."""
+        return _pl_mu(c, self.condition_number)
+
+
 @dataclass(frozen=True)
 class StepWeightedBound:
     """Form A (spec §4.2, the default): step-weighted average of ||grad F||^2 over all M + N rounds,
@@ -182,21 +228,13 @@ class StepWeightedBound:
         eta_ft: float,
     ) -> float:
         """Phi of spec §4.2."""
-        denom = M * eta_pre + N * eta_ft
-        if denom <= 0:
-            return math.inf
         c = constants
-        num = (
-            2.0 * c.Delta
-            + M * eta_pre * c.delta**2
-            + c.L * eta_pre**2 * c.sigma2_general * inv_batch_pre_sum
-            + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum
-        )
-        return num / denom
+        head = 2.0 * c.Delta + M * eta_pre * c.delta**2
+        return _iterate_average(c, M, N, head, eta_pre, eta_ft, inv_batch_pre_sum, inv_batch_ft_sum)
 
 
 @dataclass(frozen=True)
-class FineTuneGapBound:
+class FineTuneGapBound(_PLBound):
     """Form B (reconstruction of spec §4 alternative B): average of ||grad F||^2 over the N fine-tuning
     rounds only, pre-training entering through the gap F(w~^(M)) - F*, which shrinks under a PL condition.
 
@@ -208,11 +246,7 @@ class FineTuneGapBound:
     smoothness bound ||grad F(w)||^2 <= 2 L (F(w) - F*) at the pre-trained model.
     """
 
-    condition_number: float = CONDITION_NUMBER_DEFAULT
     name: str = "B"
-
-    def __post_init__(self) -> None:
-        _check_condition_number("B", self.condition_number)
 
     def value(
         self,
@@ -228,12 +262,10 @@ class FineTuneGapBound:
         c = constants
         gap = c.Delta
         if M > 0:
-            mu = _pl_mu(c, self.condition_number)
+            mu = self.mu(c)
             gap, decay = _pl_steps(c, mu, M, eta_pre, c.sigma2_general, inv_batch_pre_sum, c.Delta)
             gap += (1.0 - decay) * c.delta**2 / (2.0 * mu)  # the shift's drift, (1 - rho^M) delta^2 / (2 mu)
-        if N <= 0:
-            return 2.0 * c.L * gap if M > 0 else math.inf
-        return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
+        return _finetune_average(c, M, N, gap, eta_ft, inv_batch_ft_sum)
 
 
 @dataclass(frozen=True)
@@ -260,26 +292,13 @@ class StageWiseBound:
     ) -> float:
         """Phi_C as documented on the class."""
         c = constants
-        if c.loss_gap is None:
-            raise ConfigError(
-                "bound C needs BoundConstants.loss_gap (sup |F - F~|), which is not set",
-                hint="estimate it with estimate_constants or pass loss_gap=... to BoundConstants",
-            )
-        denom = M * eta_pre + N * eta_ft
-        if denom <= 0:
-            return math.inf
-        shift = 4.0 * c.loss_gap if M > 0 else 0.0
-        num = (
-            2.0 * c.Delta
-            + shift
-            + c.L * eta_pre**2 * c.sigma2_general * inv_batch_pre_sum
-            + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum
-        )
-        return num / denom
+        eps = _loss_gap(c, "C")
+        head = 2.0 * c.Delta + (4.0 * eps if M > 0 else 0.0)
+        return _iterate_average(c, M, N, head, eta_pre, eta_ft, inv_batch_pre_sum, inv_batch_ft_sum)
 
 
 @dataclass(frozen=True)
-class WarmStartBound:
+class WarmStartBound(_PLBound):
     """Form D (our derivation, not the paper's): pre-training as a warm start for fine-tuning.
 
     Pre-training is SGD on the general loss F~; under a PL condition on F~ (mu = L / condition_number,
@@ -296,11 +315,7 @@ class WarmStartBound:
     Needs ``BoundConstants.loss_gap``.
     """
 
-    condition_number: float = CONDITION_NUMBER_DEFAULT
     name: str = "D"
-
-    def __post_init__(self) -> None:
-        _check_condition_number("D", self.condition_number)
 
     def value(
         self,
@@ -314,24 +329,17 @@ class WarmStartBound:
     ) -> float:
         """Phi_D as documented on the class."""
         c = constants
-        if c.loss_gap is None:
-            raise ConfigError(
-                "bound D needs BoundConstants.loss_gap (sup |F - F~|), which is not set",
-                hint="estimate it with estimate_constants or pass loss_gap=... to BoundConstants",
-            )
+        eps = _loss_gap(c, "D")
         gap = c.Delta
         if M > 0:
-            mu = _pl_mu(c, self.condition_number)
-            start = c.Delta + 2.0 * c.loss_gap
-            gap, _ = _pl_steps(c, mu, M, eta_pre, c.sigma2_general, inv_batch_pre_sum, start)
-            gap += 2.0 * c.loss_gap
-        if N <= 0:
-            return 2.0 * c.L * gap if M > 0 else math.inf
-        return (2.0 * gap + c.L * eta_ft**2 * c.sigma2_task * inv_batch_ft_sum) / (N * eta_ft)
+            mu = self.mu(c)
+            gap, _ = _pl_steps(c, mu, M, eta_pre, c.sigma2_general, inv_batch_pre_sum, c.Delta + 2.0 * eps)
+            gap += 2.0 * eps
+        return _finetune_average(c, M, N, gap, eta_ft, inv_batch_ft_sum)
 
 
 @dataclass(frozen=True)
-class LastIterateBound:
+class LastIterateBound(_PLBound):
     """Form E (our derivation; spec §10's "last-iterate guarantee" extension): the expected task-loss gap
     of the delivered model, E F(w^(N)) - F*, under a PL condition on both losses.
 
@@ -342,11 +350,7 @@ class LastIterateBound:
     what a final accuracy reflects. mu is ``constants.mu`` when measured, else L / condition_number.
     """
 
-    condition_number: float = CONDITION_NUMBER_DEFAULT
     name: str = "E"
-
-    def __post_init__(self) -> None:
-        _check_condition_number("E", self.condition_number)
 
     def value(
         self,
@@ -367,7 +371,7 @@ class LastIterateBound:
         gap = warm.value(M, 0, inv_batch_pre_sum, 0.0, c, eta_pre, eta_ft) / (2.0 * c.L) if M > 0 else c.Delta
         if N <= 0:
             return gap
-        mu = _pl_mu(c, self.condition_number)
+        mu = self.mu(c)
         return _pl_steps(c, mu, N, eta_ft, c.sigma2_task, inv_batch_ft_sum, gap)[0]
 
 
