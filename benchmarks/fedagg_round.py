@@ -39,6 +39,7 @@ from edgelearn import runner
 from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
 from edgelearn.config import build_config
 from edgelearn.data import DatasetBundle
+from edgelearn.engine.precision import autocast
 from edgelearn.runner import build_context
 
 FLOOR_SEED = 0
@@ -113,7 +114,7 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
 
 def floor_epoch(algo: FedAgg, batch_size: int) -> dict[str, float]:
     """Seconds (per clock) of one plain SGD epoch (momentum 0.9, cross-entropy) of a fresh cloud model on all
-    bridges."""
+    bridges, under the run's ``engine.precision``."""
     arch = algo.models.arch(0)
     torch.manual_seed(FLOOR_SEED)
     model = arch.model_fn().to(algo.ctx.device).train()
@@ -124,7 +125,8 @@ def floor_epoch(algo: FedAgg, batch_size: int) -> dict[str, float]:
     def epoch() -> None:
         for i in range(0, len(y), batch_size):
             idx = order[i : i + batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            with autocast(y.device):  # the run's engine.precision, as in the round's students
+                loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

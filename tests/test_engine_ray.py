@@ -322,3 +322,16 @@ def test_vmap_inside_the_workers_matches_serial(executor: RayExecutor) -> None:
         got = ex.train(cohort, SPEC)
         assert not set(ex.worker_pids()) & set(serial_pids)  # the idle serial pool made room for a vmap one
     _assert_same(got, SerialExecutor(CPU).train(cohort, SPEC), atol=VMAP_ATOL)
+
+
+def test_workers_train_under_the_drivers_precision(fresh: RayExecutor) -> None:
+    from edgelearn.engine.precision import precision
+
+    cohort = _ragged_cohort(SIZES[:6])
+    fp32 = fresh.train(cohort, SPEC)
+    with precision("bfloat16"):
+        want = SerialExecutor(CPU).train(cohort, SPEC)
+        got = fresh.train(cohort, SPEC)
+    _assert_same(got, want)  # each task carries the policy to its worker
+    assert any(not torch.equal(a[k], b[k]) for a, b in zip(got.group_states, fp32.group_states) for k in a)
+    _assert_same(fresh.train(cohort, SPEC), fp32)  # and back: workers do not keep a stale policy

@@ -502,6 +502,12 @@ class EngineConfig(Section):
     torch_threads: PositiveInt | None = Field(
         None, description="torch intra-op threads in this process (None = torch's default: one per core)"
     )
+    precision: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="dtype of forward passes (training, evaluation, teachers' logits) under torch.autocast; "
+        "parameters, optimizer state, aggregation and exchanged logits stay float32. bfloat16 is faster on "
+        "GPUs and on CPUs with AVX512-BF16 or AMX, at a small cost in accuracy (docs/reproduction.md)",
+    )
 
 
 class EvalConfig(Section):

@@ -24,6 +24,7 @@ from edgelearn.config import RunConfig, build_config, dump_config
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
+from edgelearn.engine.precision import set_precision
 from edgelearn.errors import ConfigError, DivergenceError
 from edgelearn.models import build_model, model_info
 from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
@@ -68,6 +69,7 @@ def build_context(cfg: RunConfig) -> RunContext:
     device = resolve_device(cfg.device)
     if cfg.engine.torch_threads is not None:
         torch.set_num_threads(cfg.engine.torch_threads)
+    set_precision(cfg.engine.precision, device)
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "digits":

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgelearn.engine.precision import autocast
+
 KD_EPS = 1e-7
 """Added to the teacher's softened probabilities (official code, ``utils.KL_Loss``)."""
 
@@ -105,7 +107,8 @@ def teacher_logits(
     if x.shape[0] == 0:
         raise ValueError("teacher_logits needs at least one sample")
     module.train(train_mode)
-    parts = [module(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    with autocast(x.device):  # engine.precision; the logits sent on are float32 either way
+        parts = [module(x[i : i + batch_size]).float() for i in range(0, x.shape[0], batch_size)]
     return torch.cat(parts, dim=0)
 
 

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgelearn.engine.precision import autocast
+
 CPU_EVAL_BATCH = 128
 """Samples per no-grad evaluation pass on a CPU. Measured on this 2-core CPU at one thread, 2,048 test images:
 resnet14 x2 took 9.1-12.2 s at batch 128 vs 18.6 s at 2,048, resnet8 1.4 vs 4.5 s (big batches fall out of
@@ -51,7 +53,8 @@ def prediction_totals(
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     loss = torch.zeros((), dtype=torch.float64, device=y.device)
     for i in range(0, len(y), batch_size):
-        logits = module(x[i : i + batch_size])
+        with autocast(x.device):
+            logits = module(x[i : i + batch_size]).float()
         target = y[i : i + batch_size]
         loss += F.cross_entropy(logits, target, reduction="sum").to(torch.float64)
         correct += (logits.argmax(dim=1) == target).sum()

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.precision import current_precision, set_precision
 from edgelearn.engine.state import StateDict
 from edgelearn.errors import ConfigError, EdgelearnError
 
@@ -196,6 +197,7 @@ class _ChunkTask:
     batch_sizes: np.ndarray | None
     client_ids: np.ndarray | None
     keep_states: bool
+    precision: str  # the driver's engine.precision policy, set in the worker before training
 
 
 @dataclass
@@ -265,6 +267,7 @@ class ChunkWorker:
         """Train the chunk's clients in batches of ``INNER_CLIENTS`` and sum their states per group."""
         import ray
 
+        set_precision(task.precision)
         if task.arch_key not in self._model_fns:
             self._model_fns[task.arch_key] = ray.get(task.model_ref[0])
         model_fn = self._model_fns[task.arch_key]
@@ -604,6 +607,7 @@ class RayExecutor:
                 batch_sizes=None if cohort.batch_sizes is None else cohort.batch_sizes[lo:hi],
                 client_ids=None if cohort.client_ids is None else np.asarray(cohort.client_ids)[lo:hi],
                 keep_states=cohort.keep_states,
+                precision=current_precision(),
             )
             return actor.train_chunk.remote(task, spec_ref, *[start_refs[int(s)] for s in used])
 

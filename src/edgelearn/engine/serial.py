@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.precision import autocast
 from edgelearn.engine.state import StateDict, WeightedMean, clone_state
 
 
@@ -64,7 +65,8 @@ class SerialExecutor:
         total_loss = torch.zeros((), device=device)
         seen = 0
         for idx in batches:
-            loss = spec.loss(module, data.batch(torch.as_tensor(idx, device=device))).mean()
+            with autocast(device):  # forward and loss; backward and the update stay in the parameters' dtype
+                loss = spec.loss(module, data.batch(torch.as_tensor(idx, device=device))).mean()
             objective = loss if anchor is None else loss + proximal_term(params, anchor, spec.prox_mu)
             opt.zero_grad(set_to_none=True)
             objective.backward()

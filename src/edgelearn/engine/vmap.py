@@ -28,6 +28,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn
+from edgelearn.engine.precision import autocast
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean
 from edgelearn.errors import ConfigError, DataError
@@ -160,7 +161,8 @@ def make_step(module: nn.Module, loss: LossFn) -> StepFn:
         def apply(x: torch.Tensor) -> torch.Tensor:
             return functional_call(module, (trainable, fixed), (x,))
 
-        per_sample = loss(apply, batch)
+        with autocast(mask.device):
+            per_sample = loss(apply, batch)
         if per_sample.shape != mask.shape:
             raise ConfigError(
                 f"LocalSpec.loss returned shape {tuple(per_sample.shape)} for a batch of "
