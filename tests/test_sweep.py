@@ -235,7 +235,14 @@ def test_case_and_seed_options_cut_a_sweep_and_name_unknown_cases(tmp_path: Path
     assert read_summary(tmp_path / "o/lr-sweep/case=fast-s2")["seed"] == 2
     with pytest.raises(ConfigError, match=r"(?s)--case \['nope'\].*choose from \['fast', 'slow'\]"):
         check_suite(suite, cases=["nope"])
-    # an experiment without the named cases is left out rather than run whole
+    # beside one that has the case, an experiment without it is left out rather than run whole
+    cased = yaml.safe_load(suite.read_text())["experiments"][0]
+    both = tmp_path / "both.yaml"
+    plain_exp = {**cased, "name": "plain", "cases": {}}
+    both.write_text(yaml.safe_dump({"suite": "t", "experiments": [cased, plain_exp]}))
+    assert check_suite(both) == 4 + 2  # plain: no cases, one cell x 2 seeds
+    assert check_suite(both, cases=["fast"]) == 2
+    # and naming a case when no chosen experiment has cases says so
     plain = write_suite(tmp_path, plots=[])
     with pytest.raises(ConfigError, match="define no `cases:`"):
         run_suite(plain, tmp_path / "p", cases=["fast"], log=lambda _: None)

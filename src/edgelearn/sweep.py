@@ -32,7 +32,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
 from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
 
 RESULTS_FILE = "results.json"
@@ -334,7 +334,6 @@ def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> Non
     that diverges is recorded in ``DIVERGED_FILE`` (its metrics count as missing), not raised: one unstable
     cell must not stop a sweep."""
     from edgelearn.config import load_config
-    from edgelearn.errors import DivergenceError
     from edgelearn.runner import run
 
     if _finished(out):
