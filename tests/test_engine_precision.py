@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from torch import nn
 from edgelearn.algorithms.distill import teacher_logits
 from edgelearn.config import build_config
 from edgelearn.engine import ClientData, Cohort, LocalSpec, evaluate_state
-from edgelearn.engine.precision import autocast, current_precision, precision, set_precision
+from edgelearn.engine.precision import PRECISIONS, autocast, current_precision, precision, set_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.vmap import VmapExecutor
 from edgelearn.errors import ConfigError
@@ -70,6 +70,10 @@ def test_unknown_names_and_the_default_policy() -> None:
     assert current_precision() == "float32"  # restored
     with autocast(CPU):
         assert not torch.is_autocast_enabled("cpu")
+    # the config's choices are the policies this module knows, no more, no less
+    from edgelearn.config import EngineConfig
+
+    assert set(get_args(EngineConfig.model_fields["precision"].annotation)) == set(PRECISIONS)
 
 
 @pytest.mark.parametrize("executor", [SerialExecutor, VmapExecutor])
