@@ -97,3 +97,5 @@ def test_sweep_check_counts_the_chosen_cases_and_seeds() -> None:
     assert f"{suite}: 4 runs, every config valid" in proc.stderr  # the console; 1 case x 2 alphas x 2 seeds
     proc = _cli("sweep", suite, "--check", "--case", "fedag")
     assert proc.returncode == 2 and "--case ['fedag']" in proc.stderr and "Traceback" not in proc.stderr
+    proc = _cli("sweep", suite, "--check", "--only", "table2", "--seed", "-1")
+    assert proc.returncode == 2 and "seed -1" in proc.stderr and "Traceback" not in proc.stderr

@@ -141,6 +141,10 @@ class ExperimentSpec(BaseModel):
                 out.append(_override(key, value))
         return out
 
+    def run_overrides(self, cell: Mapping[str, Any], seed: int, extra: Sequence[str] = ()) -> list[str]:
+        """Every ``--set`` of one run: the cell's (:meth:`overrides`), then ``extra``, then its seed."""
+        return [*self.overrides(cell), *extra, f"seed={seed}"]
+
     def base_path(self, suite_dir: Path) -> Path:
         """The base config, resolved against the suite file's folder; a ConfigError if it is missing."""
         base = (suite_dir / self.base).resolve()
@@ -474,7 +478,7 @@ def run_experiment(
 
         results: dict[str, Any] = {"experiment": exp.name, "kind": exp.kind, "cells": []}
         for cell in exp.run_cells():
-            overrides = [*exp.overrides(cell), *extra, f"seed={exp.seeds[0]}"]
+            overrides = exp.run_overrides(cell, exp.seeds[0], extra)
             log(f"{exp.name}: landscape {cell_slug(cell)}")
             land = landscape_report(base, overrides, exp.grid.M, exp.grid.N)
             results["cells"].append({"cell": cell, "slug": cell_slug(cell), **land})
@@ -483,7 +487,7 @@ def run_experiment(
         return results
     grid = exp.run_cells()
     plan = [
-        (cell, seed, out / f"{cell_slug(cell)}-s{seed}", [*exp.overrides(cell), *extra, f"seed={seed}"])
+        (cell, seed, out / f"{cell_slug(cell)}-s{seed}", exp.run_overrides(cell, seed, extra))
         for cell in grid
         for seed in exp.seeds
     ]
@@ -647,9 +651,10 @@ def check_suite(
     for exp in selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds):
         base = exp.base_path(file.parent)
         for cell in exp.run_cells():
-            overrides = [*exp.overrides(cell), *extra]
-            _load_checked(base, overrides, f"{file}: experiment {exp.name}, cell {cell_slug(cell)}")
-            total += len(exp.seeds)
+            for seed in exp.seeds:  # the seed is part of a run's config too (e.g. --seed -1 is refused)
+                where = f"{file}: experiment {exp.name}, cell {cell_slug(cell)}, seed {seed}"
+                _load_checked(base, exp.run_overrides(cell, seed, extra), where)
+                total += 1
     return total
 
 
