@@ -23,6 +23,15 @@ from edgelearn.models.registry import build_model
 from edgelearn.runner import run
 
 CPU = torch.device("cpu")
+# bfloat16 keeps 8 significant bits (unit roundoff 2^-9 = 2.0e-3). Measured at one thread under native
+# AVX-512, AVX2 ATen, AVX2 ATen + AVX2 oneDNN and scalar ATen (identical in all four): one epoch of SGD at
+# lr 0.05 with bf16 forward passes ends at most 6.7e-4 from float32 (max |a - b| / (1 + |a|) over the states), serial and
+# vmap under bf16 differ by 6.7e-4 (states) and 4.1e-5 (relative train loss), teacher logits by 7.2e-4 and the
+# evaluation loss by 2.3e-5 with no flipped prediction. BF16_TOL (states, logits) is 15x the largest and five
+# roundoffs; LOSS_TOL for losses is 25x the largest; both still fail if the autocast dtype leaks into the
+# states (float32 -> bf16 rounding alone moves them by up to 2e-3 per step, compounding).
+BF16_TOL = 1e-2
+LOSS_TOL = 1e-3
 SHAPE = (1, 8, 8)
 
 
@@ -92,7 +101,7 @@ def test_executors_run_forward_passes_in_bf16_and_keep_float32_states(executor: 
             assert b[key].dtype == a[key].dtype  # parameters, buffers and the update stay float32
             if a[key].is_floating_point():
                 # a few SGD steps in bf16 land near the float32 ones, but not on them
-                torch.testing.assert_close(b[key], a[key], atol=0.05, rtol=0.05)
+                torch.testing.assert_close(b[key], a[key], atol=BF16_TOL, rtol=BF16_TOL)
     assert any(not torch.equal(a[k], b[k]) for a, b in zip(fp32.client_states, bf16.client_states) for k in a)
 
 
@@ -104,8 +113,8 @@ def test_serial_and_vmap_agree_under_bf16() -> None:
     assert serial.client_states is not None and vmapped.client_states is not None
     for a, b in zip(serial.client_states, vmapped.client_states):
         for key in a:
-            torch.testing.assert_close(b[key], a[key], atol=0.02, rtol=0.02)
-    np.testing.assert_allclose(vmapped.train_loss, serial.train_loss, rtol=0.02)
+            torch.testing.assert_close(b[key], a[key], atol=BF16_TOL, rtol=BF16_TOL)
+    np.testing.assert_allclose(vmapped.train_loss, serial.train_loss, rtol=LOSS_TOL)
 
 
 def test_teacher_logits_and_evaluation_under_bf16_are_float32_and_close() -> None:
@@ -118,8 +127,9 @@ def test_teacher_logits_and_evaluation_under_bf16_are_float32_and_close() -> Non
         low = teacher_logits(model, x, batch_size=16)
         acc_low, loss_low = evaluate_state(model, None, x, y, 16)
     assert low.dtype == torch.float32 and not torch.equal(low, ref)
-    torch.testing.assert_close(low, ref, atol=0.05, rtol=0.05)
-    assert abs(loss_low - loss) < 0.05 and abs(acc_low - acc) <= 4 / 64
+    torch.testing.assert_close(low, ref, atol=BF16_TOL, rtol=BF16_TOL)
+    # no prediction flipped in any kernel setting; two may where logits nearly tie
+    assert abs(loss_low - loss) < LOSS_TOL and abs(acc_low - acc) <= 2 / 64
 
 
 def test_a_bf16_run_records_its_precision_and_learns_like_float32(tmp_path: Any) -> None:
@@ -134,5 +144,7 @@ def test_a_bf16_run_records_its_precision_and_learns_like_float32(tmp_path: Any)
         for d in ("fp32", "bf16")
     ]
     assert last[0]["loss"] != last[1]["loss"]  # the policy took effect
-    assert abs(bf16["final_accuracy"] - fp32["final_accuracy"]) < 0.1
+    # measured: equal accuracies (0.14) under all four kernel settings of BF16_TOL's note, and 1 of 200 test
+    # samples apart with 3 local epochs; 6 samples leave room for near-tied logits
+    assert abs(bf16["final_accuracy"] - fp32["final_accuracy"]) <= 6 / 200
     assert "precision: bfloat16" in (tmp_path / "bf16" / "config.yaml").read_text()
