@@ -25,11 +25,12 @@ from edgelearn.runner import run
 CPU = torch.device("cpu")
 # bfloat16 keeps 8 significant bits (unit roundoff 2^-9 = 2.0e-3). Measured at one thread under native
 # AVX-512, AVX2 ATen, AVX2 ATen + AVX2 oneDNN and scalar ATen (identical in all four): one epoch of SGD at
-# lr 0.05 with bf16 forward passes ends at most 6.7e-4 from float32 (max |a - b| / (1 + |a|) over the states), serial and
-# vmap under bf16 differ by 6.7e-4 (states) and 4.1e-5 (relative train loss), teacher logits by 7.2e-4 and the
-# evaluation loss by 2.3e-5 with no flipped prediction. BF16_TOL (states, logits) is 15x the largest and five
-# roundoffs; LOSS_TOL for losses is 25x the largest; both still fail if the autocast dtype leaks into the
-# states (float32 -> bf16 rounding alone moves them by up to 2e-3 per step, compounding).
+# lr 0.05 with bf16 forward passes ends at most 6.7e-4 from float32 (max |a - b| / (1 + |a|) over the
+# states), serial and vmap under bf16 differ by 6.7e-4 (states) and 4.1e-5 (relative train loss), teacher
+# logits by 7.2e-4 and the evaluation loss by 2.3e-5 with no flipped prediction. BF16_TOL (states, logits)
+# is 15x the largest and five roundoffs; LOSS_TOL for losses is 25x the largest; both still fail if the
+# autocast dtype leaks into the states (float32 -> bf16 rounding alone moves them by up to 2e-3 per step,
+# compounding).
 BF16_TOL = 1e-2
 LOSS_TOL = 1e-3
 SHAPE = (1, 8, 8)
