@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from edgelearn.algorithms import RunContext, make_algorithm
 from edgelearn.algorithms.registry import algorithm_class
 from edgelearn.checkpoint import checkpoints, load_latest, save_checkpoint, write_atomic
-from edgelearn.config import RunConfig, build_config, dump_config
+from edgelearn.config import RunConfig, build_config, dump_config, read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
@@ -149,7 +148,7 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
             f"cannot resume: {saved_path} does not exist",
             hint="resume a run directory written by `edgelearn run`",
         )
-    saved = build_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}, source=str(saved_path))
+    saved = build_config(read_yaml(saved_path), source=str(saved_path))
     mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
     if mine != theirs:
         keys = sorted(k for k in mine if mine[k] != theirs.get(k))

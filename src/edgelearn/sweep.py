@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
 from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
+from edgelearn.yamlsafe import load_yaml
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
@@ -188,7 +189,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
     """Parse and validate a suite file; errors name the file and the offending key."""
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text())
+        data = load_yaml(file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read suite file {file}: {exc}", hint="check the path") from None
     except yaml.YAMLError as exc:
