@@ -275,11 +275,17 @@ class ShiftConfig(Section):
     w1_samples: PositiveInt = Field(500, description="subsample size of the exact Wasserstein-1 estimate")
 
 
+BUDGET_MAX = 1e30
+"""Largest energy (J) or delay (s) budget accepted: far beyond any device, and below where the planner's
+float arithmetic (e.g. E T^2 in the round limits) would overflow. Huge budgets up to here give a valid plan
+held to ``max_pre_rounds`` / ``max_ft_rounds`` (reported when they bind)."""
+
+
 class BudgetConfig(Section):
     """Total budgets over both stages (paper_two_stage.md §5)."""
 
-    energy_j: PositiveFloat = 20.0
-    delay_s: PositiveFloat = 60.0
+    energy_j: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 20.0
+    delay_s: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 60.0
 
 
 class CalibrationConfig(Section):
@@ -338,7 +344,13 @@ class TwoStageConfig(Section):
     max_batch_ft: PositiveInt = Field(1000, description="cap on a device's batch (spec §8.3; also |D_k|)")
     max_ft_rounds: PositiveInt = Field(
         500,
-        description="most fine-tuning rounds searched (keep small with fading: one program per N)",
+        description="most fine-tuning rounds any scheme may plan (keep small with fading: one program per N, "
+        "and the per-round gains are drawn for this many rounds); `plan` and summary.json report it under "
+        "round_caps when the budgets would allow more",
+    )
+    max_pre_rounds: PositiveInt = Field(
+        1_000_000,
+        description="most pre-training steps any scheme may plan; reported under round_caps when it binds",
     )
     constants_seed: NonNegInt = Field(0, description="seed of the bound-constant estimators")
     pilot_steps: NonNegInt = Field(
