@@ -290,3 +290,86 @@ def test_dumped_configs_hold_no_aliases_and_load_again() -> None:
     text = dump_config(cfg)
     assert "&" not in text and "*" not in text
     assert build_config(load_yaml(text)) == cfg
+
+
+# ------------------------------------------------------------------------------ 5. sizes that cannot fit
+def test_synthetic_sizes_beyond_memory_fail_fast_with_an_estimate() -> None:
+    from edgelearn.memory import GIB, check_memory, data_bytes
+
+    cfg = build_config({}, ["data.dataset=synthetic", "data.num_train=1000000000"])
+    with pytest.raises(ConfigError, match=r"data.num_train=1000000000.*need about 5\d\d GiB.*only 4 GiB"):
+        check_memory(cfg, available=4 * GIB)
+    check_memory(build_config({}, ["data.dataset=synthetic"]), available=4 * GIB)  # the default fits
+    check_memory(cfg.model_copy(update={"data": build_config({}).data}), available=1)  # digits: fixed size
+    # per training sample: two float32 copies of the features, two labels, the generator's temporaries
+    assert data_bytes(1, 0, (1, 8, 8)) == 2 * (4 * 64 + 8) + 16
+
+
+# ------------------------------------------------------------------------------ 8. physics extremes
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("channel.bandwidth_hz=1e-300", "channel.bandwidth_hz (1e-300)"),
+        ("channel.bandwidth_hz=1e300", "channel.bandwidth_hz (1e+300)"),
+        ("hardware.device.p_max_w=1e-300", "hardware.device.p_max_w (1e-300)"),
+        ("channel.noise_psd_dbm_per_hz=1e10", "channel.noise_psd_dbm_per_hz (1e+10)"),
+        ("channel.path_loss_a_db=1e5", "channel.path_loss_a_db (1e+05)"),
+        ("channel.distance_m=1e300", "channel.distance_m"),
+        ("channel.backhaul_rate_bps=1e-300", "channel.backhaul_rate_bps (1e-300)"),
+        ("hardware.edge.p_max_w=1e-300", "hardware.edge.p_max_w (1e-300)"),  # the downlink to devices
+        ("hardware.device.f_max_hz=1e-300", "hardware.device.f_max_hz"),
+        ("hardware.edge.f_max_hz=1e300", "hardware.edge.f_max_hz"),
+        ("hardware.cloud.kappa=1e300", "hardware.cloud.kappa"),
+    ],
+)
+def test_absurd_physics_is_a_config_error_naming_the_key(override: str, key: str) -> None:
+    import warnings
+
+    from edgelearn.runner import build_system, build_topology
+    from edgelearn.seeding import Seeds
+
+    cfg = build_config({}, [override, "topology.edges=2", "topology.devices_per_edge=2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning on the way
+        with pytest.raises(ConfigError) as info:
+            build_system(cfg, build_topology(cfg), Seeds(0))
+    assert key in str(info.value)
+    build_system(build_config({}), build_topology(build_config({})), Seeds(0))  # the defaults are fine
+
+
+# ------------------------------------------------------------------------------ 9. autoencoder files
+def test_autoencoder_file_metadata_must_match_the_config() -> None:
+    from edgelearn.algorithms.fedagg import _check_autoencoder_meta
+    from edgelearn.config import AutoencoderConfig
+    from edgelearn.models.autoencoder import ARCHITECTURE
+
+    ac = AutoencoderConfig(path="ae.pt", embed_channels=8)
+    meta = {"architecture": ARCHITECTURE, "input_shape": [1, 8, 8], "embed_channels": 4}
+    with pytest.raises(
+        ConfigError, match=r"embed_channels=4 but algorithm.autoencoder.embed_channels=8"
+    ) as info:
+        _check_autoencoder_meta(meta, ac, (1, 8, 8))
+    assert "algorithm.autoencoder.path" in str(info.value)
+    ok = AutoencoderConfig(path="ae.pt", embed_channels=4)
+    _check_autoencoder_meta(meta, ok, (1, 8, 8))
+    with pytest.raises(ConfigError, match=r"input shape \(1, 8, 8\).*has \(1, 28, 28\)"):
+        _check_autoencoder_meta(meta, ok, (1, 28, 28))
+    with pytest.raises(ConfigError, match="holds architecture 'unet'"):
+        _check_autoencoder_meta({**meta, "architecture": "unet"}, ok, (1, 8, 8))
+
+
+def test_fedagg_refuses_an_autoencoder_file_of_other_embed_channels(tmp_path: Path) -> None:
+    from tiny import synthetic_context, tiny_fedagg
+
+    from edgelearn.models.autoencoder import ARCHITECTURE, build_autoencoder, save_autoencoder
+
+    path = tmp_path / "ae.pt"
+    meta = {"architecture": ARCHITECTURE, "input_shape": [1, 8, 8], "embed_channels": 4}
+    save_autoencoder(path, build_autoencoder((1, 8, 8), embed_channels=4).state_dict(), meta)
+    ctx = synthetic_context(["topology.edges=2", "topology.devices_per_edge=2"])
+    with pytest.raises(ConfigError, match="embed_channels=4 but algorithm.autoencoder.embed_channels=8"):
+        tiny_fedagg(ctx, autoencoder={"path": str(path), "embed_channels": 8})
+    assert (
+        tiny_fedagg(ctx, autoencoder={"path": str(path), "embed_channels": 4}).cfg.autoencoder.embed_channels
+        == 4
+    )

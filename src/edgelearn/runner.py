@@ -25,6 +25,7 @@ from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
 from edgelearn.errors import ConfigError, DivergenceError
+from edgelearn.memory import check_memory
 from edgelearn.models import build_model, model_info
 from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
 from edgelearn.report.progress import progress_bar
@@ -69,6 +70,7 @@ def build_context(cfg: RunConfig) -> RunContext:
     if cfg.engine.torch_threads is not None:
         torch.set_num_threads(cfg.engine.torch_threads)
     set_precision(cfg.engine.precision, device)
+    check_memory(cfg)  # before loading: sizes that cannot fit fail now, not when the OS kills the run
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "digits":

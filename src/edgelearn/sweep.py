@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
+from edgelearn.memory import check_memory
 from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
 from edgelearn.yamlsafe import load_yaml
 
@@ -654,7 +655,11 @@ def check_suite(
         for cell in exp.run_cells():
             for seed in exp.seeds:  # the seed is part of a run's config too (e.g. --seed -1 is refused)
                 where = f"{file}: experiment {exp.name}, cell {cell_slug(cell)}, seed {seed}"
-                _load_checked(base, exp.run_overrides(cell, seed, extra), where)
+                cfg = _load_checked(base, exp.run_overrides(cell, seed, extra), where)
+                try:
+                    check_memory(cfg)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
                 total += 1
     return total
 
