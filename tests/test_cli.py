@@ -99,3 +99,45 @@ def test_sweep_check_counts_the_chosen_cases_and_seeds() -> None:
     assert proc.returncode == 2 and "--case ['fedag']" in proc.stderr and "Traceback" not in proc.stderr
     proc = _cli("sweep", suite, "--check", "--only", "table2", "--seed", "-1")
     assert proc.returncode == 2 and "seed -1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+BOMB_YAML = (
+    "model:\n  name: mlp\n  options:\n    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+)
+
+
+def test_inputs_that_used_to_slip_through_exit_2_naming_the_key(tmp_path: Path) -> None:
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("algorithm:\n  name: fedavg\n  rounds: 2\n  rounds: 3\n")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BOMB_YAML)
+    base = ["run", "configs/fedavg-digits.yaml", "--out", str(tmp_path / "run"), "--quiet", "--set"]
+    cases = [
+        (
+            [*base, "algorithm.name=hierfavg", "--set", "algorithm.kappa_1=5"],
+            "`algorithm.kappa_1` is not a known key",
+        ),
+        ([*base, "algorithm.rounds=true"], "`algorithm.rounds`: a boolean is not a number"),
+        (
+            [*base, "data.dataset=synthetic", "--set", "data.num_train=1000000000"],
+            "data.num_train=1000000000",
+        ),
+        (
+            [*base, "channel.bandwidth_hz=1e-300", "--set", "topology.devices=4"],
+            "channel.bandwidth_hz (1e-300)",
+        ),
+        (
+            ["run", str(dup), "--out", str(tmp_path / "run")],
+            "key `rounds` is given twice (line 3 and line 4)",
+        ),
+        (["run", str(bomb), "--out", str(tmp_path / "run")], "expand to"),
+        (
+            ["sweep", "configs/fedagg/experiments.yaml", "--check", "--set", "algorithm.betta=1"],
+            "algorithm.betta",
+        ),
+    ]
+    for args, fragment in cases:
+        proc = _cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert fragment in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)

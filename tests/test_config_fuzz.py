@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from edgelearn.config import RunConfig, build_config
+from edgelearn.config import RunConfig, apply_overrides, build_config
 from edgelearn.data.cifar import batch_arrays, read_cifar_batch, write_cifar_batch
 from edgelearn.data.idx import read_idx, write_idx
 from edgelearn.errors import ConfigError, DataError
@@ -177,7 +177,41 @@ run_configs = st.builds(
     algorithm_section(),
     st.booleans(),
 )
-BACKTICKED = re.compile(r"`[^`]+`")
+BACKTICKED = re.compile(r"`([^`]+)`")
+INDEX = re.compile(r"\[(-?\d+)\]")
+
+
+def _resolves(path: str, data: Any) -> bool:
+    """Whether dotted ``path`` (with ``[i]`` indices) leads into ``data``: every part but the last must
+    exist, the last may be missing (a required key or item the input lacks). Keys are
+    matched as whole strings, so a key holding a dot (a fuzzed ``0.0``) still matches."""
+    if path in ("", "<top level>"):
+        return True
+    index = INDEX.match(path)
+    if index and isinstance(data, list | tuple):
+        i, rest = int(index.group(1)), path[index.end() :].removeprefix(".")
+        if not -len(data) <= i < len(data):
+            return not rest  # a missing item of a too-short list or pair
+        return _resolves(rest, data[i])
+    if not isinstance(data, dict):
+        return False
+    for key, value in data.items():
+        name = str(key) if not index else index.group(0)  # pydantic shows a non-string key k as [k]
+        if path == name or (path.startswith(name) and path[len(name)] in ".["):
+            if index and key != int(index.group(1)):
+                continue
+            if _resolves(path[len(name) :].removeprefix("."), value):
+                return True
+    return "." not in path and "[" not in path  # a missing (required) key of a present section
+
+
+def names_offender(message: str, data: Any, overrides: list[str]) -> bool:
+    """Whether a ConfigError message names what is wrong: an override it could not apply (quoted), or for
+    each listed problem a backticked key path that exists in the input (or whose parent does)."""
+    if any(repr(o) in message for o in overrides):
+        return True
+    lines = message.split("\n  - ")[1:] or [message]  # one problem per item (keys may hold newlines)
+    return all(any(_resolves(p, data) for p in BACKTICKED.findall(line)) for line in lines)
 
 
 def test_config_fuzz_never_raises_anything_but_a_field_naming_config_error() -> None:
@@ -186,11 +220,16 @@ def test_config_fuzz_never_raises_anything_but_a_field_naming_config_error() -> 
     @FUZZ
     @given(data=mostly(run_configs, junk), overrides=st.lists(override_strings, max_size=3))
     def check(data: Any, overrides: list[str]) -> None:
+        data = data if isinstance(data, dict) else {"seed": data}
         try:
-            cfg = build_config(data if isinstance(data, dict) else {"seed": data}, overrides)
+            cfg = build_config(data, overrides)
         except ConfigError as exc:
             outcomes["rejected"] += 1
-            assert BACKTICKED.search(exc.message) or "config" in exc.message, exc.message
+            try:
+                merged = apply_overrides(data, overrides)
+            except ConfigError:
+                merged = data  # the override itself is bad: its text must be quoted in the message
+            assert names_offender(exc.message, merged, overrides), exc.message
         else:
             outcomes["accepted"] += 1
             assert isinstance(cfg, RunConfig)

@@ -327,7 +327,7 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
     from edgelearn.models.autoencoder import build_autoencoder
 
     save_autoencoder(wrong, build_autoencoder((3, 32, 32)).state_dict(), {"input_shape": [3, 32, 32]})
-    with pytest.raises(DataError, match="input shape"):
+    with pytest.raises(ConfigError, match="input shape"):  # a config/file mismatch (names both values)
         make_algo(make_ctx(), autoencoder={"path": str(wrong)})
     right = tmp_path / "ok.pt"
     save_autoencoder(right, build_autoencoder((1, 8, 8)).state_dict(), {"input_shape": [1, 8, 8]})

@@ -9,16 +9,29 @@ from __future__ import annotations
 
 import copy
 import logging
+import types
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from edgelearn.errors import ConfigError
+from edgelearn.yamlsafe import AliasExpansionError, DuplicateKeyError, dump_yaml, load_yaml
 
 log = logging.getLogger(__name__)
+
+BOOL_NOT_NUMBER = "bool_not_number"
+"""Error type of a boolean given for a number (its context names the key inside the section)."""
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -28,9 +41,72 @@ FloatOrRange = PositiveFloat | tuple[PositiveFloat, PositiveFloat]
 
 
 class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment."""
+    """Base for every config section: unknown keys are errors, values are validated on assignment, and a
+    boolean is never taken as a number (pydantic's lax mode reads ``rounds: true`` as 1)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, data: Any) -> Any:
+        """Reject ``true``/``false`` where a field (or an item of its list/tuple) wants a number.
+
+        Done before pydantic's own parsing so everything else stays lax: YAML's ``5`` or the string
+        ``"1e6"`` (PyYAML reads ``1e6`` as a string) still parse, and ints stay valid for float fields. A
+        model-level check because pydantic allows no field "before" validator on the algorithm's
+        discriminator ``name``; the error carries the key, which :func:`format_validation_error` appends.
+        """
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and _bool_where_number(field.annotation, value):
+                    raise PydanticCustomError(
+                        BOOL_NOT_NUMBER,
+                        "a boolean is not a number here; write a number (e.g. 1 or 0.5)",
+                        {"key": key},
+                    )
+        return data
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The alternatives of a (possibly Annotated / Optional) annotation, Annotated wrappers stripped."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
+    return [annotation]
+
+
+def _bool_where_number(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` holds a bool at a place where ``annotation`` wants a number and admits no bool."""
+    members = _members(annotation)
+    if isinstance(value, bool):
+        admits = any(
+            m is bool
+            or m is Any
+            or (typing.get_origin(m) is Literal and any(a is value for a in typing.get_args(m)))
+            for m in members
+        )
+        numeric = any(
+            m in (int, float)
+            or (typing.get_origin(m) is Literal and any(isinstance(a, int) for a in typing.get_args(m)))
+            for m in members
+        )
+        return numeric and not admits
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            slots = []  # what each list/tuple alternative expects at position i
+            for m in members:
+                origin, args = typing.get_origin(m), typing.get_args(m)
+                if origin is list and args:
+                    slots.append(args[0])
+                elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+                    slots.append(args[0])
+                elif origin is tuple and i < len(args):
+                    slots.append(args[i])
+            if slots and all(_bool_where_number(slot, item) for slot in slots):
+                return True
+    return False
 
 
 class DataConfig(Section):
@@ -199,11 +275,17 @@ class ShiftConfig(Section):
     w1_samples: PositiveInt = Field(500, description="subsample size of the exact Wasserstein-1 estimate")
 
 
+BUDGET_MAX = 1e30
+"""Largest energy (J) or delay (s) budget accepted: far beyond any device, and below where the planner's
+float arithmetic (e.g. E T^2 in the round limits) would overflow. Huge budgets up to here give a valid plan
+held to ``max_pre_rounds`` / ``max_ft_rounds`` (reported when they bind)."""
+
+
 class BudgetConfig(Section):
     """Total budgets over both stages (paper_two_stage.md §5)."""
 
-    energy_j: PositiveFloat = 20.0
-    delay_s: PositiveFloat = 60.0
+    energy_j: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 20.0
+    delay_s: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 60.0
 
 
 class CalibrationConfig(Section):
@@ -262,7 +344,13 @@ class TwoStageConfig(Section):
     max_batch_ft: PositiveInt = Field(1000, description="cap on a device's batch (spec §8.3; also |D_k|)")
     max_ft_rounds: PositiveInt = Field(
         500,
-        description="most fine-tuning rounds searched (keep small with fading: one program per N)",
+        description="most fine-tuning rounds any scheme may plan (keep small with fading: one program per N, "
+        "and the per-round gains are drawn for this many rounds); `plan` and summary.json report it under "
+        "round_caps when the budgets would allow more",
+    )
+    max_pre_rounds: PositiveInt = Field(
+        1_000_000,
+        description="most pre-training steps any scheme may plan; reported under round_caps when it binds",
     )
     constants_seed: NonNegInt = Field(0, description="seed of the bound-constant estimators")
     pilot_steps: NonNegInt = Field(
@@ -619,7 +707,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
             f"config override {item!r} has an empty key", hint="write overrides as --set key.path=value"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"config override {item!r}: the value of `{key.strip()}` is not valid YAML ({exc})"
@@ -740,7 +828,16 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
     lines: list[str] = []
     seen: set[str] = set()
     for err in exc.errors():
-        path, allowed = _fields_at(err["loc"])
+        loc = err["loc"]
+        bad_key = bool(loc) and loc[-1] == "[key]"  # pydantic's marker: the key itself is invalid
+        path, allowed = _fields_at(loc[:-1] if bad_key else loc)
+        if bad_key:
+            err = {**err, "msg": f"a key here is invalid: {err['msg']}"}
+        if err["type"] == BOOL_NOT_NUMBER:  # raised for its section: the key is in the context
+            key = str(err.get("ctx", {}).get("key"))
+            got = err["input"].get(key) if isinstance(err.get("input"), Mapping) else None
+            err = {**err, "input": got}
+            path = key if path == "<top level>" else f"{path}.{key}"
         if path in seen:
             continue  # one message per key: a scalar union reports each member's complaint
         seen.add(path)
@@ -765,7 +862,8 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with ``yaml.safe_load``; a missing file or non-mapping is a ConfigError."""
+    """Read a YAML mapping with the strict safe loader (edgelearn/yamlsafe.py: no duplicate keys, no alias
+    bombs); a missing file, a non-mapping or a refused construct is a ConfigError."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
@@ -773,7 +871,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
             hint="pass the path of a YAML file, e.g. configs/fedavg-digits.yaml",
         )
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"))
+    except DuplicateKeyError as exc:
+        raise ConfigError(
+            f"config file {p}: key `{exc.key}` is given twice (line {exc.first_line} and line {exc.line})",
+            hint="keep one of the two lines; YAML would silently use the last one",
+        ) from None
+    except AliasExpansionError as exc:
+        raise ConfigError(f"config file {p}: {exc.problem}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {p} is nested too deeply to read", hint="a config needs a few levels of sections"
+        ) from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
     if data is None:
@@ -783,20 +892,90 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _switch_algorithm(
+    original: Any, algo: dict[str, Any], overrides: Sequence[str], source: str
+) -> dict[str, Any]:
+    """The algorithm section after ``--set algorithm.name=X`` switched algorithms on a shared config.
+
+    Keys from the file that algorithm X does not know are dropped (and logged) only when another algorithm
+    knows them, nested keys included: a key no algorithm knows stays and fails validation (a typo), and so
+    does a key given explicitly by ``--set algorithm.KEY=...`` (the user asked for it), so nothing the user
+    wrote is silently ignored. Without a switch (no such override, or the same name as the file's) the
+    section is returned unchanged.
+    """
+    parsed = [parse_override(o) for o in overrides]
+    if not any(path == ["algorithm", "name"] for path, _ in parsed):
+        return algo
+    name = str(algo.get("name"))
+    known = _algorithm_fields(name)
+    was = original.get("name", "fedavg") if isinstance(original, Mapping) else "fedavg"
+    if known is None or str(was) == name:
+        return algo
+    explicit: set[Any] = set()
+    for path, value in parsed:
+        if path[0] == "algorithm" and len(path) > 1:
+            explicit.add(path[1])
+        elif path == ["algorithm"] and isinstance(value, dict):
+            explicit.update(value)
+    members = _section_type(RunConfig.model_fields["algorithm"].annotation).members
+    kept: dict[str, Any] = {}
+    dropped: list[str] = []
+    unknown: list[str] = []
+    for key, value in algo.items():
+        owners = [m for m in members if key in m.model_fields] if isinstance(key, str) else []
+        if key in known or key in explicit or not owners:
+            kept[key] = value  # known: used; explicit or nobody's: validation names it with the allowed keys
+            continue
+        typos = _unknown_everywhere(owners, key, value, f"algorithm.{key}")
+        if typos:
+            unknown += typos
+        else:
+            dropped.append(key)
+    if unknown:
+        raise ConfigError(
+            f"invalid configuration in {source}:\n  - " + "\n  - ".join(unknown),
+            hint="correct the keys above in the YAML file or the --set overrides",
+        )
+    if dropped:
+        log.info("algorithm switched to %s: ignoring keys only other algorithms use: %s", name, dropped)
+    return kept
+
+
+def _unknown_everywhere(owners: Sequence[type[Section]], key: str, value: Any, where: str) -> list[str]:
+    """Messages for nested keys of ``value`` that no algorithm in ``owners`` knows under field ``key``."""
+    found = [_unknown_keys(m.model_fields[key].annotation, value, where) for m in owners]
+    common = set.intersection(*(set(f) for f in found))
+    return [found[0][path] for path in sorted(common)]
+
+
+def _unknown_keys(annotation: Any, value: Any, where: str) -> dict[str, str]:
+    """Unknown nested keys of ``value`` under a field typed ``annotation``: dotted path -> message."""
+    out: dict[str, str] = {}
+    section = _section_type(annotation)
+    if isinstance(value, dict) and isinstance(section, type):
+        for k, v in value.items():
+            path = f"{where}.{k}"
+            field = section.model_fields.get(k) if isinstance(k, str) else None
+            if field is None:
+                allowed = ", ".join(sorted(section.model_fields))
+                out[path] = f"`{path}` is not a known key; allowed here: {allowed}"
+            else:
+                out.update(_unknown_keys(field.annotation, v, path))
+    elif isinstance(value, list):
+        items = [m for m in _members(annotation) if typing.get_origin(m) is list and typing.get_args(m)]
+        for i, item in enumerate(value):
+            if items:
+                out.update(_unknown_keys(typing.get_args(items[0])[0], item, f"{where}[{i}]"))
+    return out
+
+
 def build_config(data: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> RunConfig:
     """Validate a raw mapping (plus overrides) into a RunConfig or raise a readable ConfigError."""
     overrides = list(overrides)
     merged = apply_overrides(data, overrides)
     algo = merged.get("algorithm")
-    switched = any(parse_override(o)[0] == ["algorithm", "name"] for o in overrides)
-    if switched and isinstance(algo, dict):
-        # `--set algorithm.name=X` switches algorithms on a shared config: keep only the keys X knows.
-        known = _algorithm_fields(str(algo.get("name")))
-        if known is not None:
-            dropped = sorted(set(algo) - known)
-            merged["algorithm"] = {k: v for k, v in algo.items() if k in known}
-            if dropped:
-                log.info("algorithm switched to %s: ignoring its unknown keys %s", algo.get("name"), dropped)
+    if isinstance(algo, dict):
+        algo = merged["algorithm"] = _switch_algorithm(data.get("algorithm"), algo, overrides, source)
     if isinstance(algo, dict) and "name" not in algo:
         merged["algorithm"] = {"name": "fedavg", **algo}
     try:
@@ -814,4 +993,4 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
 
 def dump_config(cfg: RunConfig) -> str:
     """The resolved config as YAML (tuples as lists), loadable again by :func:`load_config`."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    return dump_yaml(cfg.model_dump(mode="json"), sort_keys=False)

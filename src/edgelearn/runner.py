@@ -15,17 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from edgelearn.algorithms import RunContext, make_algorithm
 from edgelearn.algorithms.registry import algorithm_class
 from edgelearn.checkpoint import checkpoints, load_latest, save_checkpoint, write_atomic
-from edgelearn.config import RunConfig, build_config, dump_config
+from edgelearn.config import RunConfig, build_config, dump_config, read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
 from edgelearn.errors import ConfigError, DivergenceError
+from edgelearn.memory import check_memory
 from edgelearn.models import build_model, model_info
 from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
 from edgelearn.report.progress import progress_bar
@@ -70,6 +70,7 @@ def build_context(cfg: RunConfig) -> RunContext:
     if cfg.engine.torch_threads is not None:
         torch.set_num_threads(cfg.engine.torch_threads)
     set_precision(cfg.engine.precision, device)
+    check_memory(cfg)  # before loading: sizes that cannot fit fail now, not when the OS kills the run
     d = cfg.data
     options: dict[str, Any] = {}
     if d.dataset == "digits":
@@ -149,7 +150,7 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
             f"cannot resume: {saved_path} does not exist",
             hint="resume a run directory written by `edgelearn run`",
         )
-    saved = build_config(yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}, source=str(saved_path))
+    saved = build_config(read_yaml(saved_path), source=str(saved_path))
     mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
     if mine != theirs:
         keys = sorted(k for k in mine if mine[k] != theirs.get(k))

@@ -33,7 +33,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
+from edgelearn.memory import check_memory
 from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
+from edgelearn.yamlsafe import load_yaml
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
@@ -188,7 +190,7 @@ def load_suite(path: str | Path) -> SuiteSpec:
     """Parse and validate a suite file; errors name the file and the offending key."""
     file = Path(path)
     try:
-        data = yaml.safe_load(file.read_text())
+        data = load_yaml(file.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read suite file {file}: {exc}", hint="check the path") from None
     except yaml.YAMLError as exc:
@@ -653,7 +655,11 @@ def check_suite(
         for cell in exp.run_cells():
             for seed in exp.seeds:  # the seed is part of a run's config too (e.g. --seed -1 is refused)
                 where = f"{file}: experiment {exp.name}, cell {cell_slug(cell)}, seed {seed}"
-                _load_checked(base, exp.run_overrides(cell, seed, extra), where)
+                cfg = _load_checked(base, exp.run_overrides(cell, seed, extra), where)
+                try:
+                    check_memory(cfg)
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
                 total += 1
     return total
 

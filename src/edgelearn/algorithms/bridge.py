@@ -20,7 +20,7 @@ import torch
 from edgelearn.data import DatasetBundle
 from edgelearn.engine import ClientData
 from edgelearn.errors import DataError
-from edgelearn.models.autoencoder import Autoencoder, pretrain_autoencoder, reconstruction_mse
+from edgelearn.models.autoencoder import ARCHITECTURE, Autoencoder, pretrain_autoencoder, reconstruction_mse
 from edgelearn.system import SystemModel
 
 FLOAT_BYTES = 4
@@ -213,6 +213,7 @@ def pretrain_on_heldout(
         model = Autoencoder(bundle.input_shape, embed_channels).to(device)
     pretrain_autoencoder(model, data, epochs, lr, seed, batch_size=batch_size)
     meta = {
+        "architecture": ARCHITECTURE,
         "input_shape": [int(s) for s in bundle.input_shape],
         "embed_channels": int(embed_channels),
         "dataset": bundle.name,

@@ -82,6 +82,7 @@ from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, StateD
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import ModelInfo, build_model, describe
 from edgelearn.models.autoencoder import (
+    ARCHITECTURE,
     MAX_PARAMS,
     Autoencoder,
     autoencoder_flops,
@@ -350,14 +351,8 @@ class FedAgg(Algorithm):
         ac, ctx = self.cfg.autoencoder, self.ctx
         if ac.path is not None:
             state, meta = load_autoencoder(ac.path)
-            saved = tuple(int(s) for s in meta.get("input_shape", ()))
-            if saved != shape:
-                raise DataError(
-                    f"autoencoder file {ac.path} was trained for input shape {saved}, the data has {shape}",
-                    hint="pre-train an autoencoder on this dataset (edgelearn pretrain-autoencoder)",
-                )
-            embed = int(meta.get("embed_channels", ac.embed_channels))
-            model = build_autoencoder(shape, state, embed_channels=embed, device=ctx.device)
+            _check_autoencoder_meta(meta, ac, shape)
+            model = build_autoencoder(shape, state, embed_channels=ac.embed_channels, device=ctx.device)
         else:
             model, _ = _pretrain(ctx, ac)
         if num_params(model) > MAX_PARAMS:
@@ -995,6 +990,35 @@ def _unpairs(table: Any, what: str) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------- autoencoder files
+def _check_autoencoder_meta(meta: Mapping[str, Any], ac: AutoencoderConfig, shape: tuple[int, ...]) -> None:
+    """ConfigError naming both values and the key when a loaded autoencoder file's metadata disagrees with
+    the config (architecture, ``algorithm.autoencoder.embed_channels``) or the data's input shape; a run
+    must never use a file other than the one its config describes. Keys a file lacks are checked by
+    loading its tensors into the configured layout (a mismatch raises there)."""
+    where = f"autoencoder file {ac.path} (algorithm.autoencoder.path)"
+    arch = meta.get("architecture")
+    if arch is not None and arch != ARCHITECTURE:
+        raise ConfigError(
+            f"{where} holds architecture {arch!r}; this version builds {ARCHITECTURE!r}",
+            hint="pre-train a new file with `edgelearn pretrain-autoencoder`",
+        )
+    embed = meta.get("embed_channels")
+    if embed is not None and int(embed) != ac.embed_channels:
+        raise ConfigError(
+            f"{where} has embed_channels={int(embed)} but algorithm.autoencoder.embed_channels="
+            f"{ac.embed_channels}",
+            hint=f"set algorithm.autoencoder.embed_channels: {int(embed)}, or pre-train a file with "
+            f"{ac.embed_channels}",
+        )
+    saved = tuple(int(s) for s in meta.get("input_shape", ()))
+    if saved != shape:
+        raise ConfigError(
+            f"{where} was trained for input shape {saved}, but the data (data.dataset, data.input_shape) "
+            f"has {shape}",
+            hint="pre-train an autoencoder on this dataset (edgelearn pretrain-autoencoder)",
+        )
+
+
 def _pretrain(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict[str, Any]]:
     """Pre-train the bridge autoencoder on the context's held-out images (seeded by the run seed)."""
     return pretrain_on_heldout(

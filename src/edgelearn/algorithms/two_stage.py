@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,8 @@ class TwoStage(Algorithm):
         """Estimate the bound constants, build the planning problem from the system model, and plan."""
         self.setup()
         self.plan = self.make_plan(self.cfg.scheme)
+        for cap in self.round_caps({self.cfg.scheme: self.plan}):
+            logger.warning("%s", cap["message"])
         if not self.plan.feasible:
             raise ConfigError(
                 f"scheme {self.cfg.scheme!r} has no feasible plan on these budgets: {self.plan.status}",
@@ -117,14 +120,14 @@ class TwoStage(Algorithm):
         kw: dict[str, Any] = {
             "bound": self.bound,
             "method": cfg.method,
-            "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds),
+            "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds, max_pre_rounds=cfg.max_pre_rounds),
         }
         schemes = {
             "optimized": lambda: self._solve_optimized(self.bound),
             "finetune_only": lambda: finetune_only(self.problem, **kw),
             "pretrain_only": lambda: pretrain_only(self.problem, **kw),
             "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
-            "no_optimization": lambda: no_optimization(self.problem, bound=self.bound),
+            "no_optimization": lambda: no_optimization(self.problem, bound=self.bound, options=kw["options"]),
             "separate": lambda: separate_design(self.problem, **kw),
         }
         return schemes[scheme]()
@@ -134,7 +137,11 @@ class TwoStage(Algorithm):
         from edgelearn.planning import SearchOptions, solve
 
         cfg = self.cfg
-        options = SearchOptions(max_ft_rounds=cfg.max_ft_rounds, min_ft_rounds=cfg.joint_min_ft_rounds)
+        options = SearchOptions(
+            max_ft_rounds=cfg.max_ft_rounds,
+            max_pre_rounds=cfg.max_pre_rounds,
+            min_ft_rounds=cfg.joint_min_ft_rounds,
+        )
         return solve(self.problem, bound=bound, method=cfg.method, options=options)
 
     def setup(self) -> None:
@@ -184,12 +191,12 @@ class TwoStage(Algorithm):
         """Form P's table from a pilot over the round ranges these budgets allow (capped by the config)."""
         from edgelearn.planning.calibrate import CALIBRATION_VERSION, Calibrator
         from edgelearn.planning.feasibility import CheapestPoint
-        from edgelearn.planning.search import MAX_PRE_ROUNDS_DEFAULT, ft_round_limit, pre_round_limit
+        from edgelearn.planning.search import ft_round_limit, pre_round_limit
 
         pb, cal = self.problem, self.cfg.calibration
         # the most steps at half the pilot's batch (pre_round_limit counts batch-1 steps; a step's cost
         # grows linearly with the batch): plans with smaller batches gain nothing from more steps
-        max_pre = pre_round_limit(pb, pb.energy_j, pb.delay_s, MAX_PRE_ROUNDS_DEFAULT)
+        max_pre = pre_round_limit(pb, pb.energy_j, pb.delay_s, self.cfg.max_pre_rounds)
         max_pre = min(max_pre // max(1, cal.batch_pre // 2), cal.max_pre_steps)
         max_ft = ft_round_limit(pb, CheapestPoint(pb), pb.energy_j, pb.delay_s, self.cfg.max_ft_rounds)
         max_ft = min(max_ft, cal.max_ft_steps)
@@ -494,6 +501,39 @@ class TwoStage(Algorithm):
             )
         return {"budget_left_j": left_e, "budget_left_s": left_t}
 
+    def round_caps(self, plans: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The round caps (``algorithm.max_pre_rounds`` / ``max_ft_rounds``) that bind on ``plans`` (scheme
+        -> Plan): a plan sits at the cap while the budgets allow more rounds. Every scheme obeys the same
+        caps, so no scheme beats another merely by a cap; this says when the caps shaped the numbers.
+        Each entry names the key, the cap, the schemes at it and the rounds the budgets allow (with
+        fading "at least": the per-round gains are drawn for ``max_ft_rounds`` rounds only)."""
+        from edgelearn.planning.feasibility import CheapestPoint
+        from edgelearn.planning.search import ft_round_limit, pre_round_limit
+
+        pb, cfg = self.problem, self.cfg
+        caps = []
+        m_all = pre_round_limit(pb, pb.energy_j, pb.delay_s, None)
+        n_all = ft_round_limit(pb, CheapestPoint(pb), pb.energy_j, pb.delay_s, None)
+        n_more = n_all > cfg.max_ft_rounds or (pb.per_round and n_all >= cfg.max_ft_rounds)
+        for key, cap, allowed, more, attr in (
+            ("algorithm.max_pre_rounds", cfg.max_pre_rounds, m_all, m_all > cfg.max_pre_rounds, "M"),
+            ("algorithm.max_ft_rounds", cfg.max_ft_rounds, n_all, n_more, "N"),
+        ):
+            at_cap = [name for name, plan in plans.items() if plan.feasible and getattr(plan, attr) >= cap]
+            if more and at_cap:
+                least = "at least " if pb.per_round and attr == "N" else ""
+                caps.append(
+                    {
+                        "key": key,
+                        "cap": cap,
+                        "budgets_allow": allowed,
+                        "schemes": at_cap,
+                        "message": f"{key}={cap} binds for {', '.join(at_cap)}: the budgets allow {least}"
+                        f"{allowed:.4g} rounds; every scheme is held to the cap (raise it to plan more)",
+                    }
+                )
+        return caps
+
     def estimates(self) -> dict[str, Any]:
         """The shift (its settings and measured W1) and the bound constants the plan was made with."""
         return {
@@ -532,6 +572,7 @@ class TwoStage(Algorithm):
             "plan": plan.to_json(),
             "predicted": {"energy_j": plan.energy_j, "delay_s": plan.delay_s},
             "measured": {"energy_j": float(totals["energy_j"]), "delay_s": float(totals["delay_s"])},
+            "round_caps": self.round_caps({self.cfg.scheme: plan}),
             **self.estimates(),
             "budget": {
                 "met": self.over_budget_round is None,
@@ -560,9 +601,10 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
         )
     algo = TwoStage(build_context(cfg))
     algo.setup()
-    best = algo.make_plan("optimized")
-    report = best.to_json()
-    report["schemes"] = {s: algo.make_plan(s).to_json() for s in SCHEME_NAMES if s != "optimized"}
+    plans = {s: algo.make_plan(s) for s in SCHEME_NAMES}
+    report = plans["optimized"].to_json()
+    report["schemes"] = {s: p.to_json() for s, p in plans.items() if s != "optimized"}
+    report["round_caps"] = algo.round_caps(plans)
     report.update(algo.estimates())
     report["devices"] = int(len(algo.devices))
     return report
@@ -579,7 +621,6 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
     from edgelearn.planning.feasibility import CheapestPoint
     from edgelearn.planning.search import (
         InnerSolver,
-        SearchOptions,
         ft_round_limit,
         log_grid,
         pre_round_limit,
@@ -591,7 +632,7 @@ def landscape_report(config: Any, overrides: list[str], m_points: int, n_points:
     algo.setup()
     problem, tcfg = algo.problem, algo.cfg
     plan = algo.make_plan("optimized")
-    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, cap=SearchOptions().max_pre_rounds)
+    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, cap=tcfg.max_pre_rounds)
     cheap = CheapestPoint(problem)
     n_hi = ft_round_limit(problem, cheap, problem.energy_j, problem.delay_s, tcfg.max_ft_rounds)
     Ms, Ns = log_grid(0, m_hi, m_points), log_grid(0, max(n_hi, 1), n_points)

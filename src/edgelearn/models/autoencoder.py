@@ -52,6 +52,9 @@ PRETRAIN_BATCH_SIZE = 64
 """Mini-batch size of the reconstruction pre-training (our choice; the demo ships no pre-training code)."""
 CHECKSUM_SUFFIX = ".sha256"
 FORMAT_VERSION = 1
+ARCHITECTURE = "demo-6conv"
+"""Name of :class:`Autoencoder`'s layer layout, saved in a file's metadata (``architecture``) so a run
+refuses a file of another layout by name; change it whenever the layers change."""
 FLOP_SAMPLES = 2
 """Samples per FLOP measurement batch (BatchNorm in eval mode; any size works)."""
 

@@ -55,6 +55,9 @@ SEPARATE_SHARE_DEFAULT = 0.5
 NO_OPT_MAX_CANDIDATES = 20_000
 """The no-optimisation baseline scores at most this many values of M (log-spaced beyond that)."""
 
+ROUNDS_EXACT = 2**53
+"""Uncapped round counts are clipped here: the largest integer float64 (and int64) holds exactly."""
+
 BASELINE_SCHEMES: tuple[str, ...] = (
     "finetune_only",
     "pretrain_only",
@@ -170,9 +173,13 @@ def no_optimization(
     bound: str | Bound = "A",
     batch_pre: int = NO_OPT_BATCH_PRE,
     batch_ft: int = NO_OPT_BATCH_FT,
+    options: SearchOptions | None = None,
 ) -> Plan:
-    """f = f_max, p = P_max, fixed batches; for each M the largest N that fits, the best such (M, N)."""
-    bnd = get_bound(bound)
+    """f = f_max, p = P_max, fixed batches; for each M the largest N that fits, the best such (M, N).
+
+    M and N obey the same caps as every other scheme (``options.max_pre_rounds`` / ``max_ft_rounds``), so
+    the joint design, which searches a superset of these plans, is never beaten merely by a cap."""
+    bnd, opts = get_bound(bound), options or SearchOptions()
     start = time.perf_counter()
     pb = problem
     if batch_pre < 1 or batch_ft < 1:
@@ -191,9 +198,10 @@ def no_optimization(
     round_e = np.sum(pb.kappa * pb.cycles_per_sample * b * pb.f_max**2 + pb.p_max * tau, axis=1)
     safety = 1.0 - 1e-9
     e_lim, t_lim = pb.energy_j * safety, pb.delay_s * safety
-    m_max = int(math.floor(min(e_lim / e_pre, t_lim / t_pre)))
+    m_max = int(min(math.floor(min(e_lim / e_pre, t_lim / t_pre)), opts.max_pre_rounds))
     if m_max + 1 > NO_OPT_MAX_CANDIDATES:
-        ms = np.unique(np.concatenate([[0], np.round(np.geomspace(1, m_max, NO_OPT_MAX_CANDIDATES - 1))]))
+        points = np.geomspace(1.0, float(m_max), NO_OPT_MAX_CANDIDATES - 1)
+        ms = np.unique(np.concatenate([[0.0], np.round(points)]))
     else:
         ms = np.arange(m_max + 1, dtype=np.float64)
     e_left = e_lim - ms * e_pre
@@ -203,7 +211,9 @@ def no_optimization(
         n_by_t = np.searchsorted(np.cumsum(round_t), t_left, side="right")
         ns = np.minimum(n_by_e, n_by_t)
     else:
-        ns = np.floor(np.minimum(e_left / round_e[0], t_left / round_t[0])).astype(np.int64)
+        ns = np.floor(np.minimum(e_left / round_e[0], t_left / round_t[0]))
+    n_cap = ROUNDS_EXACT if opts.max_ft_rounds is None else opts.max_ft_rounds
+    ns = np.asarray(np.minimum(ns, n_cap), dtype=np.int64)
     best: tuple[float, int, int] | None = None
     total_b = np.sum(b)
     for m, n in zip(ms.astype(np.int64), ns):
@@ -330,6 +340,6 @@ def solve_baselines(
         "finetune_only": finetune_only(problem, bound=bound, method=method, options=options),
         "pretrain_only": pretrain_only(problem, bound=bound, method=method, options=options),
         "fixed_ratio": fixed_ratio(problem, bound=bound, method=method, options=options),
-        "no_optimization": no_optimization(problem, bound=bound),
+        "no_optimization": no_optimization(problem, bound=bound, options=options),
         "separate": separate_design(problem, bound=bound, method=method, options=options),
     }

@@ -51,7 +51,8 @@ PATIENCE_MIN_SOLVES = 6
 """Inner solves a refinement run may always spend before the patience rule applies."""
 
 MAX_PRE_ROUNDS_DEFAULT = 1_000_000
-"""Hard cap on M whatever the budgets allow (keeps the log grid meaningful)."""
+"""Default cap on M whatever the budgets allow (config ``algorithm.max_pre_rounds``; every scheme obeys it
+and the plan report names it when it binds, see ``TwoStage.round_caps``)."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,9 @@ def log_grid(lo: int, hi: int, count: int) -> list[int]:
     if hi - lo + 1 <= count:
         return list(range(lo, hi + 1))
     start = max(lo, 1)
-    values = set(np.unique(np.round(np.geomspace(start, hi, count - (1 if lo == 0 else 0)))).astype(int))
+    # floats: an int beyond int64 would make numpy build an object array that log10 cannot take
+    points = np.geomspace(float(start), float(hi), count - (1 if lo == 0 else 0))
+    values = {min(max(int(v), lo), hi) for v in np.unique(np.round(points))}  # float ends may stray by ulps
     if lo == 0:
         values.add(0)
     return sorted(int(v) for v in values if lo <= v <= hi)
@@ -327,12 +330,16 @@ class Searcher:
 
 
 # ----------------------------------------------------------------------------------------------------
-def pre_round_limit(problem: TwoStageProblem, energy_j: float, delay_s: float, cap: int) -> int:
-    """Most pre-training rounds any plan can have: min(T f~_max / C~, (E T^2 / (kappa~ C~^3))^(1/3))."""
+def pre_round_limit(problem: TwoStageProblem, energy_j: float, delay_s: float, cap: int | None) -> int:
+    """Most pre-training rounds any plan can have: min(T f~_max / C~, (E T^2 / (kappa~ C~^3))^(1/3)), at
+    most ``cap`` (None: the budgets alone; may exceed int64 for absurd budgets, so compare, don't store)."""
     c = problem.cycles_per_sample_server
     by_delay = delay_s * problem.f_max_server / c
     by_energy = (energy_j * delay_s**2 / (problem.kappa_server * c**3)) ** (1.0 / 3.0)
-    return int(min(math.floor(min(by_delay, by_energy) * (1 + 1e-12)), cap))
+    limit = min(by_delay, by_energy) * (1 + 1e-12)
+    if cap is not None and limit >= cap:
+        return int(cap)
+    return int(math.floor(limit))
 
 
 def ft_round_limit(
@@ -349,6 +356,8 @@ def ft_round_limit(
         limit = int(np.sum(np.cumprod(fits)))
     else:
         upper = int(math.floor(delay_s / (cheap.round_floor + pb.downlink_s)))
+        if cap is not None:
+            upper = min(upper, cap + 1)  # enough to tell whether the cap binds, without float-huge n
         limit = cheap.max_rounds(lambda n: float(cheap.ft_energy(n, delay_s)) <= energy_j, upper)
         limit = max(limit, 0)
     return limit if cap is None else min(limit, cap)

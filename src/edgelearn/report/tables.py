@@ -245,4 +245,7 @@ def plans_table(report: dict[str, Any], title: str = "Two-stage plans on the sam
             fmt(p["bound"]),
             "yes" if p["feasible"] else "no",
         )
+    caps = report.get("round_caps") or []
+    if caps:  # every scheme was held to these caps: say so beside the numbers they shaped
+        table.caption = "\n".join(f"[yellow]warning:[/] {cap['message']}" for cap in caps)
     return table

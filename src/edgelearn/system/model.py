@@ -37,6 +37,17 @@ DISTANCE_STREAM = 0
 FADING_STREAM = 1
 """Sub-keys of the ``"channel"`` seed purpose: distances are drawn once, fading once per round."""
 
+MIN_LINK_RATE_BPS = 1.0
+"""Slowest link accepted at build time (bit/s, at full power): below it a model upload takes years and
+summed delays overflow. Extreme bandwidths, powers, noise, path loss or distances land here (a rate of
+0 or inf) instead of running with overflow warnings and inf/nan delays."""
+
+MAX_SECONDS_PER_FLOP = 1.0
+"""Slowest compute accepted (cycles_per_flop / f_max, s): a 1 Hz clock; slower overflows delay sums."""
+
+MAX_JOULES_PER_FLOP = 1.0
+"""Most energy per FLOP accepted at f_max (kappa x cycles_per_flop x f_max^2, J); real chips: ~1e-10."""
+
 
 class SystemModel:
     """Topology + per-node hardware + channel + ledger + virtual clock, behind a few vectorized calls.
@@ -84,13 +95,67 @@ class SystemModel:
     ) -> SystemModel:
         """Sample hardware (seed purpose ``"hardware"``) and the channel (purpose ``"channel"``); wire up."""
         profiles = sample_profiles(topology, hardware_specs, seeds.rng("hardware"))
-        channel = Channel(
-            topology,
-            channel_spec if channel_spec is not None else ChannelSpec(),
-            rng=seeds.rng("channel", DISTANCE_STREAM),
-            rng_factory=lambda r: seeds.rng("channel", FADING_STREAM, r),
-        )
-        return cls(topology, profiles, channel)
+        with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+            channel = Channel(
+                topology,
+                channel_spec if channel_spec is not None else ChannelSpec(),
+                rng=seeds.rng("channel", DISTANCE_STREAM),
+                rng_factory=lambda r: seeds.rng("channel", FADING_STREAM, r),
+            )
+            system = cls(topology, profiles, channel)
+            system.check_physics()
+        return system
+
+    def check_physics(self) -> None:
+        """ConfigError naming the keys to fix when a node's compute or a link is physically absurd.
+
+        One check covers every physics field: a rate, time or energy that comes out 0, inf or nan (or
+        beyond :data:`MIN_LINK_RATE_BPS`, :data:`MAX_SECONDS_PER_FLOP`, :data:`MAX_JOULES_PER_FLOP`),
+        whatever extreme bandwidth, power, noise, path loss, distance, clock or kappa caused it, fails here
+        at build time instead of as overflow warnings and inf/nan delays and energies during the run.
+        """
+        tiers = [n.tier.value for n in self.topology.nodes]
+        sec = self.cycles_per_flop / self.f_max_hz
+        joules = self.kappa * self.cycles_per_flop * self.f_max_hz**2
+        for i in range(self.topology.num_nodes):
+            bad_time = not (np.isfinite(sec[i]) and 0 < sec[i] <= MAX_SECONDS_PER_FLOP)
+            bad_energy = not (np.isfinite(joules[i]) and 0 <= joules[i] <= MAX_JOULES_PER_FLOP)
+            if bad_time or bad_energy:
+                what = f"{sec[i]:.3g} s" if bad_time else f"{joules[i]:.3g} J"
+                limit = f"<= {MAX_SECONDS_PER_FLOP:g} s" if bad_time else f"<= {MAX_JOULES_PER_FLOP:g} J"
+                t = tiers[i]
+                raise ConfigError(
+                    f"system: a FLOP on {t} node {i} would take {what} (need a finite value {limit}): "
+                    f"f_max_hz={self.f_max_hz[i]:.3g}, cycles_per_flop={self.cycles_per_flop[i]:.3g}, "
+                    f"kappa={self.kappa[i]:.3g}",
+                    hint=f"fix hardware.{t}.f_max_hz, hardware.{t}.cycles_per_flop or hardware.{t}.kappa",
+                )
+        parents = self.topology.parent_array
+        ids = np.flatnonzero(parents >= 0)
+        if not ids.size:
+            return
+        spec = self.channel.spec
+        for direction, power in (("uplink", self.p_max_w[ids]), ("downlink", self.p_max_w[parents[ids]])):
+            rate = np.asarray(self.channel.rate(ids, 0, power), dtype=np.float64) * np.ones(ids.shape)
+            bad = ~(np.isfinite(rate) & (rate >= MIN_LINK_RATE_BPS))
+            if not bad.any():
+                continue
+            i = int(ids[np.argmax(bad)])
+            wired = not bool(self.channel.is_wireless(i))
+            sender = i if direction == "uplink" else int(parents[i])
+            keys = (
+                f"channel.backhaul_rate_bps ({spec.backhaul_rate_bps:.3g})"
+                if wired
+                else f"channel.bandwidth_hz ({spec.bandwidth_hz:.3g}), channel.noise_psd_dbm_per_hz "
+                f"({spec.noise_psd_dbm_per_hz:.3g}), channel.path_loss_a_db ({spec.path_loss_a_db:.3g}), "
+                f"channel.path_loss_b_db ({spec.path_loss_b_db:.3g}), channel.distance_m / "
+                f"device_to_cloud_distance_m, hardware.{tiers[sender]}.p_max_w ({self.p_max_w[sender]:.3g})"
+            )
+            raise ConfigError(
+                f"system: the {direction} of node {i} ({tiers[i]}) would run at {float(rate[bad][0]):.3g} "
+                f"bit/s (need a finite rate >= {MIN_LINK_RATE_BPS:g} bit/s)",
+                hint=f"bring these to physical values: {keys}",
+            )
 
     # ------------------------------------------------------------------ rounds
     def begin_round(self, round_: int) -> None:
