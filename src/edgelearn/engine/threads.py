@@ -125,6 +125,7 @@ def choose_threads(
     per_thread = float(engine.auto_threads_step_flops)
     if not workloads:
         return ThreadChoice(1, AUTO, "no training workload known: one thread", 0.0, cores)
+
     def lockstep(w: Workload) -> int:
         return lockstep_clients(executor, w.clients, w.params, device, engine, cores)
 
