@@ -16,7 +16,8 @@ peak RSS belongs to that run alone. Workloads (issue 5):
 * **CNN**: ``cnn_small`` on Fashion-MNIST (skipped with a note if the files are absent), fewer rounds.
 * **Threads**: W on vmap with ``engine.torch_threads`` auto (the default), 1 and 2, each idle and beside a
   busy neighbour (a second process spinning one core, started and stopped here); the steady round (median
-  from round ``THREAD_STEADY_FROM``) and its ratio to the one-thread round under the same condition.
+  from round ``THREAD_STEADY_FROM``) and its ratio to the one-thread round under the same condition. The
+  settings alternate round by round in one process per condition (:func:`measure_threads`).
 
 Timing: ``loop_s`` is the time inside the round loop only; ``wall_s`` is everything of a run (data loading,
 partition, executor start, warm-up, loop, final evaluation) except interpreter start and module imports,
@@ -32,6 +33,7 @@ import copy
 import dataclasses
 import gc
 import importlib.util
+import itertools
 import json
 import math
 import multiprocessing
@@ -1038,48 +1040,67 @@ def thread_workload(study: str, busy: bool) -> str:
 
 
 def measure_threads(
-    workload: str, config: Mapping[str, Any], executor: str, setting: int | str, busy: bool, max_s: float
+    workload: str,
+    config: Mapping[str, Any],
+    executor: str,
+    settings: Sequence[int | str],
+    busy: bool,
+    max_s: float,
 ) -> Iterator[dict[str, Any]]:
-    """W's rounds at one engine.torch_threads setting, idle or beside :func:`busy_neighbour` (this job's
-    time limit bounds it); the steady round is the median from round :data:`THREAD_STEADY_FROM`."""
+    """W's rounds at each engine.torch_threads setting, idle or beside :func:`busy_neighbour` (bounded by
+    this job's time limit); the steady round is the median from round :data:`THREAD_STEADY_FROM`.
+
+    The settings are paired like :func:`measure_paired`: one run per setting, built once, then round ``r`` of
+    every run in turn, each under its own thread count, so load from other programs on a shared machine hits
+    all settings alike. Round ``r`` takes the ``r``-th of all orders of the settings in turn, so every
+    setting follows every other equally often (a run right after a two-thread one would otherwise inherit
+    that one's spinning OpenMP workers more often than the others).
+    """
     load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     neighbour = busy_neighbour(max_s) if busy else None
     try:
-        started = time.perf_counter()
-        ctx, algo, counter = _build(config, executor, setting)
-        round_s = []
-        for r in range(1, algo.rounds + 1):
-            t = time.perf_counter()
-            algo.run_round(r)
-            round_s.append(time.perf_counter() - t)
-        loop_s = sum(round_s)
-        wall_s = time.perf_counter() - started
+        runs = []
+        for setting in settings:
+            started = time.perf_counter()
+            ctx, algo, counter = _build(config, executor, setting)
+            runs.append((setting, ctx, algo, counter, time.perf_counter() - started))
+        round_s: list[list[float]] = [[] for _ in runs]
+        orders = list(itertools.permutations(range(len(runs))))
+        for r in range(1, runs[0][2].rounds + 1):
+            for k in orders[r % len(orders)]:
+                _setting, ctx, algo, _counter, _setup = runs[k]
+                torch.set_num_threads(int(ctx.torch_threads["chosen"]))
+                t = time.perf_counter()
+                algo.run_round(r)
+                round_s[k].append(time.perf_counter() - t)
     finally:
         if neighbour is not None:
             neighbour.kill()
             neighbour.wait()
-    steady = round_s[THREAD_STEADY_FROM - 1 :] or round_s
-    yield record(
-        thread_workload(workload, busy),
-        thread_label(executor, setting),
-        wall_s=wall_s,
-        loop_s=loop_s,
-        samples=counter.samples,
-        updates=counter.updates,
-        peak_rss_mb=peak_rss_mb(),
-        final_accuracy=None,
-        rounds=algo.rounds,
-        devices=int(ctx.topology.num_devices),
-        executor_name=executor,
-        torch_threads=str(setting),
-        threads_chosen=torch.get_num_threads(),
-        threads_reason=ctx.torch_threads.get("reason"),
-        busy=busy,
-        round_s_median=statistics.median(steady),
-        steady_rounds=f"{len(round_s) - len(steady) + 1}..{len(round_s)}",
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
-        load_average=load,
-    )
+    for (setting, ctx, algo, counter, setup_s), times in zip(runs, round_s):
+        steady = times[THREAD_STEADY_FROM - 1 :] or times
+        yield record(
+            thread_workload(workload, busy),
+            thread_label(executor, setting),
+            wall_s=setup_s + sum(times),
+            loop_s=sum(times),
+            samples=counter.samples,
+            updates=counter.updates,
+            peak_rss_mb=peak_rss_mb(),
+            final_accuracy=None,
+            rounds=algo.rounds,
+            devices=int(ctx.topology.num_devices),
+            executor_name=executor,
+            torch_threads=str(setting),
+            threads_chosen=int(ctx.torch_threads["chosen"]),
+            threads_reason=ctx.torch_threads.get("reason"),
+            busy=busy,
+            round_s_median=statistics.median(steady),
+            steady_rounds=f"{len(times) - len(steady) + 1}..{len(times)}",
+            cpu_capability=torch.backends.cpu.get_cpu_capability(),
+            load_average=load,
+            paired="settings alternated round by round in one process",
+        )
 
 
 def add_thread_ratios(records: list[dict[str, Any]]) -> None:
@@ -1112,7 +1133,7 @@ def _execute(job: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         return measure_paired(job["workload"], job["config"], job["executors"], threads)
     if kind == "threads":
         return measure_threads(
-            job["workload"], job["config"], job["executor"], job["setting"], job["busy"], job["max_s"]
+            job["workload"], job["config"], job["executor"], job["settings"], job["busy"], job["max_s"]
         )
     if kind == "scaling":
         return measure_scaling(
@@ -1252,23 +1273,23 @@ def _jobs_for_workload(w: FLWorkload, plan: BenchPlan) -> Iterator[_Job]:
 
 
 def _thread_jobs(study: ThreadStudy, plan: BenchPlan) -> Iterator[_Job]:
-    """One job per (condition, setting): each setting in a fresh process, so no thread pool carries over."""
+    """One job per condition (idle, busy), timing every setting paired in one process."""
     for busy in study.busy:
-        for setting in study.settings:
-            yield _Job(
-                {
-                    "kind": "threads",
-                    "threads": plan.threads,
-                    "workload": study.name,
-                    "config": dict(study.config),
-                    "executor": study.executor,
-                    "setting": setting,
-                    "busy": busy,
-                    "max_s": plan.job_timeout_s,
-                },
-                ((thread_workload(study.name, busy), thread_label(study.executor, setting), None),),
-                plan.job_timeout_s,
-            )
+        workload = thread_workload(study.name, busy)
+        yield _Job(
+            {
+                "kind": "threads",
+                "threads": plan.threads,
+                "workload": study.name,
+                "config": dict(study.config),
+                "executor": study.executor,
+                "settings": list(study.settings),
+                "busy": busy,
+                "max_s": plan.job_timeout_s,
+            },
+            tuple((workload, thread_label(study.executor, s), None) for s in study.settings),
+            plan.job_timeout_s,
+        )
 
 
 def _scaling_job(study: ScalingStudy, label: str, sizes: Sequence[int], plan: BenchPlan) -> _Job:
@@ -1343,7 +1364,7 @@ def run_plan(plan: BenchPlan, log: Callable[[str], None] | None = None) -> list[
                 last = (n, float(ok[0]["first_round_s"])) if ok else last
     if plan.thread_study is not None:
         for job in _thread_jobs(plan.thread_study, plan):
-            say(f"{job.spec['workload']}: {job.expect[0][0]} {job.expect[0][1]}")
+            say(f"{job.expect[0][0]}: {job.spec['executor']} threads {job.spec['settings']}")
             records.extend(_run_job(job, plan))
         add_thread_ratios(records)
     families = {w.name: w.family for w in plan.workloads}
@@ -1583,7 +1604,8 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
             _fmt(r.get("x_half_best_centralized")),
             _fmt(r.get("speedup_vs_naive")),
         )
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     sweep = [r for r in records if r["workload"].startswith(sections[0]) and r["status"] == "ok"]
     if sweep:
         st = _table(
