@@ -280,3 +280,51 @@ def test_tier_cohort_benchmark_times_both_executors(tmp_path: Path) -> None:
         assert r["wall_s"] > 0 and r["gflops_per_s"] > 0
         assert r["ms_per_client_step"] == pytest.approx(1000 * r["wall_s"] / (2 * 2))  # 12 samples at batch 8
     assert json.loads(out.read_text())["records"] == records
+
+
+def test_thread_study_records_each_setting_idle_and_busy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = bench.ThreadStudy(
+        name=f"{bench.THREADS_PREFIX}mini",
+        config=bench.fedavg_config(dataset="synthetic", devices=DEVICES, rounds=bench.THREAD_STEADY_FROM),
+        settings=("auto", 1, 2),
+    )
+    plan = bench.BenchPlan(workloads=(), isolate=False, thread_study=study)
+    out = tmp_path / "bench.json"
+    records = bench.main(False, out, plan=plan)
+    rows = {(r["workload"], r["executor"]): r for r in records}
+    assert set(rows) == {
+        (f"{study.name}-{cond}", f"vmap threads={s}") for cond in ("idle", "busy") for s in ("auto", 1, 2)
+    }
+    for (workload, _executor), r in rows.items():
+        assert r["status"] == "ok" and r["executor_name"] == "vmap"
+        assert r["busy"] == workload.endswith("-busy")
+        assert r["round_s_median"] > 0 and r["steady_rounds"] == "3..3"
+        assert r["cpu_capability"] == bench.torch.backends.cpu.get_cpu_capability()
+        assert r["x_one_thread"] == pytest.approx(
+            r["round_s_median"] / rows[(workload, "vmap threads=1")]["round_s_median"]
+        )
+    for cond in ("idle", "busy"):
+        w = f"{study.name}-{cond}"
+        assert rows[(w, "vmap threads=auto")]["threads_chosen"] == 1  # 5 tiny MLPs: far below 1 GFLOP a step
+        assert rows[(w, "vmap threads=2")]["threads_chosen"] == 2
+        assert rows[(w, "vmap threads=1")]["x_one_thread"] == 1.0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert set(data["summary"]["threads"]) == {f"{study.name}-idle", f"{study.name}-busy"}
+    assert set(data["summary"]["threads"][f"{study.name}-busy"]) == {"auto", "1", "2"}
+    printed = capsys.readouterr().out
+    assert "Threads: W's steady round" in printed and "busy" in printed
+
+
+def test_quick_plan_has_the_thread_study() -> None:
+    study = bench.default_plan(quick=True).thread_study
+    assert study is not None and study.executor == "vmap"
+    assert study.settings == ("auto", 1, 2) and study.busy == (False, True)
+    assert study.config["topology"]["devices"] == bench.W_DEVICES
+    assert study.config["algorithm"]["local"] == {"lr": 0.05, "batch_size": 16, "epochs": 1}
+
+
+def test_busy_neighbour_is_bounded_in_time() -> None:
+    neighbour = bench.busy_neighbour(0.5)  # its own deadline ends it even if nobody kills it
+    assert neighbour.wait(timeout=30) == 0

@@ -14,6 +14,10 @@ peak RSS belongs to that run alone. Workloads (issue 5):
 * **Scaling**: one FedAvg round over 10 ... 10,000 devices (synthetic, ~14 samples each), wall seconds and
   peak RSS per run.
 * **CNN**: ``cnn_small`` on Fashion-MNIST (skipped with a note if the files are absent), fewer rounds.
+* **Threads**: W on vmap with ``engine.torch_threads`` auto (the default), 1 and 2, each idle and beside a
+  busy neighbour (a second process spinning one core, started and stopped here); the steady round (median
+  from round ``THREAD_STEADY_FROM``) and its ratio to the one-thread round under the same condition. The
+  settings alternate round by round in one process per condition (:func:`measure_threads`).
 
 Timing: ``loop_s`` is the time inside the round loop only; ``wall_s`` is everything of a run (data loading,
 partition, executor start, warm-up, loop, final evaluation) except interpreter start and module imports,
@@ -29,6 +33,7 @@ import copy
 import dataclasses
 import gc
 import importlib.util
+import itertools
 import json
 import math
 import multiprocessing
@@ -37,6 +42,7 @@ import platform
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -105,7 +111,22 @@ PAIRED_EXECUTORS = ("vmap", "auto")
 """Executors W1000 pairs with the naive loop: the in-process ones that can be fastest (serial is ~10x slower
 than vmap here, and Ray executors run in other processes, so pairing them would not share the load)."""
 
+THREADS_PREFIX = "threads-"
+"""Workload-name prefix of the thread-study records (``threads-<workload>-idle`` / ``-busy``)."""
+THREAD_SETTINGS: tuple[int | str, ...] = ("auto", 1, 2)
+"""engine.torch_threads values compared on W: the default, and the two explicit counts of a 2-core machine."""
+THREAD_STEADY_FROM = 3
+"""First steady round: round 1 builds modules and plans, round 2 can still grow the allocator's pools."""
+NEIGHBOUR_CODE = (
+    "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+)
+"""The busy neighbour: a separate interpreter spinning one core until its deadline (or until it is killed)."""
+NEIGHBOUR_SETTLE_S = 0.2
+"""Seconds the neighbour runs before timing starts, so it is spinning (interpreter started) when it counts."""
+
 QUICK_W1000_ROUNDS = 3
+QUICK_THREAD_ROUNDS = 6
+"""Quick mode: rounds of each thread-study run (steady median over rounds 3..6)."""
 QUICK_PAIRED_EXECUTORS = ("vmap",)
 QUICK_CNN_STEPS = 2
 """Quick mode: two local steps per device instead of an epoch, one round (a smoke run of the CNN path)."""
@@ -172,6 +193,17 @@ class ScalingStudy:
 
 
 @dataclass(frozen=True)
+class ThreadStudy:
+    """One workload timed at each ``engine.torch_threads`` setting, idle and beside a busy neighbour."""
+
+    name: str
+    config: Mapping[str, Any]
+    executor: str = "vmap"
+    settings: tuple[int | str, ...] = THREAD_SETTINGS
+    busy: tuple[bool, ...] = (False, True)
+
+
+@dataclass(frozen=True)
 class BenchPlan:
     """Everything one benchmark run measures, and how (threads, per-process time limit, isolation)."""
 
@@ -181,6 +213,7 @@ class BenchPlan:
     job_timeout_s: float = JOB_TIMEOUT_S
     isolate: bool = True
     notes: tuple[dict[str, Any], ...] = ()
+    thread_study: ThreadStudy | None = None
 
 
 def ray_available() -> bool:
@@ -298,12 +331,19 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
         max_devices={"serial": QUICK_SERIAL_MAX_DEVICES} if quick else {},
         max_round_s=QUICK_MAX_ROUND_S if quick else MAX_ROUND_S,
     )
+    thread_study = ThreadStudy(
+        name=f"{THREADS_PREFIX}W-digits-mlp",
+        config=fedavg_config(
+            dataset="digits", devices=W_DEVICES, rounds=QUICK_THREAD_ROUNDS if quick else W_ROUNDS
+        ),
+    )
     return BenchPlan(
         workloads=tuple(workloads),
         scaling=(scaling,),
         threads=int(threads),
         job_timeout_s=QUICK_JOB_TIMEOUT_S if quick else JOB_TIMEOUT_S,
         notes=tuple(notes),
+        thread_study=thread_study,
     )
 
 
@@ -470,7 +510,7 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _build(config: Mapping[str, Any], label: str, threads: int) -> tuple[Any, Any, _CountingExecutor]:
+def _build(config: Mapping[str, Any], label: str, threads: int | str) -> tuple[Any, Any, _CountingExecutor]:
     """Config -> run context -> FedAvg (initialised), with the executor wrapped in a counter."""
     from edgelearn.algorithms import make_algorithm
     from edgelearn.config import build_config
@@ -982,6 +1022,97 @@ def _measure_scaling_one(
     return rec, executor
 
 
+def busy_neighbour(max_s: float) -> subprocess.Popen[bytes]:
+    """Start a second process that spins one core for at most ``max_s`` seconds (stop it with ``.kill()``)."""
+    proc = subprocess.Popen([sys.executable, "-c", NEIGHBOUR_CODE, str(float(max_s))])
+    time.sleep(NEIGHBOUR_SETTLE_S)
+    return proc
+
+
+def thread_label(executor: str, setting: int | str) -> str:
+    """The ``executor`` field of a thread-study record: executor and engine.torch_threads setting."""
+    return f"{executor} threads={setting}"
+
+
+def thread_workload(study: str, busy: bool) -> str:
+    """The ``workload`` field of a thread-study record: the study and the machine condition."""
+    return f"{study}-{'busy' if busy else 'idle'}"
+
+
+def measure_threads(
+    workload: str,
+    config: Mapping[str, Any],
+    executor: str,
+    settings: Sequence[int | str],
+    busy: bool,
+    max_s: float,
+) -> Iterator[dict[str, Any]]:
+    """W's rounds at each engine.torch_threads setting, idle or beside :func:`busy_neighbour` (bounded by
+    this job's time limit); the steady round is the median from round :data:`THREAD_STEADY_FROM`.
+
+    The settings are paired like :func:`measure_paired`: one run per setting, built once, then round ``r`` of
+    every run in turn, each under its own thread count, so load from other programs on a shared machine hits
+    all settings alike. Round ``r`` takes the ``r``-th of all orders of the settings in turn, so every
+    setting follows every other equally often (a run right after a two-thread one would otherwise inherit
+    that one's spinning OpenMP workers more often than the others).
+    """
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    neighbour = busy_neighbour(max_s) if busy else None
+    try:
+        runs = []
+        for setting in settings:
+            started = time.perf_counter()
+            ctx, algo, counter = _build(config, executor, setting)
+            runs.append((setting, ctx, algo, counter, time.perf_counter() - started))
+        round_s: list[list[float]] = [[] for _ in runs]
+        orders = list(itertools.permutations(range(len(runs))))
+        for r in range(1, runs[0][2].rounds + 1):
+            for k in orders[r % len(orders)]:
+                _setting, ctx, algo, _counter, _setup = runs[k]
+                torch.set_num_threads(int(ctx.torch_threads["chosen"]))
+                t = time.perf_counter()
+                algo.run_round(r)
+                round_s[k].append(time.perf_counter() - t)
+    finally:
+        if neighbour is not None:
+            neighbour.kill()
+            neighbour.wait()
+    for (setting, ctx, algo, counter, setup_s), times in zip(runs, round_s):
+        steady = times[THREAD_STEADY_FROM - 1 :] or times
+        yield record(
+            thread_workload(workload, busy),
+            thread_label(executor, setting),
+            wall_s=setup_s + sum(times),
+            loop_s=sum(times),
+            samples=counter.samples,
+            updates=counter.updates,
+            peak_rss_mb=peak_rss_mb(),
+            final_accuracy=None,
+            rounds=algo.rounds,
+            devices=int(ctx.topology.num_devices),
+            executor_name=executor,
+            torch_threads=str(setting),
+            threads_chosen=int(ctx.torch_threads["chosen"]),
+            threads_reason=ctx.torch_threads.get("reason"),
+            busy=busy,
+            round_s_median=statistics.median(steady),
+            steady_rounds=f"{len(times) - len(steady) + 1}..{len(times)}",
+            cpu_capability=torch.backends.cpu.get_cpu_capability(),
+            load_average=load,
+            paired="settings alternated round by round in one process",
+        )
+
+
+def add_thread_ratios(records: list[dict[str, Any]]) -> None:
+    """Add ``x_one_thread`` to each thread-study record: its steady round over the one-thread run's under the
+    same condition (idle or busy); above 1 means slower than one thread."""
+    ok = [r for r in _ok(records) if r["workload"].startswith(THREADS_PREFIX)]
+    one = {r["workload"]: r["round_s_median"] for r in ok if r["torch_threads"] == "1"}
+    for r in ok:
+        if r["workload"] in one:
+            r["x_one_thread"] = r["round_s_median"] / max(one[r["workload"]], MIN_DURATION_S)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Jobs: one measurement process each (its own peak RSS)
 
@@ -1000,6 +1131,10 @@ def _execute(job: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         return measure_naive(job["workload"], job["config"], threads)
     if kind == "paired":
         return measure_paired(job["workload"], job["config"], job["executors"], threads)
+    if kind == "threads":
+        return measure_threads(
+            job["workload"], job["config"], job["executor"], job["settings"], job["busy"], job["max_s"]
+        )
     if kind == "scaling":
         return measure_scaling(
             job["workload"],
@@ -1011,7 +1146,8 @@ def _execute(job: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
             job["max_round_s"],
         )
     raise ConfigError(
-        f"benchmark job kind {kind!r} is unknown", hint="use fl, centralized, naive, paired or scaling"
+        f"benchmark job kind {kind!r} is unknown",
+        hint="use fl, centralized, naive, paired, scaling or threads",
     )
 
 
@@ -1136,6 +1272,26 @@ def _jobs_for_workload(w: FLWorkload, plan: BenchPlan) -> Iterator[_Job]:
         )
 
 
+def _thread_jobs(study: ThreadStudy, plan: BenchPlan) -> Iterator[_Job]:
+    """One job per condition (idle, busy), timing every setting paired in one process."""
+    for busy in study.busy:
+        workload = thread_workload(study.name, busy)
+        yield _Job(
+            {
+                "kind": "threads",
+                "threads": plan.threads,
+                "workload": study.name,
+                "config": dict(study.config),
+                "executor": study.executor,
+                "settings": list(study.settings),
+                "busy": busy,
+                "max_s": plan.job_timeout_s,
+            },
+            tuple((workload, thread_label(study.executor, s), None) for s in study.settings),
+            plan.job_timeout_s,
+        )
+
+
 def _scaling_job(study: ScalingStudy, label: str, sizes: Sequence[int], plan: BenchPlan) -> _Job:
     return _Job(
         {
@@ -1206,6 +1362,11 @@ def run_plan(plan: BenchPlan, log: Callable[[str], None] | None = None) -> list[
                 records.extend(out)
                 ok = [r for r in out if r["status"] == "ok"]
                 last = (n, float(ok[0]["first_round_s"])) if ok else last
+    if plan.thread_study is not None:
+        for job in _thread_jobs(plan.thread_study, plan):
+            say(f"{job.expect[0][0]}: {job.spec['executor']} threads {job.spec['settings']}")
+            records.extend(_run_job(job, plan))
+        add_thread_ratios(records)
     families = {w.name: w.family for w in plan.workloads}
     for r in records:
         if r["workload"] in families:
@@ -1236,7 +1397,7 @@ def add_ratios(records: list[dict[str, Any]], families: Mapping[str, str]) -> No
     ok = _ok(records)
     for r in ok:
         if r["executor"] in ("centralized", "naive-loop") or r["workload"].startswith(
-            ("centralized-", "scaling-", PAIRED_PREFIX)
+            ("centralized-", "scaling-", PAIRED_PREFIX, THREADS_PREFIX)
         ):
             continue
         central = next(
@@ -1269,7 +1430,7 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         {
             r["workload"]
             for r in ok
-            if not r["workload"].startswith(("centralized-", "scaling-", PAIRED_PREFIX))
+            if not r["workload"].startswith(("centralized-", "scaling-", PAIRED_PREFIX, THREADS_PREFIX))
         }
     )
     for name in workloads:
@@ -1303,6 +1464,15 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 key=lambda r: r["devices"],
             )
             out["scaling"].setdefault(study, {})[label] = memory_growth(rows)
+    threads = [r for r in ok if r["workload"].startswith(THREADS_PREFIX)]
+    if threads:
+        out["threads"] = {r["workload"]: {} for r in threads}
+        for r in threads:
+            out["threads"][r["workload"]][r["torch_threads"]] = {
+                "round_s_median": r["round_s_median"],
+                "threads_chosen": r["threads_chosen"],
+                "x_one_thread": r.get("x_one_thread"),
+            }
     return out
 
 
@@ -1402,7 +1572,7 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
         console = Console()
         if not console.is_terminal:
             console = Console(width=TABLE_WIDTH)
-    sections = ("centralized-sweep-", "scaling-", PAIRED_PREFIX)
+    sections = ("centralized-sweep-", "scaling-", PAIRED_PREFIX, THREADS_PREFIX)
     table = _table(
         "Executors on FedAvg workloads (rates per second of the round loop; x = ratio of samples/s)",
         (
@@ -1434,7 +1604,8 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
             _fmt(r.get("x_half_best_centralized")),
             _fmt(r.get("speedup_vs_naive")),
         )
-    console.print(table)
+    if table.row_count:
+        console.print(table)
     sweep = [r for r in records if r["workload"].startswith(sections[0]) and r["status"] == "ok"]
     if sweep:
         st = _table(
@@ -1488,6 +1659,27 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
                 *(_fmt(r[k]) for k in ("speedup_vs_naive", "speedup_vs_naive_median_round")),
             )
         console.print(pt)
+    threads = [r for r in records if r["workload"].startswith(sections[3]) and r["status"] == "ok"]
+    if threads:
+        tt = _table(
+            "Threads: W's steady round by engine.torch_threads (median from round "
+            f"{THREAD_STEADY_FROM}; x 1 thread = over the one-thread round, same condition)",
+            ("workload", "executor", "busy", "threads", "round s", "x 1 thread", "CPU", "load 1 min"),
+            left=3,
+        )
+        for r in threads:
+            load = r.get("load_average")
+            tt.add_row(
+                r["workload"].removeprefix(sections[3]),
+                r["executor"],
+                "yes" if r["busy"] else "no",
+                str(r["threads_chosen"]),
+                _fmt(r["round_s_median"]),
+                _fmt(r.get("x_one_thread")),
+                str(r["cpu_capability"]),
+                _fmt(load[0] if load else None),
+            )
+        console.print(tt)
     for r in records:
         if r["status"] != "ok" or r.get("warning"):
             where = r["workload"] + (f" {r['executor']}" if r["executor"] != "-" else "")

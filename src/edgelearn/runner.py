@@ -24,6 +24,7 @@ from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
+from edgelearn.engine.threads import apply_threads, choose_threads
 from edgelearn.errors import ConfigError, DivergenceError
 from edgelearn.memory import check_memory
 from edgelearn.models import build_model, model_info
@@ -67,8 +68,6 @@ def build_context(cfg: RunConfig) -> RunContext:
     """Load data, split it over the devices, and build the tree, physics, executor and model."""
     seeds = Seeds(cfg.seed)
     device = resolve_device(cfg.device)
-    if cfg.engine.torch_threads is not None:
-        torch.set_num_threads(cfg.engine.torch_threads)
     set_precision(cfg.engine.precision, device)
     check_memory(cfg)  # before loading: sizes that cannot fit fail now, not when the OS kills the run
     d = cfg.data
@@ -109,6 +108,13 @@ def build_context(cfg: RunConfig) -> RunContext:
         return build_model(name, shape, num_classes, **options_m)
 
     info = model_info(model_fn(), shape, name=cfg.model.name)
+    workloads = algorithm_class(cfg.algorithm.name).thread_workloads(cfg, info, shape, num_classes, topology)
+    threads = choose_threads(
+        cfg.engine.torch_threads, workloads, executor=cfg.executor, device=device, engine=cfg.engine
+    )
+    apply_threads(threads)
+    resolved = {} if threads.mode == "torch" else {"torch_threads": threads.chosen}
+    engine = cfg.engine.model_copy(update=resolved)
     return RunContext(
         cfg=cfg,
         seeds=seeds,
@@ -120,11 +126,12 @@ def build_context(cfg: RunConfig) -> RunContext:
         client_data=client_data,
         topology=topology,
         system=build_system(cfg, topology, seeds),
-        executor=make_executor(cfg.executor, device, cfg.engine),
+        executor=make_executor(cfg.executor, device, engine),  # Ray workers: capped by the choice
         model_fn=model_fn,
         arch_key=f"{cfg.model.name}:{shape}:{bundle.num_classes}:{sorted(options_m.items())}",
         info=info,
         extras=extras,
+        torch_threads=threads.as_dict(),
     )
 
 
@@ -306,6 +313,7 @@ def _run(
         "topology": {"devices": ctx.topology.num_devices, "edges": len(ctx.topology.edges)},
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
         "executor": ctx.executor.name,
+        "torch_threads": ctx.torch_threads,
         "device": str(ctx.device),
         "data_source": ctx.bundle.source,
         **algo.summary_extras(),

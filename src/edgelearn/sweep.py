@@ -372,7 +372,7 @@ def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> No
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
-    torch.set_num_threads(len(cores))  # a config's engine.torch_threads still wins inside run()
+    torch.set_num_threads(len(cores))  # run() then applies engine.torch_threads: auto stays within `cores`
     (out / RUN_ERROR_FILE).unlink(missing_ok=True)  # a report left by an earlier, interrupted sweep
     try:
         _run_one(base, overrides, out, progress=False)

@@ -14,6 +14,7 @@ from torch import nn
 from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.engine import ClientData, Cohort, CohortResult, Executor, LocalSpec, StateDict, evaluate_state
+from edgelearn.engine.threads import Workload
 from edgelearn.errors import DivergenceError
 from edgelearn.models import ModelInfo
 from edgelearn.seeding import Seeds
@@ -39,6 +40,7 @@ class RunContext:
     arch_key: str
     info: ModelInfo
     extras: dict[str, Any] = field(default_factory=dict)  # what an algorithm's prepare_data added
+    torch_threads: dict[str, Any] = field(default_factory=dict)  # the ThreadChoice (engine/threads.py)
 
     def init_state(self) -> StateDict:
         """A freshly initialised model state, seeded from the run seed ('init' stream)."""
@@ -137,6 +139,34 @@ class Algorithm(ABC):
         extras stored on the RunContext. The default keeps the bundle as loaded.
         """
         return bundle, {}
+
+    @classmethod
+    def thread_workloads(
+        cls, cfg: RunConfig, info: ModelInfo, input_shape: Sequence[int], num_classes: int, topology: Topology
+    ) -> list[Workload]:
+        """The training steps a run makes, sized before it starts, for ``engine.torch_threads: auto``.
+
+        The default: every device trains the run's model (``cfg.model``, measured as ``info``) at the
+        section's mini-batch (``local.batch_size``, else ``batch_size``); a section with per-tier ``models``
+        (FedAgg and the baselines) trains those instead: the devices', edges' and cloud's at that batch.
+        """
+        section = cfg.algorithm
+        local = getattr(section, "local", None)
+        batch = int(getattr(local, "batch_size", None) or getattr(section, "batch_size", 1))
+        devices = topology.num_devices
+        models = getattr(section, "models", None)
+        if models is None:
+            return [Workload(f"device {cfg.model.name}", info.flops_train, batch, devices, info.params)]
+        from edgelearn.algorithms.fedagg import resolve_tier_models
+        from edgelearn.models import describe
+
+        counts = {"device": devices, "edge": len(topology.edges), "cloud": 1}
+        out = []
+        for tier, model in resolve_tier_models(models, input_shape).items():
+            tinfo = describe(model.name, input_shape, num_classes, **model.options)
+            clients = max(1, counts[tier])
+            out.append(Workload(f"{tier} {model.name}", tinfo.flops_train, batch, clients, tinfo.params))
+        return out
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

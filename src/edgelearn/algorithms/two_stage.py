@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -41,12 +41,15 @@ from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
+from edgelearn.engine.threads import Workload
 from edgelearn.errors import ConfigError, EdgelearnError
+from edgelearn.models import ModelInfo
 from edgelearn.planning.bound import Bound, BoundConstants
 from edgelearn.planning.plan import FEASIBILITY_RTOL
 from edgelearn.planning.predictor import CalibratedBound, Calibration
 from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
+from edgelearn.system import Topology
 from edgelearn.system.faults import FaultModel
 
 logger = logging.getLogger(__name__)
@@ -83,6 +86,18 @@ class TwoStage(Algorithm):
         )
         w1 = wasserstein1(shifted.general, shifted.task_train, seeds.rng("shift", 1), samples=sh.w1_samples)
         return task, {"general": shifted.general, "w1": w1}
+
+    @classmethod
+    def thread_workloads(
+        cls, cfg: RunConfig, info: ModelInfo, input_shape: Sequence[int], num_classes: int, topology: Topology
+    ) -> list[Workload]:
+        """The largest steps the plan may take: the server's pre-training at ``max_batch_pre``, the devices'
+        fine-tuning at ``max_batch_ft`` (the plan's batches are not known before planning)."""
+        tc, flops, params = cfg.algorithm, info.flops_train, info.params
+        return [
+            Workload("server pre-training", flops, tc.max_batch_pre, 1, params),
+            Workload("device fine-tuning", flops, tc.max_batch_ft, topology.num_devices, params),
+        ]
 
     # ------------------------------------------------------------------------------------------------
     def init(self) -> None:

@@ -347,6 +347,7 @@ class RayExecutor:
         chunk_size: int | None = None,
         inner: str = "serial",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_threads: int | None = None,
     ) -> None:
         try:
             import ray  # noqa: F401
@@ -378,6 +379,9 @@ class RayExecutor:
         self.num_workers = None if num_workers is None else int(num_workers)
         self.chunk_size = None if chunk_size is None else int(chunk_size)
         self.inner = inner
+        # Cap on each worker's torch threads (the run's engine.torch_threads choice, engine/threads.py): a
+        # worker never uses more than its share of the CPUs, nor more than the run's work can use.
+        self.max_threads = None if max_threads is None else max(1, int(max_threads))
         self.cache_bytes = int(cache_bytes)
         self.owns_cluster = False
         self.data_puts = 0  # client data objects put so far (cache misses), for diagnostics and tests
@@ -411,12 +415,12 @@ class RayExecutor:
         self.owns_cluster = True
 
     def _pool_key(self) -> tuple[Hashable, ...]:
-        """What makes two executors' pools interchangeable: Ray session, device type, inner executor, size."""
+        """What makes two executors' pools interchangeable: Ray session, device, inner, threads, size."""
         import ray
 
         ctx = ray.get_runtime_context()
         workers = self.num_workers or max(1, int(float(ray.cluster_resources().get("CPU", 1.0))))
-        return (ctx.get_node_id(), ctx.get_job_id(), self.device.type, self.inner, workers)
+        return (ctx.get_node_id(), ctx.get_job_id(), self.device.type, self.inner, self.max_threads, workers)
 
     def _ensure_pool(self) -> _Pool:
         """This executor's worker pool: reused from the registry, or started after idle pools are stopped."""
@@ -462,6 +466,8 @@ class RayExecutor:
         if self.device.type == "cuda":
             options["num_gpus"] = min(1.0, float(resources.get("GPU", 0.0)) / workers)
         threads = max(1, int(cpus / workers))
+        if self.max_threads is not None:
+            threads = min(threads, self.max_threads)
         actor_cls = ray.remote(ChunkWorker).options(**options)
         return _Pool(
             [
