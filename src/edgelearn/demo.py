@@ -67,8 +67,9 @@ FEDAGG_DIGITS: dict[str, Any] = {
 }
 
 DEMO_FEDAGG_ROUNDS = 5
-"""FedAgg rounds in the demo: about a minute on a 2-core CPU (its cloud model is a ResNet trained at batch 8);
-the config's 20 rounds run with ``edgelearn run configs/fedagg/digits.yaml``."""
+"""FedAgg rounds in the demo: ~13 s on one thread of a 2-core AMD EPYC (engine.torch_threads=auto picks one
+thread for its batch-8 steps; at torch's default two threads they took 115 CPU-seconds on a busy machine, the
+585 s demo of an earlier report); the config's 20 rounds run with ``edgelearn run configs/fedagg/digits.yaml``."""
 
 
 def demo_configs() -> dict[str, RunConfig]:
