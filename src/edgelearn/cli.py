@@ -1,6 +1,6 @@
 """The ``edgelearn`` command line: a thin Typer layer over the importable library.
 
-Exit codes: 0 success, 2 bad input (config, data, budget), 1 anything else.
+Exit codes: 0 success, 2 bad input (config, data, budget, output path), 1 anything else.
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in --out from its newest good checkpoint")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace the run already in --out (its files are removed)")
+    ] = False,
 ) -> None:
-    """Run one experiment from a YAML config and write its run directory."""
+    """Run one experiment from a YAML config and write its run directory.
+
+    A run directory that already holds a run is refused unless --resume or --overwrite.
+    """
     from edgelearn.config import load_config
     from edgelearn.runner import run as run_experiment
 
@@ -49,7 +55,7 @@ def run(
     if seed is not None:
         overrides.append(f"seed={seed}")
     cfg = load_config(config, overrides)
-    summary = run_experiment(cfg, out, progress=False if quiet else None, resume=resume)
+    summary = run_experiment(cfg, out, progress=False if quiet else None, resume=resume, overwrite=overwrite)
     if not quiet:
         _print_summary(summary)
 

@@ -25,9 +25,21 @@ from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
-from edgelearn.errors import ConfigError, DivergenceError
+from edgelearn.errors import ConfigError, DivergenceError, OutputError
 from edgelearn.models import build_model, model_info
-from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
+from edgelearn.report.io import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    append_jsonl,
+    ensure_writable_dir,
+    locked_dir,
+    read_metrics,
+    remove_stale_temps,
+    rounds_to,
+    target_key,
+    write_json_atomic,
+)
 from edgelearn.report.progress import progress_bar
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
@@ -161,34 +173,104 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
 
 
 def _truncate_metrics(path: Path, last_round: int) -> None:
-    """Drop metrics lines after ``last_round`` (and a partial line a kill may have left)."""
+    """Keep the metrics records of rounds up to ``last_round`` (the checkpoint a resume starts from) and drop
+    later ones, which the resumed run writes again.
+
+    A line that is not a JSON object with an integer ``round`` (the partial last line a kill may leave, or a
+    corrupt one anywhere) is skipped with a warning naming it; every valid record around it is kept, so one
+    bad line never costs the rounds after it.
+    """
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    kept, bad = [], []
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a kill may cut a multi-byte character
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            break
-        if record.get("round", 0) > last_round:
-            break
-        kept.append(line)
+            record = None
+        round_ = record.get("round") if isinstance(record, dict) else None
+        if not isinstance(round_, int) or isinstance(round_, bool):
+            bad.append(lineno)
+        elif round_ <= last_round:
+            kept.append(line)
+    if bad:
+        log.warning(
+            "%s: skipped %d corrupt or partial line(s) (line %s) while resuming from round %d; the records "
+            "they held are lost, the valid records around them are kept",
+            path,
+            len(bad),
+            ", ".join(map(str, bad)),
+            last_round,
+        )
     write_atomic(path, "".join(f"{line}\n" for line in kept).encode())
 
 
+def _holds_run(out: Path) -> list[str]:
+    """The files in ``out`` that show a run was written there (metrics, summary, checkpoints): empty when
+    nothing would be lost by writing a new run (a lone config.yaml is a run that never finished a round)."""
+    found = [name for name in (METRICS_FILE, SUMMARY_FILE) if (out / name).is_file()]
+    if checkpoints(out / "checkpoints"):
+        found.append("checkpoints/")
+    return found
+
+
+def _clear_run(out: Path) -> None:
+    """Remove an old run's files from ``out`` (config, metrics, summary, plots, checkpoints), nothing else:
+    ``out`` may be a folder that also holds the user's own files."""
+    from edgelearn.report.plots import ENERGY_PLOT, ROUND_PLOT, TIME_PLOT
+
+    for name in (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, ROUND_PLOT, ENERGY_PLOT, TIME_PLOT):
+        (out / name).unlink(missing_ok=True)
+    for _, old in checkpoints(out / "checkpoints"):
+        old.unlink()
+        old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+
+
 def run(
-    cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None, resume: bool = False
+    cfg: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run one experiment end to end and return its summary (also written to ``summary.json``).
 
     With ``resume``, continue from the newest good checkpoint in the run directory; the finished run's
-    ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields).
+    ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields). A
+    directory that already holds a run is refused (OutputError) unless ``resume`` or ``overwrite`` (which
+    first removes the old run's files). The directory is locked while the run writes it: a second process
+    fails at once.
     """
     started = time.perf_counter()
-    out = Path(out_dir or cfg.output.dir or default_run_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume and --overwrite were both given",
+            hint="pass --resume to continue the run in --out, or --overwrite to replace it, not both",
+        )
+    out = ensure_writable_dir(out_dir or cfg.output.dir or default_run_dir(cfg), "run directory (--out)")
+    with locked_dir(out):
+        return _run_locked(cfg, out, started, progress=progress, resume=resume, overwrite=overwrite)
+
+
+def _run_locked(
+    cfg: RunConfig, out: Path, started: float, *, progress: bool | None, resume: bool, overwrite: bool
+) -> dict[str, Any]:
+    """:func:`run` once the run directory ``out`` is locked: clean it, start or resume, run the rounds."""
     ckpt_dir = out / "checkpoints"
-    metrics_path = out / "metrics.jsonl"
+    stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]  # the lock proves no writer is live
+    if stale:
+        log.info("removed %d temp file(s) a killed process left in %s", len(stale), out)
+    if not resume:
+        found = _holds_run(out)
+        if found and not overwrite:
+            raise OutputError(
+                f"run directory {out} already holds a run ({', '.join(found)})",
+                hint="pass --overwrite to replace it, --resume to continue it, or choose another --out",
+            )
     loaded = None
     if resume:
         _check_resumable(cfg, out)
@@ -196,11 +278,8 @@ def run(
         if loaded is None:
             log.warning("no usable checkpoint in %s: starting from round 1", ckpt_dir)
     if loaded is None:
-        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        metrics_path.unlink(missing_ok=True)
-        for _, old in checkpoints(ckpt_dir):
-            old.unlink()
-            old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+        _clear_run(out)  # a new run (or a resume without a usable checkpoint) starts from a clean folder
+        (out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
 
     ctx = build_context(cfg)
     try:

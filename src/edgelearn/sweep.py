@@ -33,7 +33,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
-from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
+from edgelearn.report.io import (
+    SUMMARY_FILE,
+    ensure_writable_dir,
+    read_metrics,
+    read_summary,
+    rounds_to,
+    write_json_atomic,
+)
 
 RESULTS_FILE = "results.json"
 RESULTS_TABLE = "results.md"
@@ -344,8 +351,8 @@ def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> Non
         return
     cfg = load_config(base, overrides)
     resume = out.is_dir() and any(out.glob("checkpoints/*"))
-    try:
-        run(cfg, out, progress=progress, resume=resume)
+    try:  # the folder is the sweep's own: what is there without a checkpoint is a killed start, replaced
+        run(cfg, out, progress=progress, resume=resume, overwrite=not resume)
     except DivergenceError as exc:
         write_json_atomic(out / DIVERGED_FILE, {"message": exc.message, "hint": exc.hint})
 
@@ -626,7 +633,9 @@ def run_suite(
     when given) into ``out``, ``jobs`` runs at a time, with ``extra`` ``--set`` overrides on every run."""
     file = Path(path)
     results = {}
-    for exp in selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds):
+    chosen = selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds)
+    ensure_writable_dir(out, "sweep folder (--out)")
+    for exp in chosen:
         results[exp.name] = run_experiment(
             exp, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
         )
