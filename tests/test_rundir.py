@@ -1,6 +1,9 @@
-"""The run folder's lifecycle and the CLI's exits: refusing to replace a run without --overwrite, one process
-per run folder (a lock), resuming past corrupt metrics lines, output paths checked before any work, and
-leftover temp files cleaned. Every run is a few rounds on tiny synthetic data.
+"""The run folder's lifecycle and the CLI's exits: Ctrl-C (exit 130, a checkpoint, an exact resume), refusing
+to replace a run without --overwrite, one process per run folder (a lock), resuming past corrupt metrics
+lines, output paths checked before any work, and leftover temp files cleaned.
+
+The subprocess tests slow each round with EDGELEARN_TEST_ROUND_SLEEP (as tests/test_resume_sigkill.py does)
+so the SIGINT lands mid-run; every run is a few rounds on tiny synthetic data.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,7 @@ import yaml
 from edgelearn import cli, runner
 from edgelearn.checkpoint import checkpoints
 from edgelearn.config import load_config
-from edgelearn.errors import ConfigError, OutputError
+from edgelearn.errors import ConfigError, Interrupted, OutputError
 from edgelearn.report.io import (
     LOCK_FILE,
     TEMP_NAME,
@@ -47,14 +51,23 @@ CONFIG: dict[str, Any] = {
     "topology": {"devices": 4},
     "algorithm": {"name": "fedavg", "rounds": ROUNDS},
     "eval": {"every": 1},
+    # no periodic checkpoints: after a Ctrl-C, the only one is the checkpoint the interrupt wrote
     "output": {"checkpoint_every": 0, "plots": False, "progress": False},
 }
+ROUND_SLEEP_S = 0.4
+"""Slows each round of the interrupted runs so the SIGINT lands before they end."""
+TIMEOUT_S = 120
 WALL_KEYS = {"wall_s"}
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(line).items() if k not in WALL_KEYS} for line in lines if line]
+
+
+def _complete_lines(path: Path) -> int:
+    """Complete metrics lines written so far."""
+    return sum(1 for line in path.read_text().split("\n")[:-1] if line) if path.exists() else 0
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +83,150 @@ def reference(config_file: Path, tmp_path_factory: pytest.TempPathFactory) -> li
     out = tmp_path_factory.mktemp("reference")
     run(load_config(config_file), out, progress=False)
     return _metrics(out)
+
+
+def _env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "OMP_NUM_THREADS": "1",
+        "EDGELEARN_TEST_ROUND_SLEEP": str(ROUND_SLEEP_S),
+    }
+
+
+def _interrupt_when(args: list[str], ready: Callable[[], bool]) -> subprocess.CompletedProcess[str]:
+    """Start the CLI with ``args``, send SIGINT once ``ready()`` holds, and return how it ended."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgelearn", *args],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while not ready():
+            if proc.poll() is not None:
+                pytest.fail(f"the command ended before the interrupt: {proc.communicate()[1]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"not ready for the interrupt within {TIMEOUT_S} s")
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+# --- 1. Ctrl-C ---------------------------------------------------------------------------------------------
+def test_ctrl_c_on_run_exits_130_with_a_checkpoint_and_resume_matches(
+    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", str(config_file), "--quiet", "--out", str(out)]
+    ended = _interrupt_when(args, lambda: _complete_lines(out / "metrics.jsonl") >= 1)
+    assert ended.returncode == 130, ended.stderr
+    assert "Traceback" not in ended.stderr
+    done = _complete_lines(out / "metrics.jsonl")
+    assert 1 <= done < ROUNDS and not (out / "summary.json").exists()
+    assert f"interrupted after round {done} of {ROUNDS}" in ended.stderr
+    assert "--resume" in ended.stderr and str(out) in ended.stderr
+    assert [r for r, _ in checkpoints(out / "checkpoints")] == [done]  # written by the interrupt
+    resumed = subprocess.run(
+        [sys.executable, "-m", "edgelearn", *args, "--resume"],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert _metrics(out) == reference
+
+
+def test_ctrl_c_on_sweep_exits_130_and_rerunning_the_sweep_finishes_it(
+    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    experiment = {"name": "e", "base": str(config_file), "seeds": [0]}
+    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    out = tmp_path / "sweep"
+    run_dir = out / "e" / "base-s0"
+    ended = _interrupt_when(
+        ["sweep", str(suite), "--out", str(out)], lambda: _complete_lines(run_dir / "metrics.jsonl") >= 1
+    )
+    assert ended.returncode == 130, ended.stderr
+    assert "Traceback" not in ended.stderr
+    assert f"sweep {suite} interrupted" in ended.stderr and "interrupted after round" in ended.stderr
+    assert "run the same sweep command again" in ended.stderr
+    assert not (run_dir / "summary.json").exists() and checkpoints(run_dir / "checkpoints")
+    run_suite(suite, out, log=lambda msg: None)
+    assert _metrics(run_dir) == reference
+
+
+def test_ctrl_c_on_a_parallel_sweep_stops_every_worker_after_its_round(
+    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
+) -> None:
+    suite = tmp_path / "suite.yaml"
+    experiment = {"name": "e", "base": str(config_file), "seeds": [0, 1]}
+    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    out = tmp_path / "sweep"
+    runs = [out / "e" / f"base-s{seed}" for seed in (0, 1)]
+    ended = _interrupt_when(
+        ["sweep", str(suite), "--out", str(out), "--jobs", "2"],
+        lambda: all(_complete_lines(d / "metrics.jsonl") >= 1 for d in runs),
+    )
+    assert ended.returncode == 130, ended.stderr
+    assert "Traceback" not in ended.stderr and "stopped after their current round" in ended.stderr
+    for run_dir in runs:  # each worker checkpointed the round it was in
+        done = _complete_lines(run_dir / "metrics.jsonl")
+        assert [r for r, _ in checkpoints(run_dir / "checkpoints")] == [done]
+    run_suite(suite, out, log=lambda msg: None)
+    assert _metrics(runs[0]) == reference
+
+
+def test_a_stop_request_mid_run_checkpoints_that_round_and_resume_is_exact(
+    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: what the first Ctrl-C does (request_stop) during round 2."""
+    make = runner.make_algorithm
+
+    def make_stopping(ctx: Any) -> Any:
+        algo = make(ctx)
+        run_round = algo.run_round
+
+        def round_then_stop(r: int) -> Any:
+            if r == 2:
+                runner.request_stop()
+            return run_round(r)
+
+        algo.run_round = round_then_stop
+        return algo
+
+    cfg = load_config(config_file)
+    monkeypatch.setattr(runner, "make_algorithm", make_stopping)
+    with pytest.raises(Interrupted, match=f"after round 2 of {ROUNDS}") as info:
+        run(cfg, tmp_path, progress=False)
+    assert info.value.hint is not None and "--resume" in info.value.hint
+    assert [r for r, _ in checkpoints(tmp_path / "checkpoints")] == [2]
+    monkeypatch.setattr(runner, "make_algorithm", make)
+    assert not runner._STOP.requested  # the request ended with the run it stopped
+    run(cfg, tmp_path, progress=False, resume=True)
+    assert _metrics(tmp_path) == reference
+
+
+def test_the_second_ctrl_c_interrupts_at_once() -> None:
+    guard = runner._StopAfterRound()
+    try:
+        guard._handle(signal.SIGINT, None)
+        assert runner._STOP.requested
+        with pytest.raises(KeyboardInterrupt):
+            guard._handle(signal.SIGINT, None)
+    finally:
+        runner._STOP.requested = False
 
 
 # --- 2. an existing run is not replaced without --overwrite -------------------------------------------------

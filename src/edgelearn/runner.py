@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +27,7 @@ from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
-from edgelearn.errors import ConfigError, DivergenceError, OutputError
+from edgelearn.errors import ConfigError, DivergenceError, Interrupted, OutputError
 from edgelearn.models import build_model, model_info
 from edgelearn.report.io import (
     CONFIG_FILE,
@@ -48,6 +50,55 @@ from edgelearn.system.faults import FaultModel
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
 _TEST_ROUND_SLEEP = float(os.environ.get("EDGELEARN_TEST_ROUND_SLEEP", "0") or 0)
+
+
+class _StopRequest:
+    """Whether the run in this process should stop at the end of its current round (set by Ctrl-C)."""
+
+    requested = False
+
+
+_STOP = _StopRequest()
+
+
+def request_stop() -> None:
+    """Ask the run in progress in this process to stop once its current round is done: it writes a checkpoint
+    of that round and raises :class:`~edgelearn.errors.Interrupted`, so ``--resume`` continues exactly. What
+    the first Ctrl-C does; a sweep's worker processes call it from their SIGINT handler. Signal-safe (sets a
+    flag)."""
+    _STOP.requested = True
+
+
+class _StopAfterRound:
+    """While the rounds run, the first Ctrl-C (SIGINT) only asks the run to stop after the current round
+    (:func:`request_stop`): interrupting mid-round would leave the models half-updated, with nothing
+    consistent to checkpoint. A second Ctrl-C interrupts at once (the newest checkpoint stays).
+
+    Installed only in the main thread and only over Python's default SIGINT handler, so an application's (or
+    a sweep worker's) own handler is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopAfterRound:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if _STOP.requested:
+            raise KeyboardInterrupt
+        _STOP.requested = True
+        # os.write, not print: a signal handler may run in the middle of another write to stderr
+        os.write(2, b"\ninterrupted: stopping after the current round (Ctrl-C again to stop at once)\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def build_topology(cfg: RunConfig) -> Topology:
@@ -229,6 +280,23 @@ def _clear_run(out: Path) -> None:
         old.with_suffix(".pt.sha256").unlink(missing_ok=True)
 
 
+def _interrupted(out: Path, rounds: Any, after: int | None = None) -> Interrupted:
+    """The :class:`Interrupted` of the run in ``out`` (``rounds`` in all, when known): where it stopped
+    (``after`` a completed, checkpointed round, or elsewhere) and how to continue it."""
+    of = f" of {rounds}" if isinstance(rounds, int) else ""
+    ckpt_dir = out / "checkpoints"
+    if after is not None:
+        where = f"after round {after}{of}; its checkpoint is in {ckpt_dir}"
+    elif saved := checkpoints(ckpt_dir):
+        where = f"mid-round; its newest checkpoint is round {saved[-1][0]}{of}, in {ckpt_dir}"
+    else:
+        where = "before its first checkpoint; --resume starts it again from round 1"
+    return Interrupted(
+        f"run {out} interrupted {where}",
+        hint=f"run the same command with --resume (the same config, --set options and --out {out})",
+    )
+
+
 def run(
     cfg: RunConfig,
     out_dir: str | Path | None = None,
@@ -243,7 +311,8 @@ def run(
     ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields). A
     directory that already holds a run is refused (OutputError) unless ``resume`` or ``overwrite`` (which
     first removes the old run's files). The directory is locked while the run writes it: a second process
-    fails at once.
+    fails at once. Ctrl-C stops the run after its current round, with a checkpoint of it, and raises
+    :class:`~edgelearn.errors.Interrupted` (a KeyboardInterrupt) saying where and how to resume.
     """
     started = time.perf_counter()
     if resume and overwrite:
@@ -252,8 +321,15 @@ def run(
             hint="pass --resume to continue the run in --out, or --overwrite to replace it, not both",
         )
     out = ensure_writable_dir(out_dir or cfg.output.dir or default_run_dir(cfg), "run directory (--out)")
-    with locked_dir(out):
-        return _run_locked(cfg, out, started, progress=progress, resume=resume, overwrite=overwrite)
+    try:
+        with locked_dir(out):
+            return _run_locked(cfg, out, started, progress=progress, resume=resume, overwrite=overwrite)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C mid-round, or one before the rounds started
+        raise _interrupted(out, getattr(cfg.algorithm, "rounds", None)) from None
+    finally:
+        _STOP.requested = False
 
 
 def _run_locked(
@@ -327,7 +403,10 @@ def _run(
 
     show = cfg.output.progress if progress is None else progress
     every_ckpt = cfg.output.checkpoint_every
-    with progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar:
+    with (
+        _StopAfterRound(),
+        progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar,
+    ):
         bar.advance(first - 1)
         for r in range(first, rounds + 1):
             stats = algo.run_round(r)
@@ -354,9 +433,12 @@ def _run(
                 )
                 append_jsonl(metrics_path, last)
                 fields = {"acc": f"{ev['accuracy']:.3f}", "energy": f"{last['energy_j']:.3g} J"}
-            if r == rounds or (every_ckpt and r % every_ckpt == 0):
+            stop = _STOP.requested  # read once: a Ctrl-C from here on stops after the next round
+            if stop or r == rounds or (every_ckpt and r % every_ckpt == 0):
                 checkpoint(r)
             bar.advance(1, **fields)
+            if stop:  # Ctrl-C during this round: it is complete and checkpointed, stop here
+                raise _interrupted(out, rounds, after=r)
 
     totals = ctx.system.ledger.totals()
     summary: dict[str, Any] = {
