@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgelearn import bench
-from edgelearn.errors import ConfigError
+from edgelearn.errors import ConfigError, OutputError
 
 DEVICES = 5
 ROUNDS = 2
@@ -159,8 +159,11 @@ def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
 
 
 def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="is a directory"):
+    with pytest.raises(OutputError, match="is a folder, not a file"):
         bench.main(True, tmp_path, plan=mini_plan())
+    (tmp_path / "b.json").write_text("")
+    with pytest.raises(OutputError, match="is a file, not a folder"):  # checked before measuring anything
+        bench.main(True, tmp_path / "b.json" / "c.json", plan=mini_plan())
     with pytest.raises(ConfigError, match="--threads"):
         bench.main(True, None, threads=0)
     with pytest.raises(ConfigError, match="unknown"):

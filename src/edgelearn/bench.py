@@ -1709,13 +1709,11 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
 
 
 def check_json_path(path: Path) -> Path:
-    """The ``--json`` target as a Path; ConfigError if it is a directory (checked before any measuring)."""
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError(
-            f"--json {target} is a directory", hint="pass a file path, e.g. --json runs/bench/bench.json"
-        )
-    return target
+    """The ``--json`` target as a Path, checked before any measuring: an OutputError (exit 2) if it is a
+    folder or cannot be written (its folder is created)."""
+    from edgelearn.report.io import ensure_writable_file
+
+    return ensure_writable_file(path, "--json file")
 
 
 def write_results(

@@ -68,7 +68,10 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename."""
+    """Write ``data`` to ``path`` via a temp file, fsync and rename.
+
+    The temp file's name follows ``report.io.TEMP_NAME``: a run removes those a killed process left behind.
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -1,20 +1,24 @@
 """The ``edgelearn`` command line: a thin Typer layer over the importable library.
 
-Exit codes: 0 success, 2 bad input (config, data, budget), 1 anything else.
+Exit codes: 0 success, 2 bad input (config, data, budget, output path), 130 interrupted (Ctrl-C), 1 anything
+else.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn, ParamSpec
 
 import typer
 
 from edgelearn.errors import EdgelearnError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-_state = {"debug": False}
+_state = {"debug": False, "interrupt_reported": False}
+P = ParamSpec("P")
 
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", help="override a config key: --set algorithm.rounds=5")
@@ -30,7 +34,30 @@ def _main(
     _state["debug"] = debug
 
 
+def _interrupted(exc: KeyboardInterrupt) -> NoReturn:
+    """Report a Ctrl-C that stopped a command (where, and how to continue it when the library said so) and
+    exit with 130, the shell's status for SIGINT."""
+    print(str(exc) or "interrupted", file=sys.stderr)  # an Interrupted says where and how to continue
+    _state["interrupt_reported"] = True
+    raise typer.Exit(130)
+
+
+def _reports_interrupt(command: Callable[P, None]) -> Callable[P, None]:
+    """Decorate a command whose library call raises :class:`~edgelearn.errors.Interrupted` on Ctrl-C, so its
+    message reaches the user: typer turns a KeyboardInterrupt into a bare exit code 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            _interrupted(exc)
+
+    return wrapper
+
+
 @app.command()
+@_reports_interrupt
 def run(
     config: Annotated[Path, typer.Argument(help="YAML config file")],
     set_: SetOpt = None,
@@ -40,8 +67,15 @@ def run(
     resume: Annotated[
         bool, typer.Option("--resume", help="continue the run in --out from its newest good checkpoint")
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace the run already in --out (its files are removed)")
+    ] = False,
 ) -> None:
-    """Run one experiment from a YAML config and write its run directory."""
+    """Run one experiment from a YAML config and write its run directory.
+
+    A run directory that already holds a run is refused unless --resume or --overwrite. Ctrl-C stops after
+    the current round with a checkpoint (exit 130); --resume continues it.
+    """
     from edgelearn.config import load_config
     from edgelearn.runner import run as run_experiment
 
@@ -49,7 +83,7 @@ def run(
     if seed is not None:
         overrides.append(f"seed={seed}")
     cfg = load_config(config, overrides)
-    summary = run_experiment(cfg, out, progress=False if quiet else None, resume=resume)
+    summary = run_experiment(cfg, out, progress=False if quiet else None, resume=resume, overwrite=overwrite)
     if not quiet:
         _print_summary(summary)
 
@@ -107,6 +141,7 @@ def bench(
 
 
 @app.command()
+@_reports_interrupt
 def sweep(
     suites: Annotated[list[Path], typer.Argument(help="suite files (configs/*/experiments.yaml)")],
     out: Annotated[Path, typer.Option("--out", help="folder for every experiment's runs and results")] = Path(
@@ -203,15 +238,20 @@ def _print_summary(summary: dict) -> None:
 
 
 def main() -> None:
-    """Entry point: run the app, mapping user errors to exit 2 and anything else to exit 1."""
+    """Entry point: run the app, mapping user errors to exit 2, Ctrl-C to 130 and anything else to exit 1."""
     try:
-        app(standalone_mode=False)
+        # typer turns a KeyboardInterrupt inside a command into the returned code 130; other codes come from
+        # an explicit typer.Exit
+        code = app(standalone_mode=False)
     except EdgelearnError as exc:
         if _state["debug"]:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:  # outside a command (e.g. while parsing)
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     except typer.Exit as exc:
@@ -227,6 +267,10 @@ def main() -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+    if isinstance(code, int) and code:
+        if code == 130 and not _state["interrupt_reported"]:
+            print("interrupted", file=sys.stderr)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

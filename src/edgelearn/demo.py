@@ -69,7 +69,8 @@ FEDAGG_DIGITS: dict[str, Any] = {
 DEMO_FEDAGG_ROUNDS = 5
 """FedAgg rounds in the demo: ~13 s on one thread of a 2-core AMD EPYC (engine.torch_threads=auto picks one
 thread for its batch-8 steps; at torch's default two threads they took 115 CPU-seconds on a busy machine, the
-585 s demo of an earlier report); the config's 20 rounds run with ``edgelearn run configs/fedagg/digits.yaml``."""
+585 s demo of an earlier report); the config's 20 rounds run with
+``edgelearn run configs/fedagg/digits.yaml``."""
 
 
 def demo_configs() -> dict[str, RunConfig]:
@@ -81,20 +82,24 @@ def demo_configs() -> dict[str, RunConfig]:
 
 
 def run_demo(out: Path, *, progress: bool | None = None) -> dict[str, dict[str, Any]]:
-    """Run every demo config, print a comparison table and write comparison plots under ``out``."""
+    """Run every demo config, print a comparison table and write comparison plots under ``out``.
+
+    Each run replaces the demo's own run directory of the same name (``overwrite``), so the demo re-runs.
+    """
+    from edgelearn.report.io import ensure_writable_dir
     from edgelearn.report.plots import plot_comparison
     from edgelearn.report.progress import get_console
     from edgelearn.report.tables import comparison_table
     from edgelearn.runner import run
 
     console = get_console()
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_writable_dir(out, "demo folder (--out)")
     summaries: dict[str, dict[str, Any]] = {}
     for label, cfg in demo_configs().items():
         console.print(
             f"[bold]{label}[/bold]: {cfg.topology.model_dump(exclude_defaults=True)} on {cfg.data.dataset}"
         )
-        summaries[label] = run(cfg, out / cfg.name, progress=progress)
+        summaries[label] = run(cfg, out / cfg.name, progress=progress, overwrite=True)
     labels = list(summaries)
     console.print(comparison_table([summaries[k] for k in labels], labels))
     dirs = [Path(summaries[k]["run_dir"]) for k in labels]
@@ -120,7 +125,7 @@ def _fedagg_part(out: Path, console: Any, progress: bool | None, hierfavg: dict[
         f"[bold]FedAgg[/bold]: {cfg.topology.model_dump(exclude_defaults=True)} on {cfg.data.dataset}, "
         f"{DEMO_FEDAGG_ROUNDS} rounds, models growing toward the cloud, logits on bridge samples"
     )
-    summary = run(cfg, out / cfg.name, progress=progress)
+    summary = run(cfg, out / cfg.name, progress=progress, overwrite=True)
     table = Table(
         title=f"FedAgg ({summary['rounds']} rounds) beside HierFAVG ({hierfavg['rounds']} rounds), per tier"
     )
@@ -180,7 +185,7 @@ def _two_stage_part(out: Path, console: Any, progress: bool | None) -> dict[str,
     report = plan_report(cfg)
     table = plans_table(report)
     console.print(table)
-    summary = run(cfg, out / cfg.name, progress=progress)
+    summary = run(cfg, out / cfg.name, progress=progress, overwrite=True)
     check = Table(title="Executed plan: predicted vs measured (ledger)")
     for col in ("", "predicted", "measured"):
         check.add_column(col, justify="right")

@@ -30,3 +30,23 @@ class DivergenceError(EdgelearnError):
     """Training produced a NaN or infinite loss or weight; the message names the round, tier and node."""
 
     exit_code = 1
+
+
+class OutputError(EdgelearnError):
+    """An output path cannot be written (a file where a folder must be, no permission), a run directory
+    already holds a run, or another process is using it."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped a run or a sweep: the message says where, the hint how to continue.
+
+    A ``KeyboardInterrupt`` (not an :class:`EdgelearnError`), so ``except Exception`` handlers let it through;
+    the CLI prints it and exits with 130, the shell's status for SIGINT.
+    """
+
+    exit_code = 130
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  How to continue: {hint}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +27,22 @@ from edgelearn.data.dataset import subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
 from edgelearn.engine.threads import apply_threads, choose_threads
-from edgelearn.errors import ConfigError, DivergenceError
+from edgelearn.errors import ConfigError, DivergenceError, Interrupted, OutputError
 from edgelearn.memory import check_memory
 from edgelearn.models import build_model, model_info
-from edgelearn.report.io import append_jsonl, read_metrics, rounds_to, target_key, write_json_atomic
+from edgelearn.report.io import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    append_jsonl,
+    ensure_writable_dir,
+    locked_dir,
+    read_metrics,
+    remove_stale_temps,
+    rounds_to,
+    target_key,
+    write_json_atomic,
+)
 from edgelearn.report.progress import progress_bar
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
@@ -37,6 +51,55 @@ from edgelearn.system.faults import FaultModel
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
 _TEST_ROUND_SLEEP = float(os.environ.get("EDGELEARN_TEST_ROUND_SLEEP", "0") or 0)
+
+
+class _StopRequest:
+    """Whether the run in this process should stop at the end of its current round (set by Ctrl-C)."""
+
+    requested = False
+
+
+_STOP = _StopRequest()
+
+
+def request_stop() -> None:
+    """Ask the run in progress in this process to stop once its current round is done: it writes a checkpoint
+    of that round and raises :class:`~edgelearn.errors.Interrupted`, so ``--resume`` continues exactly. What
+    the first Ctrl-C does; a sweep's worker processes call it from their SIGINT handler. Signal-safe (sets a
+    flag)."""
+    _STOP.requested = True
+
+
+class _StopAfterRound:
+    """While the rounds run, the first Ctrl-C (SIGINT) only asks the run to stop after the current round
+    (:func:`request_stop`): interrupting mid-round would leave the models half-updated, with nothing
+    consistent to checkpoint. A second Ctrl-C interrupts at once (the newest checkpoint stays).
+
+    Installed only in the main thread and only over Python's default SIGINT handler, so an application's (or
+    a sweep worker's) own handler is left alone.
+    """
+
+    def __init__(self) -> None:
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopAfterRound:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if _STOP.requested:
+            raise KeyboardInterrupt
+        _STOP.requested = True
+        # os.write, not print: a signal handler may run in the middle of another write to stderr
+        os.write(2, b"\ninterrupted: stopping after the current round (Ctrl-C again to stop at once)\n")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def build_topology(cfg: RunConfig) -> Topology:
@@ -169,34 +232,129 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
 
 
 def _truncate_metrics(path: Path, last_round: int) -> None:
-    """Drop metrics lines after ``last_round`` (and a partial line a kill may have left)."""
+    """Keep the metrics records of rounds up to ``last_round`` (the checkpoint a resume starts from) and drop
+    later ones, which the resumed run writes again.
+
+    A line that is not a JSON object with an integer ``round`` (the partial last line a kill may leave, or a
+    corrupt one anywhere) is skipped with a warning naming it; every valid record around it is kept, so one
+    bad line never costs the rounds after it.
+    """
     if not path.exists():
         return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    kept, bad = [], []
+    text = path.read_bytes().decode("utf-8", errors="replace")  # a kill may cut a multi-byte character
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            break
-        if record.get("round", 0) > last_round:
-            break
-        kept.append(line)
+            record = None
+        round_ = record.get("round") if isinstance(record, dict) else None
+        if not isinstance(round_, int) or isinstance(round_, bool):
+            bad.append(lineno)
+        elif round_ <= last_round:
+            kept.append(line)
+    if bad:
+        log.warning(
+            "%s: skipped %d corrupt or partial line(s) (line %s) while resuming from round %d; the records "
+            "they held are lost, the valid records around them are kept",
+            path,
+            len(bad),
+            ", ".join(map(str, bad)),
+            last_round,
+        )
     write_atomic(path, "".join(f"{line}\n" for line in kept).encode())
 
 
+def _holds_run(out: Path) -> list[str]:
+    """The files in ``out`` that show a run was written there (metrics, summary, checkpoints): empty when
+    nothing would be lost by writing a new run (a lone config.yaml is a run that never finished a round)."""
+    found = [name for name in (METRICS_FILE, SUMMARY_FILE) if (out / name).is_file()]
+    if checkpoints(out / "checkpoints"):
+        found.append("checkpoints/")
+    return found
+
+
+def _clear_run(out: Path) -> None:
+    """Remove an old run's files from ``out`` (config, metrics, summary, plots, checkpoints), nothing else:
+    ``out`` may be a folder that also holds the user's own files."""
+    from edgelearn.report.plots import ENERGY_PLOT, ROUND_PLOT, TIME_PLOT
+
+    for name in (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, ROUND_PLOT, ENERGY_PLOT, TIME_PLOT):
+        (out / name).unlink(missing_ok=True)
+    for _, old in checkpoints(out / "checkpoints"):
+        old.unlink()
+        old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+
+
+def _interrupted(out: Path, rounds: Any, after: int | None = None) -> Interrupted:
+    """The :class:`Interrupted` of the run in ``out`` (``rounds`` in all, when known): where it stopped
+    (``after`` a completed, checkpointed round, or elsewhere) and how to continue it."""
+    of = f" of {rounds}" if isinstance(rounds, int) else ""
+    ckpt_dir = out / "checkpoints"
+    if after is not None:
+        where = f"after round {after}{of}; its checkpoint is in {ckpt_dir}"
+    elif saved := checkpoints(ckpt_dir):
+        where = f"mid-round; its newest checkpoint is round {saved[-1][0]}{of}, in {ckpt_dir}"
+    else:
+        where = "before its first checkpoint; --resume starts it again from round 1"
+    return Interrupted(
+        f"run {out} interrupted {where}",
+        hint=f"run the same command with --resume (the same config, --set options and --out {out})",
+    )
+
+
 def run(
-    cfg: RunConfig, out_dir: str | Path | None = None, *, progress: bool | None = None, resume: bool = False
+    cfg: RunConfig,
+    out_dir: str | Path | None = None,
+    *,
+    progress: bool | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run one experiment end to end and return its summary (also written to ``summary.json``).
 
     With ``resume``, continue from the newest good checkpoint in the run directory; the finished run's
-    ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields).
+    ``metrics.jsonl`` and ``summary.json`` equal an uninterrupted run's (except wall-clock fields). A
+    directory that already holds a run is refused (OutputError) unless ``resume`` or ``overwrite`` (which
+    first removes the old run's files). The directory is locked while the run writes it: a second process
+    fails at once. Ctrl-C stops the run after its current round, with a checkpoint of it, and raises
+    :class:`~edgelearn.errors.Interrupted` (a KeyboardInterrupt) saying where and how to resume.
     """
     started = time.perf_counter()
-    out = Path(out_dir or cfg.output.dir or default_run_dir(cfg))
-    out.mkdir(parents=True, exist_ok=True)
+    if resume and overwrite:
+        raise ConfigError(
+            "--resume and --overwrite were both given",
+            hint="pass --resume to continue the run in --out, or --overwrite to replace it, not both",
+        )
+    out = ensure_writable_dir(out_dir or cfg.output.dir or default_run_dir(cfg), "run directory (--out)")
+    try:
+        with locked_dir(out):
+            return _run_locked(cfg, out, started, progress=progress, resume=resume, overwrite=overwrite)
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C mid-round, or one before the rounds started
+        raise _interrupted(out, getattr(cfg.algorithm, "rounds", None)) from None
+    finally:
+        _STOP.requested = False
+
+
+def _run_locked(
+    cfg: RunConfig, out: Path, started: float, *, progress: bool | None, resume: bool, overwrite: bool
+) -> dict[str, Any]:
+    """:func:`run` once the run directory ``out`` is locked: clean it, start or resume, run the rounds."""
     ckpt_dir = out / "checkpoints"
-    metrics_path = out / "metrics.jsonl"
+    stale = [*remove_stale_temps(out), *remove_stale_temps(ckpt_dir)]  # the lock proves no writer is live
+    if stale:
+        log.info("removed %d temp file(s) a killed process left in %s", len(stale), out)
+    if not resume:
+        found = _holds_run(out)
+        if found and not overwrite:
+            raise OutputError(
+                f"run directory {out} already holds a run ({', '.join(found)})",
+                hint="pass --overwrite to replace it, --resume to continue it, or choose another --out",
+            )
     loaded = None
     if resume:
         _check_resumable(cfg, out)
@@ -204,11 +362,8 @@ def run(
         if loaded is None:
             log.warning("no usable checkpoint in %s: starting from round 1", ckpt_dir)
     if loaded is None:
-        (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        metrics_path.unlink(missing_ok=True)
-        for _, old in checkpoints(ckpt_dir):
-            old.unlink()
-            old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+        _clear_run(out)  # a new run (or a resume without a usable checkpoint) starts from a clean folder
+        (out / CONFIG_FILE).write_text(dump_config(cfg), encoding="utf-8")
 
     ctx = build_context(cfg)
     try:
@@ -256,7 +411,10 @@ def _run(
 
     show = cfg.output.progress if progress is None else progress
     every_ckpt = cfg.output.checkpoint_every
-    with progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar:
+    with (
+        _StopAfterRound(),
+        progress_bar(rounds, f"{cfg.algorithm.name} on {cfg.data.dataset}", enabled=show) as bar,
+    ):
         bar.advance(first - 1)
         for r in range(first, rounds + 1):
             stats = algo.run_round(r)
@@ -283,9 +441,12 @@ def _run(
                 )
                 append_jsonl(metrics_path, last)
                 fields = {"acc": f"{ev['accuracy']:.3f}", "energy": f"{last['energy_j']:.3g} J"}
-            if r == rounds or (every_ckpt and r % every_ckpt == 0):
+            stop = _STOP.requested  # read once: a Ctrl-C from here on stops after the next round
+            if stop or r == rounds or (every_ckpt and r % every_ckpt == 0):
                 checkpoint(r)
             bar.advance(1, **fields)
+            if stop:  # Ctrl-C during this round: it is complete and checkpointed, stop here
+                raise _interrupted(out, rounds, after=r)
 
     totals = ctx.system.ledger.totals()
     summary: dict[str, Any] = {

@@ -16,12 +16,14 @@ sweep leaves whole seeds. Results do not depend on ``jobs``: every run is seeded
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import multiprocessing
 import os
 import re
+import signal
 import statistics
 import time
 import traceback
@@ -32,9 +34,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError
+from edgelearn.errors import ConfigError, DivergenceError, EdgelearnError, Interrupted
 from edgelearn.memory import check_memory
-from edgelearn.report.io import SUMMARY_FILE, read_metrics, read_summary, rounds_to, write_json_atomic
+from edgelearn.report.io import (
+    SUMMARY_FILE,
+    ensure_writable_dir,
+    read_metrics,
+    read_summary,
+    rounds_to,
+    write_json_atomic,
+)
 from edgelearn.yamlsafe import load_yaml
 
 RESULTS_FILE = "results.json"
@@ -346,8 +355,8 @@ def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> Non
         return
     cfg = load_config(base, overrides)
     resume = out.is_dir() and any(out.glob("checkpoints/*"))
-    try:
-        run(cfg, out, progress=progress, resume=resume)
+    try:  # the folder is the sweep's own: what is there without a checkpoint is a killed start, replaced
+        run(cfg, out, progress=progress, resume=resume, overwrite=not resume)
     except DivergenceError as exc:
         write_json_atomic(out / DIVERGED_FILE, {"message": exc.message, "hint": exc.hint})
 
@@ -367,15 +376,25 @@ def core_slots(jobs: int) -> list[list[int]]:
 
 
 def _worker(base: Path, overrides: list[str], out: Path, cores: list[int]) -> None:
-    """Entry of a ``jobs > 1`` worker process: pin to ``cores``, run, and leave any failure in ``out``."""
+    """Entry of a ``jobs > 1`` worker process: pin to ``cores``, run, and leave any failure in ``out``.
+
+    SIGINT (Ctrl-C reaches the whole process group; the parent also forwards it) only asks the run to stop
+    after its current round, with a checkpoint; however often it comes, the worker then exits with 130. The
+    parent decides whether to stop it at once (a second Ctrl-C there terminates the workers).
+    """
     import torch
 
+    from edgelearn.runner import request_stop
+
+    signal.signal(signal.SIGINT, lambda signum, frame: request_stop())
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cores)
     torch.set_num_threads(len(cores))  # run() then applies engine.torch_threads: auto stays within `cores`
     (out / RUN_ERROR_FILE).unlink(missing_ok=True)  # a report left by an earlier, interrupted sweep
     try:
         _run_one(base, overrides, out, progress=False)
+    except KeyboardInterrupt:  # stopped after a round, with a checkpoint: the parent reports it
+        raise SystemExit(130) from None
     except Exception as exc:  # reported to the parent through the file, then the exit code
         out.mkdir(parents=True, exist_ok=True)
         user = isinstance(exc, EdgelearnError)
@@ -416,12 +435,37 @@ def _run_parallel(
     running: list[tuple[Any, Path, list[int]]] = []
     try:
         _schedule(ctx, pending, free, running, log)
-    except BaseException:  # Ctrl-C or a crash here: stop the workers; their runs resume on the next sweep
+    except KeyboardInterrupt:  # Ctrl-C: every running run stops after its current round, with a checkpoint
+        raise _stop_workers(running, log) from None
+    except BaseException:  # a crash here: stop the workers; their runs resume on the next sweep
         for proc, _, _ in running:
             proc.terminate()
         for proc, _, _ in running:
             proc.join()
         raise
+
+
+def _stop_workers(running: Sequence[tuple[Any, Path, list[int]]], log: Callable[[str], None]) -> Interrupted:
+    """Ask every running worker to stop after its current round (SIGINT; see :func:`_worker`) and wait for
+    them; a second Ctrl-C terminates them at once (their newest checkpoints stay). Returns what to raise."""
+    live = [(proc, out) for proc, out, _ in running if proc.is_alive()]
+    for proc, _ in live:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+    names = ", ".join(out.name for _, out in live) or "none"
+    if live:
+        log(f"interrupted: waiting for {len(live)} run(s) to end their round (Ctrl-C again to stop at once)")
+    how = "stopped after their current round, with a checkpoint"
+    try:
+        for proc, _ in live:
+            proc.join()
+    except KeyboardInterrupt:
+        how = "stopped at once (their newest checkpoints stay)"
+        for proc, _ in live:
+            proc.terminate()
+        for proc, _ in live:
+            proc.join()
+    return Interrupted(f"runs in progress ({names}) {how}")
 
 
 def _schedule(
@@ -628,10 +672,20 @@ def run_suite(
     when given) into ``out``, ``jobs`` runs at a time, with ``extra`` ``--set`` overrides on every run."""
     file = Path(path)
     results = {}
-    for exp in selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds):
-        results[exp.name] = run_experiment(
-            exp, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
-        )
+    chosen = selected_experiments(file, only=only, quick=quick, cases=cases, seeds=seeds)
+    ensure_writable_dir(out, "sweep folder (--out)")
+    try:
+        for exp in chosen:
+            results[exp.name] = run_experiment(
+                exp, file.parent, Path(out) / exp.name, progress=progress, log=log, jobs=jobs, extra=extra
+            )
+    except KeyboardInterrupt as exc:
+        where = f": {exc.message}" if isinstance(exc, Interrupted) else ""
+        raise Interrupted(
+            f"sweep {file} interrupted{where}",
+            hint="run the same sweep command again to continue: finished runs are kept and interrupted ones "
+            "resume from their checkpoints",
+        ) from None
     return results
 
 

@@ -1042,8 +1042,10 @@ def pretrain_autoencoder_file(cfg: RunConfig, path: str | Path) -> dict[str, Any
     The ``algorithm.autoencoder`` section is used when the config's algorithm is FedAgg, else its defaults.
     Returns the saved metadata plus ``path`` and ``sha256``.
     """
+    from edgelearn.report.io import ensure_writable_file
     from edgelearn.runner import build_context  # runtime import: the runner imports the algorithms
 
+    ensure_writable_file(path, "autoencoder file (--out)")  # before the training, not after it
     ac = cfg.algorithm.autoencoder if isinstance(cfg.algorithm, FedAggConfig) else AutoencoderConfig()
     ctx = build_context(cfg)
     if len(ctx.bundle.input_shape) != 3:

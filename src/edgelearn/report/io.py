@@ -5,19 +5,32 @@ A run directory is created by ``edgelearn run``; this module is the only place t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edgelearn.errors import DataError
+from edgelearn.errors import DataError, OutputError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: run directories are not locked
+    fcntl = None  # type: ignore[assignment]
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".edgelearn.lock"
+"""Held (``flock``) by the process writing a run directory; the kernel drops it when that process dies."""
+TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+"""Names of the temp files this project's atomic writes create (``tempfile.mkstemp`` with prefix
+``.<target>.`` and suffix ``.tmp``: ``.<target>.<8 random characters>.tmp``); a process killed between the
+write and the rename leaves one behind (see :func:`remove_stale_temps`)."""
 
 # Keys of a metrics record that, when present, must hold a plain number (NaN allowed: a diverged loss).
 NUMERIC_METRIC_KEYS = ("loss", "energy_j", "delay_s", "bytes_up", "bytes_down", "wall_s", "train_loss")
@@ -184,3 +197,106 @@ def append_jsonl(path: PathLike, record: Mapping[str, Any], *, fsync: bool = Tru
         handle.flush()
         if fsync:
             os.fsync(handle.fileno())
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` (itself included) when it is not a folder, else None."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def ensure_writable_dir(path: PathLike, what: str) -> Path:
+    """Create folder ``path`` (with its parents) and prove a file can be written in it, before any work.
+
+    ``what`` names the option in errors (e.g. ``"run directory (--out)"``). A write probe, not ``os.access``:
+    it also catches read-only file systems and ``/proc``, and is honest when running as root. Raises
+    OutputError (exit 2) naming the path and the reason.
+    """
+    folder = Path(path)
+    hint = "choose another path, or fix this one (it must be a folder you can write to)"
+    blocking = _blocking_file(folder)
+    if blocking is not None:
+        where = "is a file" if blocking == folder else f"is under {blocking}, which is a file"
+        raise OutputError(f"{what} {folder} {where}, not a folder", hint=hint)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".edgelearn-write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"cannot write {what} {folder}: {exc.strerror or exc}", hint=hint) from None
+    return folder
+
+
+def ensure_writable_file(path: PathLike, what: str) -> Path:
+    """Check that file ``path`` can be written (its folder created and writable; not a folder itself) before
+    any work, so a long job never fails at its last step. Raises OutputError (exit 2) naming the path."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"{what} {target} is a folder, not a file", hint="pass the path of a file to write")
+    try:
+        ensure_writable_dir(target.parent, "its folder")
+    except OutputError as exc:
+        raise OutputError(f"cannot write {what} {target}: {exc.message}", hint=exc.hint) from None
+    if target.exists() and not os.access(target, os.W_OK):
+        raise OutputError(
+            f"{what} {target} is not writable", hint="fix its permissions or choose another path"
+        )
+    return target
+
+
+@contextlib.contextmanager
+def locked_dir(folder: PathLike, what: str = "run directory") -> Iterator[Path]:
+    """Hold an exclusive, non-blocking ``flock`` on ``folder/LOCK_FILE`` for the ``with`` block.
+
+    Two processes writing one run directory would interleave its metrics; the second fails at once with an
+    OutputError naming the folder (and the holder's pid). The kernel releases the lock when the holder
+    exits, even by ``kill -9``, so a lock is never stale. The lock file itself stays (deleting it would let a
+    third process lock a new file while the second still holds the old one).
+    """
+    directory = Path(folder)
+    path = directory / LOCK_FILE
+    if fcntl is None:  # pragma: no cover - not POSIX
+        yield directory
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the lock file {path} of {what} {directory}: {exc.strerror or exc}",
+            hint="choose a folder you can write to",
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f"another process (pid {holder})" if holder.isdigit() else "another process"
+            raise OutputError(
+                f"{what} {directory} is in use: {who} holds its lock {path}",
+                hint="wait for that process to finish (or stop it), or choose another folder",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(folder: PathLike) -> list[Path]:
+    """Delete the temp files (:data:`TEMP_NAME`) that killed atomic writes left in ``folder``; return them.
+
+    Call it only while holding :func:`locked_dir` on the run directory: then no live process of this project
+    is writing there, and every such file is a leftover. Other files are never touched.
+    """
+    directory = Path(folder)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for entry in directory.iterdir():
+        if TEMP_NAME.match(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
