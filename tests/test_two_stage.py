@@ -60,10 +60,12 @@ def test_plan_json_has_the_interface_keys() -> None:
         "no_optimization",
         "separate",
     }
-    # the optimized plan's bound is no worse than any feasible baseline's (within rounding, 1%)
+    # the optimized plan's bound is no worse than any feasible baseline's: the joint design takes a baseline's
+    # plan where its search ends worse (planning.search.no_worse_than_baselines), so only float noise remains
+    # (1e-9; the JSON keeps floats exactly); pretrain_only too (algorithm.joint_min_ft_rounds defaults to 0)
     for name, p in report["schemes"].items():
-        if p["feasible"] and name != "pretrain_only":
-            assert report["bound"] <= p["bound"] * 1.01, name
+        if p["feasible"]:
+            assert report["bound"] <= p["bound"] * (1 + 1e-9), name
 
 
 def test_infeasible_budget_exits_2_with_the_minimum_budgets() -> None:
