@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 from edgelearn.algorithms.base import RunContext
@@ -76,6 +78,36 @@ def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
     algo = FedAgg(ctx, FedAggConfig.model_validate(settings))
     algo.init()
     return algo
+
+
+def constant_logits(state: Mapping[str, torch.Tensor], logits: Sequence[float]) -> dict[str, torch.Tensor]:
+    """A copy of ``state`` whose classifier (its last 2-D weight with one row per class, and that layer's
+    bias) outputs ``logits`` for every input: the weight zeroed, the bias set to ``logits``."""
+    out = {k: v.clone() for k, v in state.items()}
+    rows = len(logits)
+    head = [k for k, v in out.items() if k.endswith("weight") and v.ndim == 2 and v.shape[0] == rows][-1]
+    out[head].zero_()
+    bias = out[head.removesuffix("weight") + "bias"]
+    bias.copy_(torch.tensor(logits, dtype=bias.dtype))
+    return out
+
+
+def one_class_logits(cls: int, num_classes: int = 10) -> list[float]:
+    """Logits log p of a model giving class ``cls`` probability 1/2 and every other class 1/(2 (C - 1)): on
+    a sample of class ``cls`` its cross-entropy is log 2, on any other log 2 (C - 1) (log 18 for C = 10)."""
+    return [math.log(0.5) if k == cls else math.log(0.5 / (num_classes - 1)) for k in range(num_classes)]
+
+
+TEST_COUNTS = (16, 8, 6, 4, 2, 2, 1, 1, 0, 0)
+"""Class counts of the constructed test labels replacing :data:`SYNTHETIC`'s 40 (balanced) test labels."""
+
+TIER_COUNTS = (10, 5, 5, 2, 2, 1, 0, 0, 0, 0)
+"""Class counts of a constructed 25-sample tier-evaluation subset."""
+
+
+def labels_with_counts(counts: Sequence[int]) -> torch.Tensor:
+    """Class labels with ``counts[k]`` samples of class k, in class order."""
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
 
 
 @st.composite
