@@ -5,7 +5,9 @@ A coarse log-spaced grid over (M, N) is evaluated best-first by a cheap lower bo
 best value so far and cells dominated by a known infeasible cell (more rounds never cost less). A pattern
 search in log(1 + M), log(1 + N) (axis and diagonal moves, repeated with doubling steps while they improve,
 halved when none does) then refines from the best cell without and the best cell with pre-training. The
-best continuous allocations are finally rounded to integer batches (`round_to_plan`, via `finish`).
+best continuous allocations are finally rounded to integer batches (`round_to_plan`, via `finish`). Where a
+baseline scheme's plan inside the search domain has a lower bound than that result, `solve` returns it
+instead (`no_worse_than_baselines`), so the joint design is never worse than a baseline on its bound.
 """
 
 from __future__ import annotations
