@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny import synthetic_context
+from tiny import (
+    TEST_COUNTS,
+    TIER_COUNTS,
+    constant_logits,
+    labels_with_counts,
+    one_class_logits,
+    synthetic_context,
+)
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM
@@ -171,12 +178,26 @@ def test_two_rounds_report_root_and_device_accuracy() -> None:
     for r in (1, 2):
         algo.run_round(r)
         ev = algo.evaluate()
-        assert 0.0 <= ev["accuracy"] <= 1.0 and math.isfinite(ev["loss"])
         tiers = ev["accuracy_by_tier"]
         assert set(tiers) == {"cloud", "edge", "device"} and tiers["edge"] is None
-        assert tiers["cloud"] == ev["accuracy"] and 0.0 <= tiers["device"] <= 1.0
+        assert tiers["cloud"] == ev["accuracy"]
     assert sorted(algo.root.members()) == sorted(algo.devices)
     assert algo.delivered_state() is algo.cloud_state
+    # Exact on a constructed case: the root and the evaluated devices output constant logits log p (classifier
+    # weight zeroed), p = 1/2 on a favourite class: the root class 0 on test labels TEST_COUNTS = (16, 8, 6,
+    # 4, ...), devices classes 1, 2, 3, ... on a tier subset with TIER_COUNTS = (10, 5, 5, 2, 2, 1, 0, ...).
+    algo.cloud_state = constant_logits(algo.cloud_state, one_class_logits(0))
+    algo.ctx.test_y = labels_with_counts(TEST_COUNTS)
+    algo.tier_test = (algo.tier_test[0][:25], labels_with_counts(TIER_COUNTS))  # constant models: any inputs
+    favourite = {d: 1 + j for j, d in enumerate(algo.eval_devices)}
+    for d, cls in favourite.items():
+        algo.device_states[d] = constant_logits(algo.device_states[d], one_class_logits(cls))
+    ev = algo.evaluate()
+    assert ev["accuracy"] == 16 / 40  # an integer count over n: exact
+    hits = [TIER_COUNTS[cls] for cls in favourite.values()]
+    assert ev["accuracy_by_tier"]["device"] == pytest.approx(sum(hits) / len(hits) / 25, rel=1e-15)
+    # log 2 on the 16 class-0 samples, log 18 on the 24 others; 1e-6: float32 logits and cross-entropy
+    assert ev["loss"] == pytest.approx((16 * math.log(2) + 24 * math.log(18)) / 40, rel=1e-6)
 
 
 def test_no_parameter_is_shared_between_nodes() -> None:

@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny import synthetic_context
+from tiny import (
+    TEST_COUNTS,
+    TIER_COUNTS,
+    constant_logits,
+    labels_with_counts,
+    one_class_logits,
+    synthetic_context,
+)
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.distill import TEACHER_KEY, teacher_logits
@@ -176,10 +183,13 @@ def test_two_rounds_report_accuracy_of_extractor_plus_server() -> None:
     for r in (1, 2):
         algo.run_round(r)
         ev = algo.evaluate()
-        assert 0.0 <= ev["accuracy"] <= 1.0 and math.isfinite(ev["loss"])
         assert set(ev["accuracy_by_tier"]) == {"cloud", "edge", "device"}
         assert ev["accuracy_by_tier"]["edge"] is None
-        assert 0.0 <= ev["accuracy_by_tier"]["device"] <= 1.0
+        assert ev["accuracy_by_tier"]["cloud"] == ev["accuracy"]
+        (d,) = algo.eval_devices
+        x, y = algo.tier_test
+        right = int((teacher_logits(algo.models.module(d), x).argmax(1) == y).sum())
+        assert ev["accuracy_by_tier"]["device"] == right / len(y)  # one evaluated device: its own accuracy
     # With one evaluated device, the delivered model is that device's extractor followed by the server.
     (d,) = algo.eval_devices
     feats, _ = algo.extract(d, ctx.test_x)
@@ -187,6 +197,26 @@ def test_two_rounds_report_accuracy_of_extractor_plus_server() -> None:
     assert ev["accuracy"] == pytest.approx(float((logits.argmax(1) == ctx.test_y).float().mean()))
     loss = torch.nn.functional.cross_entropy(logits, ctx.test_y).item()
     assert ev["loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_evaluate_gives_exact_accuracies_on_a_constructed_case() -> None:
+    # The server and the evaluated devices' own models output constant logits log p (classifier weight
+    # zeroed), p = 1/2 on a favourite class: the server class 0 whatever features the extractors send it,
+    # the devices classes 1 and 3. Test labels: TEST_COUNTS = (16, 8, 6, 4, ...) per class; tier subset:
+    # TIER_COUNTS = (10, 5, 5, 2, ...) of 25.
+    ctx = make_ctx()
+    algo = make_algo(ctx, eval_devices=2, tier_eval_samples=25)
+    algo.run_round(1)
+    ctx.test_y = labels_with_counts(TEST_COUNTS)
+    algo.tier_test = (algo.tier_test[0], labels_with_counts(TIER_COUNTS))
+    favourite = {SERVER: 0, **dict(zip(algo.eval_devices, (1, 3)))}
+    for node, cls in favourite.items():
+        algo.models.states[node] = constant_logits(algo.models.states[node], one_class_logits(cls))
+    ev = algo.evaluate()
+    assert ev["accuracy"] == ev["accuracy_by_tier"]["cloud"] == 16 / 40  # an integer count over n: exact
+    assert ev["accuracy_by_tier"]["device"] == pytest.approx((5 + 2) / 2 / 25, rel=1e-15)  # a mean's rounding
+    # log 2 on the 16 class-0 samples, log 18 on the 24 others; 1e-6: float32 logits and cross-entropy
+    assert ev["loss"] == pytest.approx((16 * math.log(2) + 24 * math.log(18)) / 40, rel=1e-6)
 
 
 def test_no_parameter_is_shared_between_nodes() -> None:

@@ -3,6 +3,7 @@ migration, trees of any depth and per-tier metrics."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,17 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from tiny import FEDAGG_MODELS, synthetic_config, synthetic_context, tiny_fedagg
+from tiny import (
+    FEDAGG_MODELS,
+    TEST_COUNTS,
+    TIER_COUNTS,
+    constant_logits,
+    labels_with_counts,
+    one_class_logits,
+    synthetic_config,
+    synthetic_context,
+    tiny_fedagg,
+)
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.distill import BRIDGE_KEY, TEACHER_KEY
@@ -295,7 +306,6 @@ def test_evaluate_reports_every_tier() -> None:
     algo.run_round(1)
     ev = algo.evaluate()
     assert set(ev["accuracy_by_tier"]) == {"cloud", "edge", "device"}
-    assert all(0.0 <= v <= 1.0 for v in ev["accuracy_by_tier"].values())
     module = algo.models.arch(0).model_fn()
     acc, loss = evaluate_state(module, algo.delivered_state(), ctx.test_x, ctx.test_y, 64)
     assert ev["accuracy"] == ev["accuracy_by_tier"]["cloud"] == pytest.approx(acc)
@@ -304,6 +314,27 @@ def test_evaluate_reports_every_tier() -> None:
     x, y = algo.tier_test
     edge_acc = [evaluate_state(algo.models.module(e), None, x, y, 64)[0] for e in ctx.topology.edges]
     assert ev["accuracy_by_tier"]["edge"] == pytest.approx(float(np.mean(edge_acc)))
+
+
+def test_evaluate_gives_exact_tier_accuracies_on_a_constructed_case() -> None:
+    # Every model outputs constant logits log p (classifier weight zeroed), p = 1/2 on a favourite class, so
+    # it predicts that class for every sample; the test labels have TEST_COUNTS = (16, 8, 6, 4, 2, 2, 1, 1,
+    # 0, 0) per class and the tier subset TIER_COUNTS = (10, 5, 5, 2, 2, 1, 0, ...) of 25.
+    ctx = make_ctx()
+    algo = make_algo(ctx, eval_devices=3, tier_eval_samples=25)
+    ctx.test_y = labels_with_counts(TEST_COUNTS)
+    algo.tier_test = (algo.tier_test[0], labels_with_counts(TIER_COUNTS))
+    favourite = {0: 0, **dict(zip(ctx.topology.edges, (1, 2))), **dict(zip(algo.eval_devices, (1, 3, 5)))}
+    for node, cls in favourite.items():
+        algo.models.states[node] = constant_logits(algo.models.states[node], one_class_logits(cls))
+    ev = algo.evaluate()
+    assert ev["accuracy"] == ev["accuracy_by_tier"]["cloud"] == 16 / 40  # an integer count over n: exact
+    # means of exact fractions: 1e-15 covers the mean's last-bit rounding
+    assert ev["accuracy_by_tier"]["edge"] == pytest.approx((5 + 5) / 2 / 25, rel=1e-15)
+    assert ev["accuracy_by_tier"]["device"] == pytest.approx((5 + 2 + 1) / 3 / 25, rel=1e-15)
+    # cross-entropy log 2 on the 16 class-0 samples, log 18 on the 24 others; 1e-6: float32 logits and
+    # per-batch float32 cross-entropy (~1e-7 relative), summed in float64
+    assert ev["loss"] == pytest.approx((16 * math.log(2) + 24 * math.log(18)) / 40, rel=1e-6)
 
 
 def test_demo_compat_teachers_run_in_train_mode() -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from tiny import random_systems
 
 from edgelearn.errors import BudgetError
 from edgelearn.planning import (
@@ -155,53 +155,6 @@ def test_closed_forms_match_convex_solution() -> None:
     np.testing.assert_allclose(split.tau, alloc.time_up, rtol=1e-3)
     np.testing.assert_allclose(split.f, alloc.f_devices, rtol=1e-3)
     np.testing.assert_allclose(split.p, alloc.p_devices, rtol=3e-3)
-
-
-@st.composite
-def random_systems(draw: st.DrawFn) -> TwoStageProblem:
-    """K in 2..6 with random distances, clocks, powers, data sizes, constants, optional per-round fading,
-    and budgets drawn above the minimum feasible ones."""
-    k = draw(st.integers(2, 6))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    distance_km = rng.uniform(0.05, 0.25, k)
-    gain = 10 ** (-(128.1 + 37.6 * np.log10(distance_km)) / 10)
-    rounds = draw(st.one_of(st.none(), st.integers(2, 6)))
-    if rounds is not None:
-        gain = gain[None, :] * rng.exponential(1.0, size=(rounds, k))
-    smooth = draw(st.floats(0.5, 5.0))
-    constants = BoundConstants(
-        L=smooth,
-        sigma2_task=draw(st.floats(1.0, 50.0)),
-        sigma2_general=draw(st.floats(1.0, 50.0)),
-        Delta=draw(st.floats(0.5, 3.0)),
-        delta=draw(st.floats(0.0, 1.5)),
-    )
-    eta = min(0.05, 1.0 / smooth)
-    base = TwoStageProblem.from_arrays(
-        f_max_server=draw(st.floats(2e9, 6e9)),
-        kappa_server=1e-28,
-        cycles_per_sample_server=draw(st.floats(5e5, 2e6)),
-        general_size=draw(st.integers(100, 20_000)),
-        eta_pre=eta,
-        f_max=rng.uniform(0.5e9, 2e9, k),
-        kappa=1e-28 * rng.uniform(0.5, 2.0, k),
-        cycles_per_sample=rng.uniform(5e5, 2e6, k),
-        p_max=rng.uniform(0.05, 0.2, k),
-        bandwidth=1e6 / k,
-        gain=gain,
-        data_sizes=rng.integers(20, 800, k),
-        noise_psd=3.98e-21,
-        payload_bits=draw(st.floats(1e5, 2e6)),
-        eta_ft=eta,
-        energy_j=1.0,
-        delay_s=1.0,
-        constants=constants,
-        downlink_s=draw(st.sampled_from([0.0, 0.01])),
-    )
-    floor = minimum_budgets(base).delay_floor_s
-    delay = floor * 10 ** draw(st.floats(0.1, 2.5))
-    energy = minimum_budgets(base.with_budgets(delay_s=delay)).energy_j * 10 ** draw(st.floats(0.05, 4.0))
-    return base.with_budgets(energy_j=energy, delay_s=delay)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)

@@ -24,8 +24,13 @@ def test_executed_plan_matches_its_prediction(tmp_path: Path, extra: list[str]) 
     assert plan["feasible"]
     assert plan["M"] + plan["N"] > 0
     pred, meas = summary["predicted"], summary["measured"]
-    assert meas["energy_j"] == pytest.approx(pred["energy_j"], rel=0.01)
-    assert meas["delay_s"] == pytest.approx(pred["delay_s"], rel=0.01)
+    # The ledger prices each executed step with the same closed-form energy (kappa C B f^2, p tau) and delay
+    # (C B / f, bits / rate) expressions the plan predicts with, in float64: they differ only by summation
+    # order, ~1e-15 relative (measured 0 to 1.9e-15 on both cases, also under ATEN_CPU_CAPABILITY=avx2).
+    # 1e-9 leaves six orders of headroom and still catches any modelling mismatch: one missed step or upload
+    # is ~3e-4 of the total here (one of the 2,887 pre-training steps; one of 56 fine-tuning rounds ~2e-2).
+    assert meas["energy_j"] == pytest.approx(pred["energy_j"], rel=1e-9, abs=0)
+    assert meas["delay_s"] == pytest.approx(pred["delay_s"], rel=1e-9, abs=0)
     assert pred["energy_j"] <= 2.0 * (1 + 1e-6) and pred["delay_s"] <= 6.0 * (1 + 1e-6)
     # uploads: one model-sized gradient per device per fine-tuning round; pre-training sends nothing
     assert summary["bytes_up"] == plan["N"] * 4 * summary["model"]["param_bytes"]
@@ -55,10 +60,12 @@ def test_plan_json_has_the_interface_keys() -> None:
         "no_optimization",
         "separate",
     }
-    # the optimized plan's bound is no worse than any feasible baseline's (within rounding, 1%)
+    # the optimized plan's bound is no worse than any feasible baseline's: the joint design takes a baseline's
+    # plan where its search ends worse (planning.search.no_worse_than_baselines), so only float noise remains
+    # (1e-9; the JSON keeps floats exactly); pretrain_only too (algorithm.joint_min_ft_rounds defaults to 0)
     for name, p in report["schemes"].items():
-        if p["feasible"] and name != "pretrain_only":
-            assert report["bound"] <= p["bound"] * 1.01, name
+        if p["feasible"]:
+            assert report["bound"] <= p["bound"] * (1 + 1e-9), name
 
 
 def test_infeasible_budget_exits_2_with_the_minimum_budgets() -> None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from hypothesis import strategies as st
+
 from edgelearn.algorithms.base import RunContext
 from edgelearn.config import RunConfig, build_config
+from edgelearn.planning import BoundConstants, TwoStageProblem, minimum_budgets
 from edgelearn.runner import build_context
 
 if TYPE_CHECKING:
@@ -72,3 +78,80 @@ def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
     algo = FedAgg(ctx, FedAggConfig.model_validate(settings))
     algo.init()
     return algo
+
+
+def constant_logits(state: Mapping[str, torch.Tensor], logits: Sequence[float]) -> dict[str, torch.Tensor]:
+    """A copy of ``state`` whose classifier (its last 2-D weight with one row per class, and that layer's
+    bias) outputs ``logits`` for every input: the weight zeroed, the bias set to ``logits``."""
+    out = {k: v.clone() for k, v in state.items()}
+    rows = len(logits)
+    head = [k for k, v in out.items() if k.endswith("weight") and v.ndim == 2 and v.shape[0] == rows][-1]
+    out[head].zero_()
+    bias = out[head.removesuffix("weight") + "bias"]
+    bias.copy_(torch.tensor(logits, dtype=bias.dtype))
+    return out
+
+
+def one_class_logits(cls: int, num_classes: int = 10) -> list[float]:
+    """Logits log p of a model giving class ``cls`` probability 1/2 and every other class 1/(2 (C - 1)): on
+    a sample of class ``cls`` its cross-entropy is log 2, on any other log 2 (C - 1) (log 18 for C = 10)."""
+    return [math.log(0.5) if k == cls else math.log(0.5 / (num_classes - 1)) for k in range(num_classes)]
+
+
+TEST_COUNTS = (16, 8, 6, 4, 2, 2, 1, 1, 0, 0)
+"""Class counts of the constructed test labels replacing :data:`SYNTHETIC`'s 40 (balanced) test labels."""
+
+TIER_COUNTS = (10, 5, 5, 2, 2, 1, 0, 0, 0, 0)
+"""Class counts of a constructed 25-sample tier-evaluation subset."""
+
+
+def labels_with_counts(counts: Sequence[int]) -> torch.Tensor:
+    """Class labels with ``counts[k]`` samples of class k, in class order."""
+    return torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
+
+
+@st.composite
+def random_systems(draw: st.DrawFn) -> TwoStageProblem:
+    """K in 2..6 with random distances, clocks, powers, data sizes, constants, optional per-round fading,
+    and budgets drawn above the minimum feasible ones."""
+    k = draw(st.integers(2, 6))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    distance_km = rng.uniform(0.05, 0.25, k)
+    gain = 10 ** (-(128.1 + 37.6 * np.log10(distance_km)) / 10)
+    rounds = draw(st.one_of(st.none(), st.integers(2, 6)))
+    if rounds is not None:
+        gain = gain[None, :] * rng.exponential(1.0, size=(rounds, k))
+    smooth = draw(st.floats(0.5, 5.0))
+    constants = BoundConstants(
+        L=smooth,
+        sigma2_task=draw(st.floats(1.0, 50.0)),
+        sigma2_general=draw(st.floats(1.0, 50.0)),
+        Delta=draw(st.floats(0.5, 3.0)),
+        delta=draw(st.floats(0.0, 1.5)),
+    )
+    eta = min(0.05, 1.0 / smooth)
+    base = TwoStageProblem.from_arrays(
+        f_max_server=draw(st.floats(2e9, 6e9)),
+        kappa_server=1e-28,
+        cycles_per_sample_server=draw(st.floats(5e5, 2e6)),
+        general_size=draw(st.integers(100, 20_000)),
+        eta_pre=eta,
+        f_max=rng.uniform(0.5e9, 2e9, k),
+        kappa=1e-28 * rng.uniform(0.5, 2.0, k),
+        cycles_per_sample=rng.uniform(5e5, 2e6, k),
+        p_max=rng.uniform(0.05, 0.2, k),
+        bandwidth=1e6 / k,
+        gain=gain,
+        data_sizes=rng.integers(20, 800, k),
+        noise_psd=3.98e-21,
+        payload_bits=draw(st.floats(1e5, 2e6)),
+        eta_ft=eta,
+        energy_j=1.0,
+        delay_s=1.0,
+        constants=constants,
+        downlink_s=draw(st.sampled_from([0.0, 0.01])),
+    )
+    floor = minimum_budgets(base).delay_floor_s
+    delay = floor * 10 ** draw(st.floats(0.1, 2.5))
+    energy = minimum_budgets(base.with_budgets(delay_s=delay)).energy_j * 10 ** draw(st.floats(0.05, 4.0))
+    return base.with_budgets(energy_j=energy, delay_s=delay)

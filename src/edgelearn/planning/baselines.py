@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -326,6 +327,29 @@ def separate_design(
         energy_budget_j=pb.energy_j,
         delay_budget_s=pb.delay_s,
     )
+
+
+def baseline_candidates(
+    problem: TwoStageProblem,
+    *,
+    bound: str | Bound = "A",
+    method: str = "convex",
+    options: SearchOptions | None = None,
+) -> dict[str, Plan]:
+    """The baseline schemes whose plans lie in the joint design's domain under ``options``: all of
+    :func:`solve_baselines` but ``pretrain_only`` (N = 0) unless ``options.min_ft_rounds`` is 0. The joint
+    search (:func:`~edgelearn.planning.search.solve`) keeps the best of them where its own plan is worse."""
+    opts = options or SearchOptions()
+    kw: dict[str, Any] = {"bound": bound, "method": method, "options": opts}
+    plans = {
+        "finetune_only": finetune_only(problem, **kw),
+        "fixed_ratio": fixed_ratio(problem, **kw),
+        "no_optimization": no_optimization(problem, bound=bound),
+        "separate": separate_design(problem, **kw),
+    }
+    if opts.min_ft_rounds == 0:
+        plans["pretrain_only"] = pretrain_only(problem, **kw)
+    return plans
 
 
 def solve_baselines(
