@@ -212,7 +212,9 @@ def test_duplicate_key_names_the_key_and_both_lines(tmp_path: Path) -> None:
 @settings(max_examples=40, deadline=None, derandomize=True)
 # keys start with "k" so none is a YAML 1.1 boolean or null word ("no", "on", "y", "null": those load as
 # False / True / None, and "no" beside "off" would be the same key)
-@given(st.lists(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), min_size=1, max_size=5, unique=True), st.data())
+@given(
+    st.lists(st.from_regex(r"k[a-z]{0,5}", fullmatch=True), min_size=1, max_size=5, unique=True), st.data()
+)
 def test_any_repeated_key_is_refused(keys: list[str], data: st.DataObject) -> None:
     again = data.draw(st.sampled_from(keys))
     lines = [f"{k}: 1" for k in keys] + [f"{again}: 2"]
