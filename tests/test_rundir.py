@@ -147,12 +147,20 @@ def test_ctrl_c_on_run_exits_130_with_a_checkpoint_and_resume_matches(
     assert _metrics(out) == reference
 
 
+def _suite(tmp_path: Path, config_file: Path, seeds: list[int] | None = None) -> Path:
+    """A one-experiment sweep suite over ``config_file`` (with ``seeds`` when given), written to tmp_path."""
+    experiment: dict[str, Any] = {"name": "e", "base": str(config_file)}
+    if seeds is not None:
+        experiment["seeds"] = seeds
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    return suite
+
+
 def test_ctrl_c_on_sweep_exits_130_and_rerunning_the_sweep_finishes_it(
     tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
 ) -> None:
-    suite = tmp_path / "suite.yaml"
-    experiment = {"name": "e", "base": str(config_file), "seeds": [0]}
-    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    suite = _suite(tmp_path, config_file, seeds=[0])
     out = tmp_path / "sweep"
     run_dir = out / "e" / "base-s0"
     ended = _interrupt_when(
@@ -170,9 +178,7 @@ def test_ctrl_c_on_sweep_exits_130_and_rerunning_the_sweep_finishes_it(
 def test_ctrl_c_on_a_parallel_sweep_stops_every_worker_after_its_round(
     tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
 ) -> None:
-    suite = tmp_path / "suite.yaml"
-    experiment = {"name": "e", "base": str(config_file), "seeds": [0, 1]}
-    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    suite = _suite(tmp_path, config_file, seeds=[0, 1])
     out = tmp_path / "sweep"
     runs = [out / "e" / f"base-s{seed}" for seed in (0, 1)]
     ended = _interrupt_when(
@@ -279,9 +285,7 @@ def test_a_folder_holding_a_run_is_refused_unless_overwrite(
 def test_a_sweep_restarts_its_own_run_killed_before_a_checkpoint(
     tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
 ) -> None:
-    suite = tmp_path / "suite.yaml"
-    experiment = {"name": "e", "base": str(config_file), "seeds": [0]}
-    suite.write_text(yaml.safe_dump({"suite": "t", "experiments": [experiment]}), encoding="utf-8")
+    suite = _suite(tmp_path, config_file, seeds=[0])
     run_dir = tmp_path / "sweep" / "e" / "base-s0"
     run_dir.mkdir(parents=True)
     (run_dir / "metrics.jsonl").write_text(json.dumps(reference[0]) + "\n")  # a start killed in round 2
@@ -387,11 +391,7 @@ def test_unwritable_output_paths_are_refused_with_exit_2(
     a_file = tmp_path / "a-file"
     a_file.write_text("")
     under = a_file / "sub"  # works as root too, unlike a folder without write permission
-    suite = tmp_path / "suite.yaml"
-    suite.write_text(
-        yaml.safe_dump({"suite": "t", "experiments": [{"name": "e", "base": str(config_file)}]}),
-        encoding="utf-8",
-    )
+    suite = _suite(tmp_path, config_file)
     commands = {
         "run": ["run", str(config_file), "--quiet", "--out"],
         "sweep": ["sweep", str(suite), "--out"],

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -340,16 +340,8 @@ def baseline_candidates(
     :func:`solve_baselines` but ``pretrain_only`` (N = 0) unless ``options.min_ft_rounds`` is 0. The joint
     search (:func:`~edgelearn.planning.search.solve`) keeps the best of them where its own plan is worse."""
     opts = options or SearchOptions()
-    kw: dict[str, Any] = {"bound": bound, "method": method, "options": opts}
-    plans = {
-        "finetune_only": finetune_only(problem, **kw),
-        "fixed_ratio": fixed_ratio(problem, **kw),
-        "no_optimization": no_optimization(problem, bound=bound),
-        "separate": separate_design(problem, **kw),
-    }
-    if opts.min_ft_rounds == 0:
-        plans["pretrain_only"] = pretrain_only(problem, **kw)
-    return plans
+    schemes = [s for s in BASELINE_SCHEMES if s != "pretrain_only" or opts.min_ft_rounds == 0]
+    return solve_baselines(problem, bound=bound, method=method, options=opts, schemes=schemes)
 
 
 def solve_baselines(
@@ -358,12 +350,16 @@ def solve_baselines(
     bound: str | Bound = "A",
     method: str = "convex",
     options: SearchOptions | None = None,
+    schemes: Sequence[str] = BASELINE_SCHEMES,
 ) -> dict[str, Plan]:
-    """All baseline schemes of spec §8.5 on the problem's budgets, keyed by :data:`BASELINE_SCHEMES`."""
-    return {
-        "finetune_only": finetune_only(problem, bound=bound, method=method, options=options),
-        "pretrain_only": pretrain_only(problem, bound=bound, method=method, options=options),
-        "fixed_ratio": fixed_ratio(problem, bound=bound, method=method, options=options),
-        "no_optimization": no_optimization(problem, bound=bound, options=options),
-        "separate": separate_design(problem, bound=bound, method=method, options=options),
+    """The baseline schemes of spec §8.5 named in ``schemes`` (default: all, keyed by
+    :data:`BASELINE_SCHEMES`) on the problem's budgets."""
+    kw: dict[str, Any] = {"bound": bound, "options": options}
+    solvers: dict[str, Callable[[], Plan]] = {
+        "finetune_only": lambda: finetune_only(problem, method=method, **kw),
+        "pretrain_only": lambda: pretrain_only(problem, method=method, **kw),
+        "fixed_ratio": lambda: fixed_ratio(problem, method=method, **kw),
+        "no_optimization": lambda: no_optimization(problem, **kw),
+        "separate": lambda: separate_design(problem, method=method, **kw),
     }
+    return {name: solvers[name]() for name in schemes}
