@@ -1,7 +1,10 @@
 """The vmap executor: chunks of same-architecture clients trained in lockstep with ``torch.func``.
 
-Per-client parameters, gradients and momentum buffers are stacked on dim 0 and one
-``vmap(grad_and_value(...))`` call computes every client's step. Ragged data is padded: step ``t`` gathers
+Per-client parameters, gradients and momentum buffers are stacked on dim 0; one ``vmap`` forward gives every
+client's loss and one ``torch.autograd.grad`` of their sum gives every client's gradient (clients share no
+parameter, so each gradient is its own loss's). Differentiating outside ``vmap`` rather than with
+``vmap(grad(...))`` keeps torch's compile stack unloaded: ``torch.func.grad`` imports ``torch._dynamo``
+(a second of start-up) on first use. Ragged data is padded: step ``t`` gathers
 each client's batch ``t`` from one concatenated data tensor, padded to that step's largest batch with the
 client's sample 0 under a 0/1 mask, so the loss is a masked mean. Clients are sorted by their number of
 steps, so the clients that still have a step ``t`` are a prefix of the chunk and only that prefix is computed
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call, vmap
 
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
@@ -150,7 +153,8 @@ StepFn = Callable[
 
 
 def make_step(module: nn.Module, loss: LossFn) -> StepFn:
-    """``vmap(grad_and_value(masked mean loss))`` over (trainable, fixed, batch, mask), stacked on dim 0."""
+    """Per-client gradients and losses of the masked mean loss over (trainable, fixed, batch, mask), all
+    stacked on dim 0: a ``vmap``-ed forward, then one ``torch.autograd.grad`` of the summed losses."""
 
     def objective(
         trainable: dict[str, torch.Tensor],
@@ -173,7 +177,23 @@ def make_step(module: nn.Module, loss: LossFn) -> StepFn:
         kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))
         return kept.sum() / mask.sum().clamp_min(1)
 
-    return vmap(grad_and_value(objective))
+    batched = vmap(objective)
+
+    def step(
+        trainable: dict[str, torch.Tensor],
+        fixed: dict[str, torch.Tensor],
+        batch: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        leaves = {k: v.detach().requires_grad_() for k, v in trainable.items()}
+        with torch.enable_grad():
+            losses = batched(leaves, fixed, batch, mask)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
+        return {
+            k: g if g is not None else torch.zeros_like(leaves[k]) for k, g in zip(leaves, grads, strict=True)
+        }, losses.detach()
+
+    return step
 
 
 class VmapExecutor:
