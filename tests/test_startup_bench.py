@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "startup.py"
 
 
@@ -36,13 +38,7 @@ def test_startup_benchmark_smoke(tmp_path: Path) -> None:
         assert medians["wall_s"] > 0 and medians["threads"]
         assert all(v >= 0 for v in medians["phases_s"].values()), medians["phases_s"]
         (run,) = medians["runs"]
-        assert sum(run["phases_s"].values()) == pytest_approx(run["wall_s"])
+        # the phases are differences of timestamps that tile the process wall (up to clock resolution)
+        assert sum(run["phases_s"].values()) == pytest.approx(run["wall_s"], abs=1e-3)
     assert result["edgelearn"]["runs"][0]["rounds"] == 2
     assert result["ratio"] == result["edgelearn"]["wall_s"] / result["plain"]["wall_s"]
-
-
-def pytest_approx(value: float) -> object:
-    """Phases are timestamps differences that tile the process wall (up to clock resolution)."""
-    import pytest
-
-    return pytest.approx(value, abs=1e-3)
