@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 
 # Subprocesses (CLI tests) inherit this; torch reads it at start-up.
@@ -55,3 +58,10 @@ def _float32_policy() -> Iterator[None]:
     """A run with engine.precision=bfloat16 sets the process's autocast policy; later tests start float32."""
     yield
     set_precision("float32")
+
+
+# --- user cache (edgelearn.cache): tests never read or write the real ~/.cache/edgelearn. -----------------
+# Set at import, before any test or collection-time code loads a dataset; subprocesses (CLI tests) inherit it.
+_TEST_CACHE_DIR = tempfile.mkdtemp(prefix="edgelearn-test-cache-")
+os.environ["EDGELEARN_CACHE_DIR"] = _TEST_CACHE_DIR
+atexit.register(shutil.rmtree, _TEST_CACHE_DIR, ignore_errors=True)

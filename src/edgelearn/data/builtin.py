@@ -57,13 +57,37 @@ def stratified_split(
     return train, test
 
 
-def load_digits_bundle(seed: int, test_fraction: float = DEFAULT_TEST_FRACTION) -> DatasetBundle:
-    """scikit-learn's 1797 8x8 digits (bundled, no download), split per class deterministically by seed."""
+DIGITS_CACHE_NAME = "digits-v1"
+"""Cache entry of the normalized digits arrays; bump the suffix if :func:`digits_arrays_fresh` changes."""
+
+
+def digits_arrays_fresh() -> dict[str, np.ndarray]:
+    """All 1797 digits from scikit-learn: ``images`` float32 (N, 1, 8, 8) in [0, 1], ``labels`` int64 (N,)."""
     from sklearn.datasets import load_digits
 
     raw = load_digits()
     images = (np.asarray(raw.images, dtype=np.float32) / DIGITS_MAX_VALUE).reshape(-1, *DIGITS_SHAPE)
-    labels = np.asarray(raw.target, dtype=np.int64)
+    return {"images": images, "labels": np.asarray(raw.target, dtype=np.int64)}
+
+
+def digits_arrays() -> dict[str, np.ndarray]:
+    """:func:`digits_arrays_fresh`, read from the user cache after the first call (see ``edgelearn.cache``).
+
+    Importing scikit-learn (and much of SciPy) costs a short run about a second; the cached file holds the
+    same arrays bit for bit and loads in milliseconds.
+    """
+    from edgelearn.cache import cached_arrays
+
+    return cached_arrays(DIGITS_CACHE_NAME, digits_arrays_fresh)
+
+
+def load_digits_bundle(seed: int, test_fraction: float = DEFAULT_TEST_FRACTION) -> DatasetBundle:
+    """scikit-learn's 1797 8x8 digits (bundled, no download), split per class deterministically by seed.
+
+    The arrays come from the user cache when present (scikit-learn is imported only to build it).
+    """
+    arrays = digits_arrays()
+    images, labels = arrays["images"], arrays["labels"]
     train_idx, test_idx = stratified_split(labels, test_fraction, Seeds(seed).rng("data", 0))
     return make_bundle(
         "digits",

@@ -1,4 +1,7 @@
-"""One entry point, ``load_dataset(name, ...)``, mapping dataset names and options to their loaders."""
+"""One entry point, ``load_dataset(name, ...)``, mapping dataset names and options to their loaders.
+
+Each loader imports its module when called, so naming a dataset loads only that dataset's code.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgelearn.data.builtin import load_digits_bundle, load_synthetic_bundle
-from edgelearn.data.cifar import load_cifar10_bundle, load_cifar100_bundle
-from edgelearn.data.dataset import DatasetBundle
-from edgelearn.data.idx import load_idx_bundle
 from edgelearn.errors import DataError
+
+if TYPE_CHECKING:
+    from edgelearn.data.dataset import DatasetBundle
 
 
 @dataclass(frozen=True)
@@ -25,26 +27,38 @@ class DatasetSpec:
 
 
 def _digits(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.builtin import load_digits_bundle
+
     return load_digits_bundle(seed, **opts)
 
 
 def _synthetic(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.builtin import load_synthetic_bundle
+
     return load_synthetic_bundle(seed, **opts)
 
 
 def _mnist(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.idx import load_idx_bundle
+
     return load_idx_bundle("mnist", data_dir)
 
 
 def _fashion(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.idx import load_idx_bundle
+
     return load_idx_bundle("fashion_mnist", data_dir)
 
 
 def _cifar10(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.cifar import load_cifar10_bundle
+
     return load_cifar10_bundle(data_dir)
 
 
 def _cifar100(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
+    from edgelearn.data.cifar import load_cifar100_bundle
+
     return load_cifar100_bundle(data_dir, **opts)
 
 

@@ -49,8 +49,20 @@ LossFn = Callable[[Callable[[torch.Tensor], torch.Tensor], Mapping[str, torch.Te
 def cross_entropy_loss(
     apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
 ) -> torch.Tensor:
-    """The default local objective: per-sample cross-entropy of the model's logits."""
-    return F.cross_entropy(apply(batch["x"]), batch["y"], reduction="none")
+    """The default local objective: per-sample cross-entropy of the model's logits.
+
+    Written as ``-log_softmax(logits)[y]``, equal to ``F.cross_entropy(..., reduction="none")`` bit for bit,
+    forward and backward (tested), including autocast's float32 upcast of low-precision logits. Under
+    ``vmap`` ``F.cross_entropy`` runs a Python decomposition whose first call imports torch's symbolic-shape
+    stack (SymPy, about 0.3 s of start-up); ``log_softmax`` and ``gather`` have native batching rules.
+    """
+    logits = apply(batch["x"])
+    if logits.dtype in _LOW_PRECISION and torch.is_autocast_enabled(logits.device.type):
+        logits = logits.float()  # autocast runs cross_entropy in float32
+    return -F.log_softmax(logits, dim=1).gather(1, batch["y"].unsqueeze(1)).squeeze(1)
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)

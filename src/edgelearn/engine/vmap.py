@@ -1,12 +1,18 @@
 """The vmap executor: chunks of same-architecture clients trained in lockstep with ``torch.func``.
 
-Per-client parameters, gradients and momentum buffers are stacked on dim 0 and one
-``vmap(grad_and_value(...))`` call computes every client's step. Ragged data is padded: step ``t`` gathers
-each client's batch ``t`` from one concatenated data tensor, padded to that step's largest batch with the
-client's sample 0 under a 0/1 mask, so the loss is a masked mean. Clients are sorted by their number of
-steps, so the clients that still have a step ``t`` are a prefix of the chunk and only that prefix is computed
-and updated: a finished client's weights, momentum and weight decay are never touched. Per step the Python
-work is a fixed number of tensor operations, whatever the number of clients.
+Per-client parameters, gradients and momentum buffers are stacked on dim 0; one ``vmap`` forward gives every
+client's loss and one ``torch.autograd.grad`` of their sum gives every client's gradient (clients share no
+parameter, so each gradient is its own loss's). Differentiating outside ``vmap`` rather than with
+``vmap(grad(...))`` keeps torch's compile stack unloaded: ``torch.func.grad`` imports ``torch._dynamo``
+(a second of start-up) on first use. Under a low-precision policy (``engine.precision``) the step is
+``vmap(grad_and_value(...))``, since autocast does not reach a plain vmapped forward.
+
+Ragged data is padded: step ``t`` gathers each client's batch ``t`` from one concatenated data tensor, padded
+to that step's largest batch with the client's sample 0 under a 0/1 mask, so the loss is a masked mean.
+Clients are sorted by their number of steps, so the clients that still have a step ``t`` are a prefix of the
+chunk and only that prefix is computed and updated: a finished client's weights, momentum and weight decay are
+never touched. Per step the Python work is a fixed number of tensor operations, whatever the number of
+clients.
 
 Results equal :class:`~edgelearn.engine.serial.SerialExecutor`'s within float tolerance. Models the
 lockstep path cannot reproduce exactly (BatchNorm, whose batch statistics would see the padding and whose
@@ -28,7 +34,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn
-from edgelearn.engine.precision import autocast
+from edgelearn.engine.precision import autocast, current_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean
 from edgelearn.errors import ConfigError, DataError
@@ -150,7 +156,8 @@ StepFn = Callable[
 
 
 def make_step(module: nn.Module, loss: LossFn) -> StepFn:
-    """``vmap(grad_and_value(masked mean loss))`` over (trainable, fixed, batch, mask), stacked on dim 0."""
+    """Per-client gradients and losses of the masked mean loss over (trainable, fixed, batch, mask), all
+    stacked on dim 0: a ``vmap``-ed forward, then one ``torch.autograd.grad`` of the summed losses."""
 
     def objective(
         trainable: dict[str, torch.Tensor],
@@ -173,7 +180,27 @@ def make_step(module: nn.Module, loss: LossFn) -> StepFn:
         kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))
         return kept.sum() / mask.sum().clamp_min(1)
 
-    return vmap(grad_and_value(objective))
+    if current_precision() != "float32":
+        # Autocast reaches a vmapped forward only under a grad transform (plain vmap of batched weights stays
+        # float32), so low-precision policies keep vmap(grad(...)); they are for long runs anyway.
+        return vmap(grad_and_value(objective))
+    batched = vmap(objective)
+
+    def step(
+        trainable: dict[str, torch.Tensor],
+        fixed: dict[str, torch.Tensor],
+        batch: dict[str, torch.Tensor],
+        mask: torch.Tensor,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        leaves = {k: v.detach().requires_grad_() for k, v in trainable.items()}
+        with torch.enable_grad():
+            losses = batched(leaves, fixed, batch, mask)
+            grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
+        return {
+            k: g if g is not None else torch.zeros_like(leaves[k]) for k, g in zip(leaves, grads, strict=True)
+        }, losses.detach()
+
+    return step
 
 
 class VmapExecutor:

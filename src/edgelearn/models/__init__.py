@@ -1,6 +1,6 @@
 """Model zoo: MLP, small CNNs and CIFAR-style ResNets built by name, plus their parameter/byte/FLOP costs."""
 
-from edgelearn.models.flops import FlopCount, measure_flops
+from edgelearn.models.flops import FlopCount, analytic_flops, count_flops, measure_flops
 from edgelearn.models.registry import (
     MODEL_NAMES,
     ModelInfo,
@@ -34,10 +34,12 @@ __all__ = [
     "ModelInfo",
     "ResNet",
     "SmallCNN",
+    "analytic_flops",
     "build_model",
     "cnn_large",
     "cnn_medium",
     "cnn_small",
+    "count_flops",
     "describe",
     "measure_flops",
     "model_defaults",

@@ -12,7 +12,7 @@ from torch import nn
 
 from edgelearn.errors import ConfigError
 from edgelearn.models import zoo
-from edgelearn.models.flops import MEASURE_DEVICE, measure_flops
+from edgelearn.models.flops import MEASURE_DEVICE, count_flops
 
 
 @dataclass(frozen=True)
@@ -90,8 +90,9 @@ def state_bytes(state_dict: Mapping[str, Any]) -> int:
 class ModelInfo:
     """Cost summary of a model: trainable parameter count, upload bytes and per-sample FLOPs.
 
-    FLOPs come from FlopCounterMode (matmuls and convolutions only, 2 FLOPs per multiply-accumulate);
-    ``flops_train`` is forward + backward of a cross-entropy loss, without the optimizer step.
+    FLOPs are FlopCounterMode's count (matmuls and convolutions only, 2 FLOPs per multiply-accumulate),
+    computed analytically for known layers (:func:`edgelearn.models.flops.count_flops`); ``flops_train`` is
+    forward + backward of a cross-entropy loss, without the optimizer step.
     """
 
     name: str
@@ -102,8 +103,8 @@ class ModelInfo:
 
 
 def model_info(model: nn.Module, input_shape: Sequence[int], name: str = "") -> ModelInfo:
-    """Measure ``model`` on per-sample ``input_shape``; runs on a deep CPU copy, the model is untouched."""
-    flops = measure_flops(model, input_shape)
+    """Cost of ``model`` on per-sample ``input_shape``; FLOPs use a deep CPU copy, the model is untouched."""
+    flops = count_flops(model, input_shape)
     return ModelInfo(
         name=name,
         params=num_params(model),
