@@ -1,5 +1,5 @@
 """``python -m edgelearn`` runs the CLI."""
 
-from edgelearn.cli import main
+from edgelearn.cli import entry
 
-main()
+entry()

@@ -7,6 +7,7 @@ else.
 from __future__ import annotations
 
 import functools
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -237,8 +238,22 @@ def _print_summary(summary: dict) -> None:
     console.print(f"run directory: {summary['run_dir']}")
 
 
+def entry() -> None:
+    """The process's entry point (the ``edgelearn`` script, ``python -m edgelearn``): :func:`main`, then the
+    objects still alive are frozen out of the garbage collector (``gc.freeze``) before the interpreter exits.
+
+    Its final collections would otherwise walk every object torch and the run created: 0.3-0.5 s of a
+    2-second FedAvg run's wall (measured on a 2-core EPYC). Exit handlers and finalizers still run. Only for a
+    process about to exit: in-process callers (tests, notebooks) use :func:`main`, which freezes nothing.
+    """
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main() -> None:
-    """Entry point: run the app, mapping user errors to exit 2, Ctrl-C to 130 and anything else to exit 1."""
+    """Run the app, mapping user errors to exit 2, Ctrl-C to 130 and anything else to exit 1."""
     try:
         # typer turns a KeyboardInterrupt inside a command into the returned code 130; other codes come from
         # an explicit typer.Exit
@@ -274,4 +289,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    entry()
