@@ -74,6 +74,7 @@ def w_args(rounds: int, devices: int, plots: bool, out: Path) -> list[str]:
         "--set",
         f"output.plots={'true' if plots else 'false'}",
         "--quiet",
+        "--overwrite",
         "--out",
         str(out),
     ]
@@ -119,7 +120,8 @@ def child_edgelearn(timings_path: str, cli_args: Sequence[str]) -> None:
     runner.make_algorithm = timed_make_algorithm  # type: ignore[assignment]
     runner.run = timed_run  # type: ignore[assignment]
     try:
-        edgelearn.cli.app(list(cli_args), standalone_mode=False)
+        sys.argv = ["edgelearn", *cli_args]
+        edgelearn.cli.entry()  # what the edgelearn script runs, its exit (gc.freeze) included
     finally:
         marks["round_ends"] = round_ends
         marks["threads"] = torch.get_num_threads()
