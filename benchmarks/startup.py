@@ -281,15 +281,18 @@ SWEEP_TARGET_S = 1.0
 """Done-when of item 4: marginal wall per run of the ``--jobs 2`` sweep, in seconds."""
 
 
-def time_sweep(runs: int, jobs: int, work: Path, env: dict[str, str]) -> float:
-    """Wall of one ``edgelearn sweep --jobs JOBS`` process over a fresh suite of ``runs`` seeds of W."""
+def time_sweep(runs: int, jobs: int, work: Path, env: dict[str, str]) -> tuple[float, int]:
+    """Wall of one ``edgelearn sweep --jobs JOBS`` process over a fresh suite of ``runs`` seeds of W, and the
+    torch threads its first run chose."""
     tag = f"j{jobs}-n{runs}"
     suite = work / f"suite-{tag}.yaml"
     exp = {"name": "w", "base": str(CONFIG), "seeds": list(range(runs)), "set": SWEEP_SET, "plots": []}
     suite.write_text(json.dumps({"suite": "startup", "experiments": [exp]}), encoding="utf-8")  # JSON is YAML
     cmd = [sys.executable, "-m", "edgelearn", "sweep", str(suite), "--out", str(work / tag)]
     cmd += ["--jobs", str(jobs)]
-    return _spawn(cmd, env)[1]
+    wall = _spawn(cmd, env)[1]
+    summary = json.loads((work / tag / "w" / "base-s0" / "summary.json").read_text(encoding="utf-8"))
+    return wall, summary["torch_threads"]["chosen"]
 
 
 def sweep_benchmark(runs: int = 20, jobs: Sequence[int] = (1, 2)) -> dict[str, Any]:
@@ -303,8 +306,9 @@ def sweep_benchmark(runs: int = 20, jobs: Sequence[int] = (1, 2)) -> dict[str, A
         (work / "warm").mkdir()
         time_sweep(1, 1, work / "warm", env)  # untimed: fills the dataset and OS page caches
         for j in jobs:
-            two, many = time_sweep(2, j, work, env), time_sweep(runs, j, work, env)
+            two, (many, threads) = time_sweep(2, j, work, env)[0], time_sweep(runs, j, work, env)
             out[str(j)] = {
+                "torch_threads": threads,
                 "wall_2_s": two,
                 f"wall_{runs}_s": many,
                 "wall_per_run_s": many / runs,
@@ -330,7 +334,8 @@ def render_sweep(result: dict[str, Any]) -> str:
     ]
     for jobs, r in result["jobs"].items():
         lines.append(
-            f"  --jobs {jobs}: 2 runs {r['wall_2_s']:6.2f} s, {n} runs {r[f'wall_{n}_s']:6.2f} s, "
+            f"  --jobs {jobs} ({r['torch_threads']} torch thread(s) per run): 2 runs {r['wall_2_s']:6.2f} s, "
+            f"{n} runs {r[f'wall_{n}_s']:6.2f} s, "
             f"{r['wall_per_run_s']:.2f} s/run, beyond the first two {r['marginal_per_run_s']:.2f} s/run"
         )
     return "\n".join(lines)
