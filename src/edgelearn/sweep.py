@@ -415,7 +415,10 @@ def _serve(conn: Any, cores: list[int]) -> None:
 
     restore = _fresh_state(cores)
     while not _STOPPING:
-        task = conn.recv()
+        try:
+            task = conn.recv()
+        except EOFError:  # the parent is gone (killed): nothing more will come
+            return
         if task is None:
             return
         _IDLE = False
@@ -512,7 +515,7 @@ class _Worker:
     def __init__(self, ctx: Any, cores: list[int]) -> None:
         self.cores = cores
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, cores), name=f"sweep-worker:{cores}", daemon=True)
+        self.proc = ctx.Process(target=_serve, args=(child, cores), name=f"sweep-worker:{cores}")
         self.proc.start()
         child.close()  # the worker's end lives in the worker: its death then reads as EOF here
         self.run: Path | None = None
@@ -595,42 +598,52 @@ def _schedule(
     while pending or any(w.run is not None for w in workers):
         for worker in workers:
             if worker.run is None and pending and worker.proc.is_alive():
-                worker.give(pending.pop(0))
+                try:
+                    worker.give(pending[0])
+                except OSError:  # it died just now: replaced below, and the run goes to another worker
+                    continue
+                pending.pop(0)
                 log(f"  started {worker.run.name} on cores {worker.cores} (worker {worker.proc.pid})")
         wait([w.conn for w in workers] + [w.proc.sentinel for w in workers], timeout=POLL_S)
-        for i, worker in enumerate(workers):
+        kept: list[_Worker] = []
+        for worker in workers:
             reply: tuple[Path, int] | None = None
             if worker.conn.poll():
                 with contextlib.suppress(EOFError, OSError):
                     reply = worker.conn.recv()
-            if reply is not None:
-                out, code = reply
-                worker.run = None
-                if code == 0:
-                    log(f"  finished {out.name}")
-                    continue
-                failures.append(_run_failure(out, code))
-                log(f"  FAILED {out.name}: {str(failures[-1]).splitlines()[0]}")
-            elif not worker.proc.is_alive():
-                worker.proc.join()
-                what = f"while running {worker.run.name}" if worker.run is not None else "between runs"
-                if worker.run is not None:
-                    failures.append(_run_failure(worker.run, worker.proc.exitcode))
-                    log(f"  FAILED {worker.run.name}: {str(failures[-1]).splitlines()[0]}")
-                then = "; starting a fresh one on the same cores" if pending else ""
-                log(
-                    f"  worker {worker.proc.pid} on cores {worker.cores} died ({_how(worker.proc.exitcode)}) "
-                    f"{what}{then}"
-                )
-                worker.conn.close()
-                if pending:
-                    workers[i] = _Worker(ctx, worker.cores)
-                else:
+            if reply is not None or worker.proc.is_alive():
+                kept.append(worker)
+                if reply is not None:
                     worker.run = None
+                    _report(*reply, failures, log)
+                continue
+            worker.proc.join()
+            if worker.run is not None:
+                failures.append(_run_failure(worker.run, worker.proc.exitcode))
+                log(f"  FAILED {worker.run.name}: {str(failures[-1]).splitlines()[0]}")
+            what = f"while running {worker.run.name}" if worker.run is not None else "between runs"
+            then = "; starting a fresh one on the same cores" if pending else ""
+            log(
+                f"  worker {worker.proc.pid} on cores {worker.cores} died ({_how(worker.proc.exitcode)}) "
+                f"{what}{then}"
+            )
+            worker.conn.close()
+            if pending:
+                kept.append(_Worker(ctx, worker.cores))
+        workers[:] = kept
     if failures:
         if len(failures) > 1:
             log(f"  {len(failures)} runs failed; the first is reported")
         raise failures[0]
+
+
+def _report(out: Path, code: int, failures: list[Exception], log: Callable[[str], None]) -> None:
+    """Log a worker's answer for run ``out`` (see :func:`_attempt`); a failure also joins ``failures``."""
+    if code == 0:
+        log(f"  finished {out.name}")
+        return
+    failures.append(_run_failure(out, code))
+    log(f"  FAILED {out.name}: {str(failures[-1]).splitlines()[0]}")
 
 
 def run_experiment(
