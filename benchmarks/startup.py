@@ -20,6 +20,15 @@ Usage::
     python benchmarks/startup.py --pairs 5 --plots --json startup.json   # also the default plots-on run
 
 Done-when (the issue): W's process wall at most half the plain script's (medians of alternating pairs).
+
+``--sweep N`` instead times ``edgelearn sweep`` (the real CLI, one process each) of a suite of W with
+``rounds=2`` over seeds ``0..N-1`` (plots off), at ``--jobs 1`` and ``--jobs 2``, once with 2 runs and once
+with N: the wall per run, and the marginal wall per run beyond the first two
+(``(wall_N - wall_2) / (N - 2)``), which is what a sweep's workers pay per run once they are up::
+
+    python benchmarks/startup.py --sweep 20 --json sweep.json
+
+Done-when (item 4 of the issue): at ``--jobs 2``, at most 1.0 s of marginal wall per run.
 """
 
 from __future__ import annotations
@@ -263,6 +272,77 @@ def benchmark(
     }
 
 
+SWEEP_SET = [
+    "algorithm.rounds=2",
+    "algorithm.local.epochs=1",
+    "algorithm.local.lr=0.05",
+    "output.plots=false",
+]
+"""Overrides of every run of the ``--sweep`` suite: W cut to two rounds, plots off."""
+SWEEP_TARGET_S = 1.0
+"""Done-when of item 4: marginal wall per run of the ``--jobs 2`` sweep, in seconds."""
+
+
+def time_sweep(runs: int, jobs: int, work: Path, env: dict[str, str]) -> tuple[float, int]:
+    """Wall of one ``edgelearn sweep --jobs JOBS`` process over a fresh suite of ``runs`` seeds of W, and the
+    torch threads its first run chose."""
+    tag = f"j{jobs}-n{runs}"
+    suite = work / f"suite-{tag}.yaml"
+    exp = {"name": "w", "base": str(CONFIG), "seeds": list(range(runs)), "set": SWEEP_SET, "plots": []}
+    suite.write_text(json.dumps({"suite": "startup", "experiments": [exp]}), encoding="utf-8")  # JSON is YAML
+    cmd = [sys.executable, "-m", "edgelearn", "sweep", str(suite), "--out", str(work / tag)]
+    cmd += ["--jobs", str(jobs)]
+    wall = _spawn(cmd, env)[1]
+    summary = json.loads((work / tag / "w" / "base-s0" / "summary.json").read_text(encoding="utf-8"))
+    return wall, summary["torch_threads"]["chosen"]
+
+
+def sweep_benchmark(runs: int = 20, jobs: Sequence[int] = (1, 2)) -> dict[str, Any]:
+    """Wall per run of sweeps of ``runs`` and of 2 two-round W runs at each ``jobs`` (after a warm-up)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
+    before = environment()
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="edgelearn-sweep-") as tmp:
+        work = Path(tmp)
+        (work / "warm").mkdir()
+        time_sweep(1, 1, work / "warm", env)  # untimed: fills the dataset and OS page caches
+        for j in jobs:
+            two, (many, threads) = time_sweep(2, j, work, env)[0], time_sweep(runs, j, work, env)
+            out[str(j)] = {
+                "torch_threads": threads,
+                "wall_2_s": two,
+                f"wall_{runs}_s": many,
+                "wall_per_run_s": many / runs,
+                "marginal_per_run_s": (many - two) / (runs - 2),
+            }
+    return {
+        "runs": runs,
+        "set": SWEEP_SET,
+        "environment": before,
+        "loadavg_after": list(os.getloadavg()),
+        "jobs": out,
+        "target_marginal_s": SWEEP_TARGET_S,
+    }
+
+
+def render_sweep(result: dict[str, Any]) -> str:
+    """A plain-text report of :func:`sweep_benchmark`'s result."""
+    env, n = result["environment"], result["runs"]
+    lines = [
+        f"sweep of {n} runs of W ({' '.join(result['set'])}); python {env['python']}, torch {env['torch']}, "
+        f"{env['cpu_count']} CPUs, load average {env['loadavg'][0]:.2f} "
+        f"(after: {result['loadavg_after'][0]:.2f})"
+    ]
+    for jobs, r in result["jobs"].items():
+        lines.append(
+            f"  --jobs {jobs} ({r['torch_threads']} torch thread(s) per run): 2 runs {r['wall_2_s']:6.2f} s, "
+            f"{n} runs {r[f'wall_{n}_s']:6.2f} s, "
+            f"{r['wall_per_run_s']:.2f} s/run, beyond the first two {r['marginal_per_run_s']:.2f} s/run"
+        )
+    return "\n".join(lines)
+
+
 def render(result: dict[str, Any]) -> str:
     """A plain-text report of :func:`benchmark`'s result."""
     env, el, plain = result["environment"], result["edgelearn"], result["plain"]
@@ -302,7 +382,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plots", action="store_true", help="edgelearn writes its plots (the run's default)")
     parser.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up pair")
     parser.add_argument("--json", type=Path, default=None, help="write the full result here")
+    parser.add_argument("--sweep", type=int, default=0, metavar="N", help="time sweeps of N runs instead")
     args = parser.parse_args(args_list)
+    if args.sweep:
+        if args.sweep < 3:
+            parser.error("--sweep needs at least 3 runs (it subtracts a 2-run sweep)")
+        result = sweep_benchmark(args.sweep)
+        print(render_sweep(result))
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        return
     if args.pairs < 1 or args.rounds < 2 or args.devices < 2:
         parser.error("--pairs must be >= 1, --rounds >= 2 (first vs steady rounds) and --devices >= 2")
     result = benchmark(args.pairs, args.rounds, args.devices, args.plots, warmup=not args.no_warmup)

@@ -94,8 +94,12 @@ def _env() -> dict[str, str]:
     }
 
 
-def _interrupt_when(args: list[str], ready: Callable[[], bool]) -> subprocess.CompletedProcess[str]:
-    """Start the CLI with ``args``, send SIGINT once ``ready()`` holds, and return how it ended."""
+def _interrupt_when(
+    args: list[str], ready: Callable[[], bool], group: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Start the CLI with ``args``, send SIGINT once ``ready()`` holds, and return how it ended. With
+    ``group``, the CLI gets a session of its own and SIGINT goes to its whole process group, as a terminal's
+    Ctrl-C does (a sweep's workers get it directly too)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgelearn", *args],
         cwd=ROOT,
@@ -103,6 +107,7 @@ def _interrupt_when(args: list[str], ready: Callable[[], bool]) -> subprocess.Co
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -112,7 +117,10 @@ def _interrupt_when(args: list[str], ready: Callable[[], bool]) -> subprocess.Co
             if time.monotonic() > deadline:
                 pytest.fail(f"not ready for the interrupt within {TIMEOUT_S} s")
             time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
     finally:
         if proc.poll() is None:
@@ -175,16 +183,19 @@ def test_ctrl_c_on_sweep_exits_130_and_rerunning_the_sweep_finishes_it(
     assert _metrics(run_dir) == reference
 
 
+@pytest.mark.parametrize("group", [False, True], ids=["parent", "process-group"])
 def test_ctrl_c_on_a_parallel_sweep_stops_every_worker_after_its_round(
-    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]]
+    tmp_path: Path, config_file: Path, reference: list[dict[str, Any]], group: bool
 ) -> None:
-    suite = _suite(tmp_path, config_file, seeds=[0, 1])
+    suite = _suite(tmp_path, config_file, seeds=[0, 1, 2])
     out = tmp_path / "sweep"
     runs = [out / "e" / f"base-s{seed}" for seed in (0, 1)]
     ended = _interrupt_when(
         ["sweep", str(suite), "--out", str(out), "--jobs", "2"],
         lambda: all(_complete_lines(d / "metrics.jsonl") >= 1 for d in runs),
+        group=group,
     )
+    assert not (out / "e" / "base-s2").exists()  # the pooled workers took no new run
     assert ended.returncode == 130, ended.stderr
     assert "Traceback" not in ended.stderr and "stopped after their current round" in ended.stderr
     for run_dir in runs:  # each worker checkpointed the round it was in

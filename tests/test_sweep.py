@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -137,7 +138,10 @@ def test_cases_bundle_overrides_into_one_axis(tmp_path: Path) -> None:
     grid = exp.run_cells()
     assert grid == [{"case": "a", "partition.alpha": 1.0}, {"case": "b", "partition.alpha": 1.0}]
     assert exp.overrides(grid[1]) == [
-        "seed=1", "algorithm.name=hierfavg", "model.name=mlp", "partition.alpha=1.0"
+        "seed=1",
+        "algorithm.name=hierfavg",
+        "model.name=mlp",
+        "partition.alpha=1.0",
     ]
     assert cell_slug(grid[1]) == "case=b_alpha=1.0"
 
@@ -246,3 +250,125 @@ def test_case_and_seed_options_cut_a_sweep_and_name_unknown_cases(tmp_path: Path
     plain = write_suite(tmp_path, plots=[])
     with pytest.raises(ConfigError, match="define no `cases:`"):
         run_suite(plain, tmp_path / "p", cases=["fast"], log=lambda _: None)
+
+
+def _started(lines: list[str]) -> dict[str, int]:
+    """Run name -> worker pid, from a parallel sweep's ``started NAME on cores [...] (worker PID)`` lines."""
+    found = [re.match(r"\s*started (\S+) on cores .* \(worker (\d+)\)", line) for line in lines]
+    return {m[1]: int(m[2]) for m in found if m}
+
+
+def _metric_lines(run_dir: Path) -> list[dict[str, object]]:
+    """metrics.jsonl records without their wall-clock fields."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if "wall" not in k} for r in records]
+
+
+def test_a_worker_restores_the_process_state_before_each_run() -> None:
+    import logging
+    import os
+    import random
+
+    import numpy as np
+    import torch
+
+    from edgelearn import runner
+    from edgelearn.engine.precision import current_precision, set_precision
+    from edgelearn.sweep import _fresh_state
+
+    threads, cores = torch.get_num_threads(), sorted(os.sched_getaffinity(0))[:1]
+    draws = (torch.rand(3), np.random.rand(3), random.random())
+    restore = _fresh_state(cores)
+    try:
+        torch.rand(5), np.random.rand(5), random.random()  # an earlier run's draws, threads, policy, flag
+        torch.set_num_threads(2)
+        set_precision("bfloat16")
+        runner.request_stop()
+        leaked = logging.NullHandler()
+        logging.root.addHandler(leaked)
+        restore()
+        assert torch.get_num_threads() == 1 and current_precision() == "float32"
+        assert not runner._STOP.requested
+        assert leaked not in logging.root.handlers
+        again = (torch.rand(3), np.random.rand(3), random.random())
+        restore()
+        assert torch.equal(torch.rand(3), again[0]) and np.array_equal(np.random.rand(3), again[1])
+        assert random.random() == again[2] and not torch.equal(again[0], draws[0])
+    finally:
+        torch.set_num_threads(threads)
+        set_precision("float32")
+        runner._STOP.requested = False
+
+
+def test_pooled_workers_take_run_after_run_with_the_results_of_one_process_each(tmp_path: Path) -> None:
+    """Two workers, six runs: a diverging run and a bfloat16 run are followed on the same worker by others,
+    whose metrics.jsonl equal the --jobs 1 sweep's line by line (wall fields aside)."""
+    cases = {
+        "wild": {"algorithm.local.lr": 1.0e9},
+        "bf16": {"engine.precision": "bfloat16", "engine.torch_threads": 2},
+        "plain": {},
+    }
+    suite = write_suite(tmp_path, plots=[], axes={}, cases=cases)
+    serial = run_suite(suite, tmp_path / "serial", log=lambda _: None)["lr-sweep"]
+    lines: list[str] = []
+    pooled = run_suite(suite, tmp_path / "par", log=lines.append, jobs=2)["lr-sweep"]
+    assert pooled["rows"] == serial["rows"]
+    started = _started(lines)
+    order = list(started)
+    assert order == [f"case={c}-s{s}" for s in (0, 1) for c in sorted(cases)]  # seed-major
+    assert len(set(started.values())) == 2  # two workers did all six runs
+    for name in ("case=wild-s0", "case=bf16-s0"):  # each worker went on after its diverged / bfloat16 run
+        assert started[name] in {started[later] for later in order[order.index(name) + 1 :]}
+    for row in pooled["rows"]:
+        if "diverged" not in row:
+            name = row["run_dir"]
+            assert _metric_lines(tmp_path / "par/lr-sweep" / name) == _metric_lines(
+                tmp_path / "serial/lr-sweep" / name
+            )
+
+
+def test_a_failed_run_does_not_stop_its_worker(tmp_path: Path) -> None:
+    from edgelearn.errors import EdgelearnError
+
+    missing = tmp_path / "no-mnist-here"
+    cases = {"bad": {"data.dataset": "mnist", "data.data_dir": str(missing)}, "good": {}}
+    suite = write_suite(tmp_path, plots=[], axes={}, cases=cases)
+    lines: list[str] = []
+    with pytest.raises(EdgelearnError, match=r"run case=bad-s[01]: .*no-mnist-here") as info:
+        run_suite(suite, tmp_path / "o", log=lines.append, jobs=2)
+    assert info.value.hint
+    for seed in (0, 1):  # the good runs all ran, one of them on a worker right after its failed run
+        assert (tmp_path / f"o/lr-sweep/case=good-s{seed}/summary.json").is_file()
+    started = _started(lines)
+    assert started["case=bad-s0"] in {started["case=good-s1"], started["case=bad-s1"]}
+    assert sum("FAILED case=bad" in line for line in lines) == 2
+    assert not list((tmp_path / "o").rglob("sweep_error.json"))
+
+
+def test_a_killed_worker_is_replaced_on_its_cores_and_its_run_reported(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    suite = write_suite(tmp_path, plots=[], axes={}, seeds=[0, 1, 2])
+    lines: list[str] = []
+
+    def log(line: str) -> None:  # kill -9 (as the OOM killer does) the worker that gets the first run
+        lines.append(line)
+        if line.strip().startswith("started base-s0"):
+            os.kill(_started([line])["base-s0"], signal.SIGKILL)
+
+    with pytest.raises(RuntimeError, match=r"run base-s0: .*signal 9.*out-of-memory"):
+        run_suite(suite, tmp_path / "o", log=log, jobs=2)
+    died = [line for line in lines if "died" in line]
+    assert (
+        len(died) == 1
+        and "(signal 9) while running base-s0; starting a fresh one on the same cores" in died[0]
+    )
+    killed_cores = re.search(r"started base-s0 on cores (\[.*?\])", "\n".join(lines))[1]  # type: ignore[index]
+    assert f"on cores {killed_cores} died" in died[0]
+    started = _started(lines)
+    assert len(set(started.values())) == 3  # the two workers and the fresh one
+    for seed in (1, 2):
+        assert (tmp_path / f"o/lr-sweep/base-s{seed}/summary.json").is_file()
+    run_suite(suite, tmp_path / "o", log=lambda _: None, jobs=2)  # a re-run does the killed run
+    assert (tmp_path / "o/lr-sweep/base-s0/summary.json").is_file()
