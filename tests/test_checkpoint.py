@@ -125,13 +125,28 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path, kill_after: i
 
 def test_resume_refuses_a_different_config(tmp_path: Path) -> None:
     run(build_config({}, OVERRIDES[:4]), tmp_path, progress=False)
-    with pytest.raises(ConfigError, match="config differs"):
+    with pytest.raises(ConfigError, match="config differs") as info:
         run(
             build_config({}, [*OVERRIDES[:4], "algorithm.local.lr=0.2"]),
             tmp_path,
             progress=False,
             resume=True,
         )
+    # the message names the key with both values, and the hint the --set that restores it
+    assert "algorithm.local.lr: 0.05 then, 0.2 now" in str(info.value)
+    assert "--set algorithm.local.lr=0.05" in str(info.value)
+
+
+def test_resume_names_a_default_that_changed_since_the_run_started(tmp_path: Path) -> None:
+    """A run folder written before engine.torch_threads defaulted to auto saved null: resuming with today's
+    defaults is refused naming the key, and the --set the hint gives resumes it."""
+    run(build_config({}, [*OVERRIDES[:4], "engine.torch_threads=null"]), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"engine\.torch_threads: None then, 'auto' now") as info:
+        run(build_config({}, OVERRIDES[:4]), tmp_path, progress=False, resume=True)
+    assert "--set engine.torch_threads=null" in str(info.value)
+    run(
+        build_config({}, [*OVERRIDES[:4], "engine.torch_threads=null"]), tmp_path, progress=False, resume=True
+    )
 
 
 def test_divergence_names_round_tier_and_node(tmp_path: Path) -> None:

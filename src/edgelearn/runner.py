@@ -223,12 +223,29 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
     saved = build_config(read_yaml(saved_path), source=str(saved_path))
     mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
     if mine != theirs:
-        keys = sorted(k for k in mine if mine[k] != theirs.get(k))
+        diffs = _differing_keys(theirs, mine)
+        shown = "; ".join(f"{k}: {a!r} then, {b!r} now" for k, a, b in diffs[:MAX_SHOWN_DIFFS])
+        more = f" (and {len(diffs) - MAX_SHOWN_DIFFS} more)" if len(diffs) > MAX_SHOWN_DIFFS else ""
+        key, then = diffs[0][0], json.dumps(diffs[0][1])  # JSON values are YAML values too
         raise ConfigError(
-            f"cannot resume {out}: the config differs from the one it was started with "
-            f"(sections: {', '.join(keys)})",
-            hint="resume with the same config and overrides, or start a new run directory",
+            f"cannot resume {out}: the config differs from the one it was started with: {shown}{more}",
+            hint=f"resume with the same config and overrides (e.g. --set {key}={then}; a default that "
+            "changed since the run started counts too), or start a new run directory",
         )
+
+
+MAX_SHOWN_DIFFS = 5
+"""Differing config keys a refused resume names (the rest are counted)."""
+
+
+def _differing_keys(then: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Dotted keys whose values differ between two config dumps, with both values (leaves only)."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        found: list[tuple[str, Any, Any]] = []
+        for key in sorted(set(then) | set(now), key=str):
+            found += _differing_keys(then.get(key), now.get(key), f"{prefix}{key}.")
+        return found
+    return [] if then == now else [(prefix.rstrip("."), then, now)]
 
 
 def _truncate_metrics(path: Path, last_round: int) -> None:
