@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from edgelearn.errors import DataError
+from edgelearn.report.io import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -56,33 +55,10 @@ def decode(obj: Any) -> Any:
     return obj
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file, fsync and rename.
-
-    The temp file's name follows ``report.io.TEMP_NAME``: a run removes those a killed process left behind.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``data`` to ``path`` via a temp file, fsync and rename, then fsync the folder
+    (:func:`~edgelearn.report.io.write_bytes_atomic`; a run removes the temp files a killed process left)."""
+    write_bytes_atomic(path, data, sync_dir=True)
 
 
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:

@@ -166,25 +166,46 @@ def _json_default(obj: object) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 
-def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
-    """Write ``obj`` as JSON so readers see the old file or the new one, never a torn one.
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so a rename inside it survives a crash (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
-    Writes a temp file in the same directory, flushes and fsyncs it, then ``os.replace``s it over ``path``.
-    """
+
+def write_bytes_atomic(path: PathLike, data: bytes, *, sync_dir: bool = False) -> Path:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a torn one: a temp file
+    named as :data:`TEMP_NAME` in the same folder (created if needed), flushed, fsynced and ``os.replace``d
+    over ``path``; with ``sync_dir`` the folder is fsynced too (the rename itself survives a crash)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=indent, default=_json_default)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    if sync_dir:
+        fsync_dir(target.parent)
     return target
+
+
+def write_json_atomic(path: PathLike, obj: Any, *, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON so readers see the old file or the new one, never a torn one.
+
+    Writes a temp file in the same directory, flushes and fsyncs it, then ``os.replace``s it over ``path``.
+    """
+    text = json.dumps(obj, indent=indent, default=_json_default) + "\n"
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def append_jsonl(path: PathLike, record: Mapping[str, Any], *, fsync: bool = True) -> None:
