@@ -365,10 +365,9 @@ def _run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> Non
 
 def core_slots(jobs: int) -> list[list[int]]:
     """The usable cores split into ``jobs`` disjoint, near-equal slots (one per concurrent run)."""
-    try:
-        cores = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = list(range(os.cpu_count() or 1))
+    from edgelearn.engine.threads import usable_core_ids
+
+    cores = usable_core_ids()
     if jobs > len(cores):
         raise ConfigError(
             f"--jobs {jobs} is more than the {len(cores)} usable cores",

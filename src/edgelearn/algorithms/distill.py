@@ -10,7 +10,6 @@ engine's :data:`~edgelearn.engine.LossFn` contract asks, so any executor (serial
 from __future__ import annotations
 
 import copy
-import os
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgelearn.engine.precision import autocast
+from edgelearn.engine.threads import usable_cores
 
 KD_EPS = 1e-7
 """Added to the teacher's softened probabilities (official code, ``utils.KL_Loss``)."""
@@ -207,11 +207,7 @@ def spare_cpu_core(device: torch.device) -> bool:
     thread then runs beside training instead of competing with it."""
     if device.type != "cpu":
         return False
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return cores > torch.get_num_threads()
+    return usable_cores() > torch.get_num_threads()
 
 
 def _timed_logits(

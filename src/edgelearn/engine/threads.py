@@ -61,12 +61,18 @@ class ThreadChoice:
         return asdict(self)
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: its affinity mask where the OS has one, else the CPU count."""
+def usable_core_ids() -> list[int]:
+    """Ids of the cores this process may run on, ascending: its affinity mask where the OS has one, else
+    every CPU."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        return list(range(os.cpu_count() or 1))
+
+
+def usable_cores() -> int:
+    """How many cores this process may run on (:func:`usable_core_ids`), at least one."""
+    return max(1, len(usable_core_ids()))
 
 
 def lockstep_clients(
