@@ -78,10 +78,16 @@ def save_checkpoint(folder: Path, round_: int, payload: Mapping[str, Any], *, ke
     path = folder / f"ckpt-{round_:06d}.pt"
     write_atomic(path, data)
     write_atomic(path.with_suffix(".pt.sha256"), hashlib.sha256(data).hexdigest().encode())
-    for _, old in checkpoints(folder)[:-keep]:
+    remove_checkpoints(folder, keep=keep)
+    return path
+
+
+def remove_checkpoints(folder: Path, *, keep: int = 0) -> None:
+    """Delete the checkpoints in ``folder`` (each with its checksum file) but the newest ``keep``."""
+    saved = checkpoints(folder)
+    for _, old in saved[: len(saved) - keep]:
         old.unlink(missing_ok=True)
         old.with_suffix(".pt.sha256").unlink(missing_ok=True)
-    return path
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:

@@ -20,7 +20,13 @@ import torch
 
 from edgelearn.algorithms import RunContext, make_algorithm
 from edgelearn.algorithms.registry import algorithm_class
-from edgelearn.checkpoint import checkpoints, load_latest, save_checkpoint, write_atomic
+from edgelearn.checkpoint import (
+    checkpoints,
+    load_latest,
+    remove_checkpoints,
+    save_checkpoint,
+    write_atomic,
+)
 from edgelearn.config import RunConfig, build_config, dump_config, read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import subsample_train
@@ -300,9 +306,7 @@ def _clear_run(out: Path) -> None:
 
     for name in (SUMMARY_FILE, METRICS_FILE, CONFIG_FILE, ROUND_PLOT, ENERGY_PLOT, TIME_PLOT):
         (out / name).unlink(missing_ok=True)
-    for _, old in checkpoints(out / "checkpoints"):
-        old.unlink()
-        old.with_suffix(".pt.sha256").unlink(missing_ok=True)
+    remove_checkpoints(out / "checkpoints")
 
 
 def _interrupted(out: Path, rounds: Any, after: int | None = None) -> Interrupted:
