@@ -7,13 +7,12 @@ own folder through monkeypatch.
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import python_stdout
 
 from edgelearn import __version__, cache
 from edgelearn.data.builtin import DIGITS_CACHE_NAME, digits_arrays, digits_arrays_fresh, load_digits_bundle
@@ -129,7 +128,5 @@ def test_a_cached_digits_load_does_not_import_scikit_learn(cache_root: Path) -> 
         "bundle = load_dataset('digits', seed=0)\n"
         "print(len(bundle.train.y), 'sklearn' in sys.modules, 'scipy' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = python_stdout(code).split()
     assert out == [str(len(load_digits_bundle(0).train.y)), "False", "False"]

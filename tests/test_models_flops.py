@@ -3,12 +3,11 @@ analytic count (what runs use) equals FlopCounterMode on every built-in model.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 import torch
+from tiny import python_stdout
 from torch import nn
 
 from edgelearn.algorithms import make_algorithm
@@ -175,9 +174,7 @@ def test_counting_does_not_import_the_compile_stack() -> None:
         "info = model_info(build_model('resnet8', (3, 16, 16), 10), (3, 16, 16))\n"
         "print(info.flops_train, 'torch._dynamo' in sys.modules, 'torch.utils.flop_counter' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
-    ).stdout.split()
+    out = python_stdout(code).split()
     assert out[1:] == ["False", "False"]
     assert int(out[0]) == measure_flops(build_model("resnet8", (3, 16, 16), 10), (3, 16, 16)).train
 

@@ -7,11 +7,10 @@ and reports ``sys.modules`` at exit.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from tiny import python_stdout
 
 from edgelearn.algorithms import registry
 from edgelearn.algorithms.fedavg import FedAvg
@@ -65,9 +64,9 @@ def _run_modules(tmp_path: Path, *overrides: str) -> set[str]:
     ]
     for item in overrides:
         args += ["--set", item]
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    out = python_stdout(PROBE, *args)
     assert (tmp_path / "run" / "summary.json").is_file()
-    return set(json.loads(done.stdout.strip().splitlines()[-1]))
+    return set(json.loads(out.strip().splitlines()[-1]))
 
 
 def test_a_fedavg_run_imports_only_what_it_uses(tmp_path: Path) -> None:
@@ -91,8 +90,7 @@ def test_config_and_registry_import_no_algorithm() -> None:
         "r.algorithm_class('hierfavg')\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    before, after = out.strip().splitlines()
+    before, after = python_stdout(code).strip().splitlines()
     algorithm_modules = {f"edgelearn.algorithms.{name}" for name in ALGORITHM_NAMES}
     assert not algorithm_modules & set(json.loads(before))
     assert set(json.loads(after)) & algorithm_modules == {"edgelearn.algorithms.hierfavg"}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,15 @@ from edgelearn.runner import build_context
 
 if TYPE_CHECKING:
     from edgelearn.algorithms.fedagg import FedAgg
+
+
+def python_stdout(code: str, *args: str) -> str:
+    """What ``python -c code args...`` prints, run in a fresh interpreter (what a module imports is only seen
+    in a process that has imported nothing yet); a non-zero exit fails with its output."""
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
 
 SYNTHETIC = [
     "data.dataset=synthetic",
