@@ -122,33 +122,31 @@ class TwoStage(Algorithm):
 
     def make_plan(self, scheme: str) -> Any:
         """Solve the planning problem for ``scheme`` ("optimized" or a baseline); needs :meth:`setup`."""
-        from edgelearn.planning import SearchOptions
-        from edgelearn.planning.baselines import (
-            finetune_only,
-            fixed_ratio,
-            no_optimization,
-            pretrain_only,
-            separate_design,
-        )
+        if scheme == "optimized":
+            return self._solve_optimized(self.bound)
+        return self._baselines([scheme])[scheme]
+
+    def make_plans(self) -> dict[str, Any]:
+        """Every scheme's plan, keyed as :data:`SCHEME_NAMES`: the baselines are solved once and also serve
+        the joint design as its candidates (it returns the best of them where its search stopped short)."""
+        from edgelearn.planning.baselines import BASELINE_SCHEMES
+
+        baselines = self._baselines(BASELINE_SCHEMES)
+        return {"optimized": self._solve_optimized(self.bound, candidates=baselines), **baselines}
+
+    def _baselines(self, schemes: Sequence[str]) -> dict[str, Any]:
+        """The baseline schemes' plans under the run's bound, method and round caps."""
+        from edgelearn.planning import SearchOptions, solve_baselines
 
         cfg = self.cfg
-        kw: dict[str, Any] = {
-            "bound": self.bound,
-            "method": cfg.method,
-            "options": SearchOptions(max_ft_rounds=cfg.max_ft_rounds, max_pre_rounds=cfg.max_pre_rounds),
-        }
-        schemes = {
-            "optimized": lambda: self._solve_optimized(self.bound),
-            "finetune_only": lambda: finetune_only(self.problem, **kw),
-            "pretrain_only": lambda: pretrain_only(self.problem, **kw),
-            "fixed_ratio": lambda: fixed_ratio(self.problem, **kw),
-            "no_optimization": lambda: no_optimization(self.problem, bound=self.bound, options=kw["options"]),
-            "separate": lambda: separate_design(self.problem, **kw),
-        }
-        return schemes[scheme]()
+        options = SearchOptions(max_ft_rounds=cfg.max_ft_rounds, max_pre_rounds=cfg.max_pre_rounds)
+        return solve_baselines(
+            self.problem, bound=self.bound, method=cfg.method, options=options, schemes=schemes
+        )
 
-    def _solve_optimized(self, bound: Any) -> Any:
-        """The joint design's Plan under ``bound``."""
+    def _solve_optimized(self, bound: Any, candidates: Mapping[str, Any] | None = None) -> Any:
+        """The joint design's Plan under ``bound`` (``candidates``: the baselines' plans under the same
+        bound, when already solved)."""
         from edgelearn.planning import SearchOptions, solve
 
         cfg = self.cfg
@@ -157,7 +155,7 @@ class TwoStage(Algorithm):
             max_pre_rounds=cfg.max_pre_rounds,
             min_ft_rounds=cfg.joint_min_ft_rounds,
         )
-        return solve(self.problem, bound=bound, method=cfg.method, options=options)
+        return solve(self.problem, bound=bound, method=cfg.method, options=options, candidates=candidates)
 
     def setup(self) -> None:
         """Everything before planning: server, general data, initial model, bound constants, the problem."""
@@ -616,7 +614,7 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
         )
     algo = TwoStage(build_context(cfg))
     algo.setup()
-    plans = {s: algo.make_plan(s) for s in SCHEME_NAMES}
+    plans = algo.make_plans()
     report = plans["optimized"].to_json()
     report["schemes"] = {s: p.to_json() for s, p in plans.items() if s != "optimized"}
     report["round_caps"] = algo.round_caps(plans)

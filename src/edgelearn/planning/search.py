@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -381,9 +381,12 @@ def solve(
     bound: str | Bound = "A",
     method: str = "convex",
     options: SearchOptions | None = None,
+    candidates: Mapping[str, Plan] | None = None,
 ) -> Plan:
     """Jointly optimise rounds, batches, clocks and powers of both stages (problem (P1), spec §5-6).
 
+    ``candidates``: the baseline schemes' plans under the same problem, bound and options when the caller has
+    them already (a report that shows them), so :func:`no_worse_than_baselines` does not solve them again.
     Raises BudgetError, naming the smallest feasible budgets, when no plan with N >= 1 fits.
     """
     start = time.perf_counter()
@@ -403,12 +406,18 @@ def solve(
         )
     plan = _with_status(finish(problem, searcher, "optimized", start), searcher)
     return replace(
-        no_worse_than_baselines(plan, problem, bnd, method, opts), solve_time_s=time.perf_counter() - start
+        no_worse_than_baselines(plan, problem, bnd, method, opts, candidates),
+        solve_time_s=time.perf_counter() - start,
     )
 
 
 def no_worse_than_baselines(
-    plan: Plan, problem: TwoStageProblem, bound: Bound, method: str, options: SearchOptions
+    plan: Plan,
+    problem: TwoStageProblem,
+    bound: Bound,
+    method: str,
+    options: SearchOptions,
+    candidates: Mapping[str, Plan] | None = None,
 ) -> Plan:
     """``plan``, or the best baseline scheme's plan (relabelled "optimized") where one has a lower bound.
 
@@ -417,9 +426,13 @@ def no_worse_than_baselines(
     searched plan came out lower (a random two-stage problem: 0.13 % on the bound; on coarse grids several
     %). A baseline's feasible plan within the joint design's domain (the round caps of ``options``; N = 0,
     pre-training only, when ``options.min_ft_rounds`` is 0) is a plan the joint design may return, so it
-    evaluates them as candidates and is never worse than any of them on the bound it minimises.
+    evaluates them as candidates and is never worse than any of them on the bound it minimises. Given
+    ``candidates`` (the baselines' plans, already solved), it uses those instead of solving them.
     """
     from edgelearn.planning.baselines import baseline_candidates  # baselines import this module
+
+    if candidates is None:
+        candidates = baseline_candidates(problem, bound=bound, method=method, options=options)
 
     def in_domain(p: Plan) -> bool:
         n_cap = options.max_ft_rounds
@@ -428,7 +441,7 @@ def no_worse_than_baselines(
         )
 
     best = plan
-    for name, candidate in baseline_candidates(problem, bound=bound, method=method, options=options).items():
+    for name, candidate in candidates.items():
         if candidate.feasible and in_domain(candidate) and candidate.bound < best.bound:
             status = f"{candidate.status}; the {name} baseline's plan, which the search did not beat"
             best = replace(candidate, scheme="optimized", status=status)
