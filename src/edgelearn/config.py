@@ -868,6 +868,11 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
             got = "" if isinstance(shown, dict) else f" (got {shown!r})"
             msg = f"`{path}`: {err['msg']}{got}"
         lines.append(msg)
+    return config_problems(lines, source)
+
+
+def config_problems(lines: Sequence[str], source: str) -> ConfigError:
+    """One ConfigError listing each problem (a line naming its key) of the config from ``source``."""
     return ConfigError(
         f"invalid configuration in {source}:\n  - " + "\n  - ".join(lines),
         hint="correct the keys above in the YAML file or the --set overrides",
@@ -945,10 +950,7 @@ def _switch_algorithm(
         else:
             dropped.append(key)
     if unknown:
-        raise ConfigError(
-            f"invalid configuration in {source}:\n  - " + "\n  - ".join(unknown),
-            hint="correct the keys above in the YAML file or the --set overrides",
-        )
+        raise config_problems(unknown, source)
     if dropped:
         log.info("algorithm switched to %s: ignoring keys only other algorithms use: %s", name, dropped)
     return kept
