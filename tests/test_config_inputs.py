@@ -363,14 +363,24 @@ def test_autoencoder_file_metadata_must_match_the_config() -> None:
 
 
 def test_fedagg_refuses_an_autoencoder_file_of_other_embed_channels(tmp_path: Path) -> None:
-    from tiny import synthetic_context, tiny_fedagg
+    from tiny import FEDAGG_HOLDOUT, synthetic_context, tiny_fedagg
 
+    from edgelearn.data.dataset import index_digest
     from edgelearn.models.autoencoder import ARCHITECTURE, build_autoencoder, save_autoencoder
 
     path = tmp_path / "ae.pt"
-    meta = {"architecture": ARCHITECTURE, "input_shape": [1, 8, 8], "embed_channels": 4}
+    ctx = synthetic_context([FEDAGG_HOLDOUT, "topology.edges=2", "topology.devices_per_edge=2"])
+    held = ctx.bundle.holdout.index
+    meta = {
+        "architecture": ARCHITECTURE,
+        "input_shape": [1, 8, 8],
+        "embed_channels": 4,
+        "source": "holdout",
+        "dataset": ctx.bundle.name,
+        "train_indices": held.tolist(),
+        "indices_sha256": index_digest(held),
+    }
     save_autoencoder(path, build_autoencoder((1, 8, 8), embed_channels=4).state_dict(), meta)
-    ctx = synthetic_context(["topology.edges=2", "topology.devices_per_edge=2"])
     with pytest.raises(ConfigError, match="embed_channels=4 but algorithm.autoencoder.embed_channels=8"):
         tiny_fedagg(ctx, autoencoder={"path": str(path), "embed_channels": 8})
     assert (

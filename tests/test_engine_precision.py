@@ -134,15 +134,20 @@ def test_teacher_logits_and_evaluation_under_bf16_are_float32_and_close() -> Non
 
 
 def test_a_bf16_run_records_its_precision_and_learns_like_float32(tmp_path: Any) -> None:
-    common = ["topology.devices=4", "algorithm.rounds=3", "data.num_train=400", "data.num_test=200",
-              "output.plots=false", "model.name=cnn_small"]
+    common = [
+        "topology.devices=4",
+        "algorithm.rounds=3",
+        "data.num_train=400",
+        "data.num_test=200",
+        "output.plots=false",
+        "model.name=cnn_small",
+    ]
     fp32 = run(synthetic_config(common), tmp_path / "fp32", progress=False)
     bf16 = run(synthetic_config([*common, "engine.precision=bfloat16"]), tmp_path / "bf16", progress=False)
     assert current_precision() == "bfloat16"  # the run set the process's policy, as torch threads are set
     set_precision("float32")
     last = [
-        json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1])
-        for d in ("fp32", "bf16")
+        json.loads((tmp_path / d / "metrics.jsonl").read_text().splitlines()[-1]) for d in ("fp32", "bf16")
     ]
     assert last[0]["loss"] != last[1]["loss"]  # the policy took effect
     # measured: equal accuracies (0.14) under all four kernel settings of BF16_TOL's note, and 1 of 200 test

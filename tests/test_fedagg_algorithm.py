@@ -12,6 +12,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 from tiny import (
+    FEDAGG_HOLDOUT,
     FEDAGG_MODELS,
     TEST_COUNTS,
     TIER_COUNTS,
@@ -42,6 +43,7 @@ from edgelearn.algorithms.fedagg import (
     FedAggConfig,
     default_tier_models,
 )
+from edgelearn.data.dataset import index_digest
 from edgelearn.engine import evaluate_state
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model, num_params
@@ -54,7 +56,7 @@ TEST_MODELS = FEDAGG_MODELS
 
 def make_ctx(*overrides: str, num_train: int = 96) -> RunContext:
     """A tiny synthetic-image context (8x8, IID split) on the CPU with the serial executor."""
-    return synthetic_context([f"data.num_train={num_train}", *(overrides or TWO_EDGES)])
+    return synthetic_context([f"data.num_train={num_train}", FEDAGG_HOLDOUT, *(overrides or TWO_EDGES)])
 
 
 make_algo = tiny_fedagg
@@ -361,8 +363,29 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="input shape"):  # a config/file mismatch (names both values)
         make_algo(make_ctx(), autoencoder={"path": str(wrong)})
     right = tmp_path / "ok.pt"
-    save_autoencoder(right, build_autoencoder((1, 8, 8)).state_dict(), {"input_shape": [1, 8, 8]})
-    make_algo(make_ctx(), autoencoder={"path": str(right)})
+    ctx = make_ctx()
+    clean = {
+        "input_shape": [1, 8, 8],
+        "source": "holdout",
+        "split": "train",
+        "dataset": ctx.bundle.name,
+        "train_indices": ctx.bundle.holdout.index.tolist(),
+        "indices_sha256": index_digest(ctx.bundle.holdout.index),
+    }
+    save_autoencoder(right, build_autoencoder((1, 8, 8)).state_dict(), clean)
+    make_algo(ctx, autoencoder={"path": str(right)})
+    # Files whose pre-training data could be evaluation data or a device's data are refused, by name.
+    device_rows = ctx.bundle.train.index[ctx.parts[0][:3]].tolist()
+    for meta, match in [
+        ({**clean, "source": "test"}, "test split"),
+        ({"input_shape": [1, 8, 8]}, "does not record which training samples"),
+        ({**clean, "dataset": "digits"}, "dataset 'digits'"),
+        ({**clean, "train_indices": device_rows}, "3 of its pre-training samples are also devices'"),
+    ]:
+        bad = tmp_path / "bad.pt"
+        save_autoencoder(bad, build_autoencoder((1, 8, 8)).state_dict(), meta)
+        with pytest.raises((ConfigError, DataError), match=match):
+            make_algo(make_ctx(), autoencoder={"path": str(bad)})
     ctx = make_ctx()
     with pytest.raises(ConfigError, match="FedAggConfig"):
         FedAgg(ctx)  # the context's algorithm section is FedAvg's
@@ -371,9 +394,10 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
 def test_pretrain_file_reproduces_pretraining_at_init(tmp_path: Path) -> None:
     from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
 
-    cfg = synthetic_config(TWO_EDGES)
+    cfg = synthetic_config([FEDAGG_HOLDOUT, *TWO_EDGES])
     info = pretrain_autoencoder_file(cfg, tmp_path / "ae.pt")
-    assert info["source"] == "test" and info["samples"] == 40 and info["input_shape"] == [1, 8, 8]
+    assert info["source"] == "holdout" and info["samples"] == 32 and info["input_shape"] == [1, 8, 8]
+    assert info["train_indices"] == make_ctx().bundle.holdout.index.tolist()  # the run's own hold-out
     assert len(info["sha256"]) == 64 and info["mse"] > 0
     at_init = make_algo(make_ctx(), autoencoder={})
     from_file = make_algo(make_ctx(), autoencoder={"path": str(tmp_path / "ae.pt")})

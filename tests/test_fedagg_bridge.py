@@ -188,9 +188,11 @@ def test_heldout_images_never_come_from_a_device_partition() -> None:
     bundle = DatasetBundle("toy", train, test, 2, (1, 1, 1))
     parts = [np.array([0, 1, 2]), np.array([5, 6, 7, 8, 9])]
     rng = np.random.default_rng(0)
-    out = heldout_images(bundle, parts, source="unassigned_train", max_samples=10, rng=rng)
-    assert sorted(out.ravel().tolist()) == [3.0, 4.0]
-    out = heldout_images(bundle, parts, source="test", max_samples=4, rng=rng)
-    assert out.shape == (4, 1, 1, 1) and np.all(out == -1.0)
+    out, index = heldout_images(bundle, parts, source="unassigned_train", max_samples=10, rng=rng)
+    assert sorted(out.ravel().tolist()) == [3.0, 4.0] and index.tolist() == [3, 4]
+    with pytest.raises(DataError, match="test split is refused"):
+        heldout_images(bundle, parts, source="test", max_samples=4, rng=rng)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="data.holdout"):  # no hold-out was made
+        heldout_images(bundle, parts, source="holdout", max_samples=4, rng=rng)
     with pytest.raises(DataError, match="unassigned_train"):
         heldout_images(bundle, [np.arange(9)], source="unassigned_train", max_samples=5, rng=rng)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tiny import synthetic_context, tiny_fedagg
+from tiny import FEDAGG_HOLDOUT, synthetic_context, tiny_fedagg
 from torch import nn
 
 from edgelearn.algorithms import distill, fedagg
@@ -181,7 +181,7 @@ def _fedagg(cache: LogitCache) -> FedAgg:
     """A tiny two-edge FedAgg (synthetic 8x8 images, serial executor) with the given teacher-logit cache."""
     overrides = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=2"]
     algo = tiny_fedagg(
-        synthetic_context(overrides),
+        synthetic_context([FEDAGG_HOLDOUT, *overrides]),
         teacher_batch_size=8,
         autoencoder={"epochs": 1, "max_samples": 32, "batch_size": 16},
     )

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tiny import synthetic_context, tiny_fedagg
+from tiny import FEDAGG_HOLDOUT, synthetic_context, tiny_fedagg
 
 from edgelearn.algorithms.bridge import logit_bytes
 from edgelearn.algorithms.fedagg import (
@@ -35,7 +35,7 @@ def outage(edge: str, start: int, end: int) -> str:
 
 def make_algo(*overrides: str, **cfg: Any) -> FedAgg:
     """FedAgg with cheap heterogeneous models on tiny synthetic images (CPU, serial executor), initialised."""
-    return tiny_fedagg(synthetic_context(overrides), **{"rounds": 4, **cfg})
+    return tiny_fedagg(synthetic_context([FEDAGG_HOLDOUT, *overrides]), **{"rounds": 4, **cfg})
 
 
 def phase_sum(algo: FedAgg, phase: str, column: str, round_: int) -> float:

@@ -1,7 +1,7 @@
 """Each algorithm learns: a few rounds on scikit-learn's digits (10 classes, chance 0.1) deliver a model well
 above chance. One seed each (deterministic); every bar sits clearly below the worst of five measured seeds
 (0-4, same settings, this 2-core CPU) and far above chance, so it fails only if learning breaks. Under
-ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (other conv kernels) seed 0 gave FedAgg 0.557 (0.579 by
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 (other conv kernels) seed 0 gave FedAgg 0.886 (0.883 by
 default), FedGKT 0.682, FedDKC 0.730 (0.724), DemLearn 0.830, two-stage 0.869: the same margins."""
 
 from __future__ import annotations
@@ -46,18 +46,19 @@ def digits_config(algorithm: dict[str, Any]) -> RunConfig:
 
 
 def test_fedagg_learns_above_chance() -> None:
-    # 3 rounds, lr 0.02, an autoencoder pre-trained for 5 epochs on 256 samples (2 epochs on 32, as in the
-    # unit tests, gives bridge samples too poor to teach the cloud: 0.10). Measured cloud accuracy over
-    # seeds 0-4: 0.579, 0.663, 0.585, 0.535, 0.735 (~3 s each); bar 0.4.
+    # 3 rounds, lr 0.02, an autoencoder pre-trained for 20 epochs on a 256-image hold-out of the training
+    # split (removed before partitioning; the clean bridge). Measured cloud accuracy over seeds 0-4: 0.883,
+    # 0.905, 0.911, 0.919, 0.886 (0.886 for seed 0 under AVX2 kernels); bar 0.6. With 5 pre-training epochs
+    # the bridge samples are poor and seeds spread from 0.21 to 0.60: the autoencoder's quality decides.
     algorithm = {
         "name": "fedagg",
         "rounds": 3,
         "models": FEDAGG_MODELS,
         "batch_size": 16,
         "lr": 0.02,
-        "autoencoder": {"epochs": 5, "max_samples": 256, "batch_size": 32},
+        "autoencoder": {"epochs": 20, "max_samples": 256, "batch_size": 32},
     }
-    assert delivered_accuracy(digits_config(algorithm)) >= 0.4
+    assert delivered_accuracy(digits_config(algorithm)) >= 0.6
 
 
 def test_fedgkt_learns_above_chance() -> None:

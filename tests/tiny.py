@@ -74,6 +74,11 @@ FEDAGG_MODELS: dict[str, Any] = {
 """Three distinct, cheap architectures so FedAgg's tiers are heterogeneous and tests stay fast."""
 
 
+FEDAGG_HOLDOUT = "data.holdout=32"
+"""Override holding out the 32 training images :func:`tiny_fedagg`'s autoencoder pre-trains on (its default
+``autoencoder.source: holdout``): contexts built for FedAgg tests add it, as a FedAgg config's would."""
+
+
 def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
     """FedAgg on ``ctx`` with :data:`FEDAGG_MODELS`, 2 rounds, batch 16 and a fast autoencoder pre-training
     (each overridable through ``cfg``), initialised."""

@@ -213,6 +213,7 @@ def pretrain_autoencoder(
     from edgelearn.report.progress import get_console
 
     meta = pretrain_autoencoder_file(load_config(config, list(set_ or [])), out)
+    meta.pop("train_indices")  # recorded in the file; `indices_sha256` names them here
     get_console().print(meta)
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -125,7 +126,16 @@ class DataConfig(Section):
     input_shape: tuple[PositiveInt, ...] = Field((1, 8, 8), description="synthetic only: per-sample shape")
     label_mode: Literal["fine", "coarse"] = Field("fine", description="cifar100 only")
     max_train: PositiveInt | None = Field(
-        None, description="use a seeded, class-stratified subsample of this many training samples"
+        None,
+        description="use a seeded, class-stratified subsample of this many training samples (the rest is "
+        "kept aside, never a device's)",
+    )
+    holdout: NonNegInt | None = Field(
+        None,
+        description="training samples held out (seeded, class-stratified) before max_train and "
+        "partitioning, for pre-training on data no device holds; None = as many as the algorithm asks "
+        "for (FedAgg with autoencoder.source: holdout asks for autoencoder.max_samples, others none). Set "
+        "it to give every algorithm the same device data",
     )
 
 
@@ -405,10 +415,12 @@ class AutoencoderConfig(Section):
     path: str | None = Field(
         None, description="file written by save_autoencoder (verified by its .sha256); None = pre-train"
     )
-    source: Literal["test", "unassigned_train"] = Field(
-        "test",
-        description="held-out images to pre-train on (never a device's data): the test split's "
-        "unlabelled images, or training samples no device holds",
+    source: Literal["holdout", "unassigned_train", "test"] = Field(
+        "holdout",
+        description="data to pre-train on, never a device's and never evaluation data: 'holdout' = the "
+        "run's training hold-out (data.holdout, sized autoencoder.max_samples by default), "
+        "'unassigned_train' = training samples no device holds (e.g. those data.max_train leaves out); "
+        "'test' is refused",
     )
     # Sized so pre-training at init stays short on a CPU: 2000 images x 20 epochs is under a quarter of the
     # steps of 5000 x 30, and on Fashion-MNIST 2000 x 10 at lr 3e-3 already reconstructs held-out training
@@ -419,6 +431,19 @@ class AutoencoderConfig(Section):
     lr: PositiveFloat = Field(3e-3, description="Adam learning rate of the pre-training")
     batch_size: Annotated[int, Field(ge=2)] = Field(64, description="pre-training mini-batch")
     embed_channels: PositiveInt = Field(4, description="embedding channels (official demo: 4)")
+
+    @field_validator("source")
+    @classmethod
+    def _not_test(cls, value: str) -> str:
+        if value == "test":
+            raise ValueError(
+                "pre-training the bridge autoencoder on the test split is refused: every bridge sample "
+                "would be shaped by the evaluation data the cloud is then scored on. Use source: holdout "
+                "(a class-stratified slice of the training split removed before partitioning; size "
+                "autoencoder.max_samples or data.holdout) or source: unassigned_train (e.g. the images "
+                "data.max_train leaves out)"
+            )
+        return value
 
 
 class MigrationConfig(Section):

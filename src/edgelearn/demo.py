@@ -50,7 +50,7 @@ TWO_STAGE_DIGITS: dict[str, Any] = {
 FEDAGG_DIGITS: dict[str, Any] = {
     "name": "fedagg-digits",
     "seed": 0,
-    "data": {"dataset": "digits"},
+    "data": {"dataset": "digits", "holdout": 360},  # the bridge autoencoder's training hold-out
     "partition": {"method": "dirichlet", "alpha": 1.0, "min_size": 2},
     "topology": {"edges": 4, "devices_per_edge": 25},
     "model": {"name": "resnet14", "options": {"width": 2}},

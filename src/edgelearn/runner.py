@@ -29,7 +29,7 @@ from edgelearn.checkpoint import (
 )
 from edgelearn.config import RunConfig, build_config, dump_config, read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
-from edgelearn.data.dataset import subsample_train
+from edgelearn.data.dataset import DatasetBundle, index_digest, split_holdout, subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
 from edgelearn.engine.threads import apply_threads, choose_threads
@@ -150,6 +150,10 @@ def build_context(cfg: RunConfig) -> RunContext:
     elif d.dataset == "cifar100":
         options["label_mode"] = d.label_mode
     bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
+    algo_cls = algorithm_class(cfg.algorithm.name)
+    holdout = d.holdout if d.holdout is not None else algo_cls.holdout_size(cfg)
+    if holdout > 0:  # before max_train and partitioning: no device can receive a held-out sample
+        bundle = split_holdout(bundle, holdout, seeds.rng("holdout"))
     if d.max_train is not None:
         bundle = subsample_train(bundle, d.max_train, seeds.rng("max_train"))
     bundle, extras = algorithm_class(cfg.algorithm.name).prepare_data(cfg, bundle, seeds)
@@ -494,6 +498,7 @@ def _run(
         },
         "topology": {"devices": ctx.topology.num_devices, "edges": len(ctx.topology.edges)},
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
+        "data_split": data_split(ctx.bundle),
         "executor": ctx.executor.name,
         "torch_threads": ctx.torch_threads,
         "device": str(ctx.device),
@@ -508,6 +513,17 @@ def _run(
         summary["plots"] = [str(p) for p in plot_run(out)]
     summary["run_dir"] = str(out)
     return summary
+
+
+def data_split(bundle: DatasetBundle) -> dict[str, Any]:
+    """summary.json's account of the training split: what the devices share, what was held out before
+    partitioning (with the SHA-256 of its positions) and what ``data.max_train`` kept aside."""
+    split: dict[str, Any] = {"devices": len(bundle.train), "test": len(bundle.test)}
+    for name in ("holdout", "unassigned"):
+        part = getattr(bundle, name)
+        if part is not None:
+            split[name] = {"samples": len(part), "indices_sha256": index_digest(part.index)}
+    return split
 
 
 def _rounds_to_targets(targets: Sequence[float], out: Path) -> dict[str, Any]:

@@ -141,6 +141,16 @@ class Algorithm(ABC):
         return bundle, {}
 
     @classmethod
+    def holdout_size(cls, cfg: RunConfig) -> int:
+        """Training samples this algorithm needs held out before partitioning (``data.holdout: null``).
+
+        The runner removes a seeded, class-stratified slice of this size from the training split before
+        ``data.max_train`` and partitioning (``bundle.holdout``), so no device ever holds it; an explicit
+        ``data.holdout`` overrides the answer for every algorithm. The default asks for none.
+        """
+        return 0
+
+    @classmethod
     def thread_workloads(
         cls, cfg: RunConfig, info: ModelInfo, input_shape: Sequence[int], num_classes: int, topology: Topology
     ) -> list[Workload]:

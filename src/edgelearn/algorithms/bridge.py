@@ -17,7 +17,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from edgelearn.data import DatasetBundle
+from edgelearn.data import ArrayDataset, DatasetBundle
+from edgelearn.data.dataset import index_digest
 from edgelearn.engine import ClientData
 from edgelearn.errors import DataError
 from edgelearn.models.autoencoder import ARCHITECTURE, Autoencoder, pretrain_autoencoder, reconstruction_mse
@@ -31,7 +32,7 @@ ENCODE_BATCH_SIZE = 4096
 """Samples per no-grad encoder/decoder pass at INIT."""
 
 BridgeScale = Literal["data", "unit"]
-PretrainSource = Literal["test", "unassigned_train"]
+PretrainSource = Literal["holdout", "unassigned_train"]
 
 
 def sample_bytes(embed_numel: int, label_bytes: int = LABEL_BYTES) -> int:
@@ -155,6 +156,28 @@ def upload_to_root(
     )
 
 
+def device_train_index(bundle: DatasetBundle, parts: Sequence[np.ndarray]) -> np.ndarray:
+    """Loaded-split positions of every training sample some device holds (sorted, unique)."""
+    assert bundle.train.index is not None  # ArrayDataset always sets it
+    held = [np.asarray(p, dtype=np.int64) for p in parts]
+    if not held:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(bundle.train.index[np.concatenate(held)])
+
+
+def check_disjoint(pretrain_index: np.ndarray, device_index: np.ndarray, *, where: str) -> None:
+    """DataError naming ``where`` when a pre-training sample is also a device's (loaded-split positions)."""
+    shared = np.intersect1d(np.asarray(pretrain_index), np.asarray(device_index))
+    if shared.size:
+        raise DataError(
+            f"{where}: {shared.size} of its pre-training samples are also devices' training samples "
+            f"(training-split positions {shared[:5].tolist()}...)",
+            hint="pre-train on the run's hold-out (autoencoder.source: holdout) or on samples no device "
+            "holds (unassigned_train), or pre-train a file for this config with `edgelearn "
+            "pretrain-autoencoder`",
+        )
+
+
 def heldout_images(
     bundle: DatasetBundle,
     parts: Sequence[np.ndarray],
@@ -162,29 +185,48 @@ def heldout_images(
     source: PretrainSource,
     max_samples: int,
     rng: np.random.Generator,
-) -> np.ndarray:
-    """Images (no labels) for pre-training the autoencoder, never from a device's partition.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (no labels) for pre-training the autoencoder and their training-split positions.
 
-    ``"test"``: a seeded random subset of the test split (unlabelled images of the same domain, standing in
-    for the paper's public dataset). ``"unassigned_train"``: training samples no device received.
+    Never a device's sample and never an evaluation sample: ``"holdout"`` draws from ``bundle.holdout``
+    (removed from the training split before partitioning); ``"unassigned_train"`` from the training samples
+    no device holds (``bundle.unassigned``, which ``data.max_train`` leaves out, plus any sample the partition
+    left unassigned). A seeded subset of at most ``max_samples``; disjointness from the devices is checked.
     """
-    if source == "test":
-        pool = bundle.test.x
+    pools: list[ArrayDataset] = []
+    if source == "holdout":
+        hint = (
+            "set data.holdout (training samples held out before partitioning), or use source: "
+            "unassigned_train with data.max_train below the training split's size"
+        )
+        if bundle.holdout is not None:
+            pools.append(bundle.holdout)
     elif source == "unassigned_train":
+        hint = (
+            "set data.max_train below the training split's size (the rest stays unassigned), or use "
+            "source: holdout"
+        )
+        if bundle.unassigned is not None:
+            pools.append(bundle.unassigned)
         used = np.zeros(len(bundle.train), dtype=bool)
         for p in parts:
             used[np.asarray(p, dtype=np.int64)] = True
-        pool = bundle.train.x[~used]
+        if not used.all():
+            pools.append(bundle.train.subset(np.flatnonzero(~used)))
     else:
-        raise DataError(f"autoencoder.source must be 'test' or 'unassigned_train', got {source!r}")
-    if len(pool) < 2:
         raise DataError(
-            f"autoencoder.source={source!r} leaves {len(pool)} image(s) for pre-training",
-            hint="use autoencoder.source: test, or load a pretrained file with autoencoder.path",
+            f"autoencoder.source must be 'holdout' or 'unassigned_train', got {source!r}",
+            hint="pre-training on the test split is refused: evaluation data must never shape the bridge",
         )
-    take = min(int(max_samples), len(pool))
-    idx = np.sort(rng.choice(len(pool), size=take, replace=False))
-    return np.ascontiguousarray(pool[idx])
+    size = sum(len(pool) for pool in pools)
+    if size < 2:
+        raise DataError(f"autoencoder.source={source!r} leaves {size} image(s) for pre-training", hint=hint)
+    x = np.concatenate([pool.x for pool in pools]) if len(pools) > 1 else pools[0].x
+    index = np.concatenate([np.asarray(pool.index) for pool in pools])
+    take = min(int(max_samples), size)
+    idx = np.sort(rng.choice(size, size=take, replace=False))
+    check_disjoint(index[idx], device_train_index(bundle, parts), where=f"autoencoder.source={source!r}")
+    return np.ascontiguousarray(x[idx]), np.sort(index[idx])
 
 
 def pretrain_on_heldout(
@@ -204,7 +246,7 @@ def pretrain_on_heldout(
 
     Initialization and shuffling are seeded by ``seed``; the caller's torch RNG is left untouched.
     """
-    images = heldout_images(
+    images, index = heldout_images(
         bundle, parts, source=source, max_samples=max_samples, rng=np.random.default_rng(seed)
     )
     data = torch.as_tensor(images, device=device)
@@ -218,7 +260,10 @@ def pretrain_on_heldout(
         "embed_channels": int(embed_channels),
         "dataset": bundle.name,
         "source": source,
+        "split": "train",
         "samples": int(len(images)),
+        "indices_sha256": index_digest(index),
+        "train_indices": [int(i) for i in index],
         "epochs": int(epochs),
         "lr": float(lr),
         "seed": int(seed),

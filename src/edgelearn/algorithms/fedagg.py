@@ -62,6 +62,8 @@ from edgelearn.algorithms.bridge import (
     BridgeStore,
     build_bridge_store,
     charge_paths,
+    check_disjoint,
+    device_train_index,
     logit_bytes,
     pretrain_on_heldout,
     sample_bytes,
@@ -261,6 +263,13 @@ class FedAgg(Algorithm):
 
     name = "fedagg"
 
+    @classmethod
+    def holdout_size(cls, cfg: RunConfig) -> int:
+        """``autoencoder.max_samples`` with ``autoencoder.source: holdout`` (also when ``path`` names a file
+        pre-trained on that hold-out, so the devices never hold its samples), else none."""
+        ac = getattr(cfg.algorithm, "autoencoder", None)
+        return int(ac.max_samples) if isinstance(ac, AutoencoderConfig) and ac.source == "holdout" else 0
+
     def __init__(self, ctx: RunContext, algo_cfg: FedAggConfig | None = None) -> None:
         super().__init__(ctx)
         if algo_cfg is not None:
@@ -352,9 +361,17 @@ class FedAgg(Algorithm):
         if ac.path is not None:
             state, meta = load_autoencoder(ac.path)
             _check_autoencoder_meta(meta, ac, shape)
+            _check_autoencoder_data(meta, ac, ctx)
             model = build_autoencoder(shape, state, embed_channels=ac.embed_channels, device=ctx.device)
         else:
-            model, _ = _pretrain(ctx, ac)
+            model, meta = _pretrain(ctx, ac)
+        self.bridge_source = {
+            "autoencoder_source": str(meta["source"]),
+            "autoencoder_file": ac.path,
+            "autoencoder_samples": len(meta["train_indices"]),
+            "autoencoder_indices_sha256": str(meta["indices_sha256"]),
+            "autoencoder_mse": meta.get("mse"),
+        }
         if num_params(model) > MAX_PARAMS:
             raise ConfigError(
                 f"the autoencoder has {num_params(model)} parameters, above the paper's {MAX_PARAMS}",
@@ -927,6 +944,7 @@ class FedAgg(Algorithm):
                 "embedding_floats": self.autoencoder.embed_numel,
                 "bytes_per_sample": self.bytes_per_sample,
                 "autoencoder_params": num_params(self.autoencoder),
+                **self.bridge_source,
             },
             **({"faults": faults.totals()} if faults.enabled else {}),
         }
@@ -1017,6 +1035,34 @@ def _check_autoencoder_meta(meta: Mapping[str, Any], ac: AutoencoderConfig, shap
             f"has {shape}",
             hint="pre-train an autoencoder on this dataset (edgelearn pretrain-autoencoder)",
         )
+
+
+def _check_autoencoder_data(meta: Mapping[str, Any], ac: AutoencoderConfig, ctx: RunContext) -> None:
+    """A loaded file must have been pre-trained on training samples no device of this run holds: refuse
+    files pre-trained on the test split, files that do not record their samples' positions (written before
+    the positions were recorded), files of another dataset, and files whose samples some device holds."""
+    where = f"autoencoder file {ac.path} (algorithm.autoencoder.path)"
+    redo = "pre-train a file for this config with `edgelearn pretrain-autoencoder`"
+    if meta.get("source") == "test" or meta.get("split", "train") != "train":
+        raise ConfigError(
+            f"{where} was pre-trained on the test split: evaluation data would shape every bridge sample",
+            hint=redo,
+        )
+    positions = meta.get("train_indices")
+    if not isinstance(positions, list) or "indices_sha256" not in meta:
+        raise ConfigError(
+            f"{where} does not record which training samples it was pre-trained on, so the run cannot "
+            "prove they are no device's",
+            hint=redo,
+        )
+    if meta.get("dataset") != ctx.bundle.name:
+        raise ConfigError(
+            f"{where} was pre-trained on dataset {meta.get('dataset')!r}, this run uses {ctx.bundle.name!r}",
+            hint=redo,
+        )
+    check_disjoint(
+        np.asarray(positions, dtype=np.int64), device_train_index(ctx.bundle, ctx.parts), where=where
+    )
 
 
 def _pretrain(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -18,10 +19,16 @@ MIN_STD = 1e-8
 
 @dataclass
 class ArrayDataset:
-    """Features ``x`` (float32, (N, C, H, W) or (N, D)) with integer labels ``y`` (int64, (N,))."""
+    """Features ``x`` (float32, (N, C, H, W) or (N, D)) with integer labels ``y`` (int64, (N,)).
+
+    ``index`` holds each row's position in the split as loaded (``arange(N)`` for a fresh dataset) and
+    travels through :meth:`subset`, so a hold-out, a subsample and every device's share can be compared on
+    the index level: that is how a run proves that pre-training data and device data never overlap.
+    """
 
     x: np.ndarray
     y: np.ndarray
+    index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x)
@@ -41,6 +48,16 @@ class ArrayDataset:
             raise DataError(f"ArrayDataset.y must hold integer class ids, got dtype {y.dtype}")
         self.x = x if x.dtype == np.float32 else x.astype(np.float32)
         self.y = y if y.dtype == np.int64 else y.astype(np.int64)
+        if self.index is None:
+            self.index = np.arange(len(y), dtype=np.int64)
+        else:
+            index = np.asarray(self.index, dtype=np.int64)
+            if index.shape != y.shape:
+                raise DataError(
+                    f"ArrayDataset.index must hold one position per sample: {y.shape[0]} samples, "
+                    f"index of shape {index.shape}"
+                )
+            self.index = index
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -56,7 +73,8 @@ class ArrayDataset:
                 f"(min {int(idx.min())}, max {int(idx.max())})",
                 hint="indices must come from a partition of this very dataset",
             )
-        return ArrayDataset(self.x[idx], self.y[idx])
+        assert self.index is not None  # set in __post_init__
+        return ArrayDataset(self.x[idx], self.y[idx], self.index[idx])
 
 
 @dataclass
@@ -72,6 +90,12 @@ class DatasetBundle:
     source: str = ""
     mean: tuple[float, ...] = field(default_factory=tuple)
     std: tuple[float, ...] = field(default_factory=tuple)
+    holdout: ArrayDataset | None = None
+    """Training samples removed before subsampling and partitioning (:func:`split_holdout`): data no
+    device holds, for pre-training (e.g. FedAgg's bridge autoencoder). Rows keep their loaded positions."""
+    unassigned: ArrayDataset | None = None
+    """Training samples ``data.max_train`` left out (:func:`subsample_train`): kept aside, never a
+    device's, and usable as unlabelled pre-training data (``autoencoder.source: unassigned_train``)."""
 
 
 def channel_stats(x: np.ndarray, chunk_rows: int = STATS_CHUNK_ROWS) -> tuple[np.ndarray, np.ndarray]:
@@ -174,21 +198,65 @@ def _writable_float32(x: np.ndarray) -> np.ndarray:
     return np.array(x, dtype=np.float32, order="C", copy=True)
 
 
+def stratified_pick(y: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of a seeded sample of ``size`` labels in the same class proportions as ``y``.
+
+    Each class gets ``floor(count * size / n)``; the remaining picks go to the classes with the largest
+    fractional parts, so the result has exactly ``size`` positions (``0 <= size <= len(y)``).
+    """
+    n = len(y)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts * size / n).astype(np.int64)
+    short = size - int(quota.sum())
+    order = np.argsort(-(counts * size / n - quota), kind="stable")
+    quota[order[:short]] += 1
+    picks = [rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks)) if picks else np.zeros(0, dtype=np.int64)
+
+
+def index_digest(index: np.ndarray) -> str:
+    """SHA-256 of sorted int64 positions: names a hold-out or pre-training set in summary.json and files."""
+    return hashlib.sha256(np.sort(np.asarray(index, dtype=np.int64)).tobytes()).hexdigest()
+
+
+def _rest(n: int, picked: np.ndarray) -> np.ndarray:
+    """Positions in ``range(n)`` not in ``picked``, in order."""
+    keep = np.ones(n, dtype=bool)
+    keep[picked] = False
+    return np.flatnonzero(keep)
+
+
 def subsample_train(bundle: DatasetBundle, size: int, rng: np.random.Generator) -> DatasetBundle:
     """``bundle`` with a seeded subsample of ``size`` training samples in the same class proportions
-    (e.g. the 10,000-image Fashion-MNIST setting of FedAgg's demo); the test split is kept whole."""
+    (e.g. the 10,000-image Fashion-MNIST setting of FedAgg's demo); the test split is kept whole.
+
+    The samples not chosen are kept aside in ``bundle.unassigned`` (never a device's), not thrown away.
+    """
     n = len(bundle.train)
     if size >= n:
         return bundle
     if size < 1:
         raise DataError(f"data.max_train={size}; need at least 1 sample")
-    y = bundle.train.y
-    classes, counts = np.unique(y, return_counts=True)
-    quota = np.floor(counts * size / n).astype(np.int64)
-    # hand the remaining samples to the classes with the largest fractional parts (sums to `size` exactly)
-    short = size - int(quota.sum())
-    order = np.argsort(-(counts * size / n - quota), kind="stable")
-    quota[order[:short]] += 1
-    picks = [rng.choice(np.flatnonzero(y == c), size=int(q), replace=False) for c, q in zip(classes, quota)]
-    idx = np.sort(np.concatenate(picks))
-    return replace(bundle, train=bundle.train.subset(idx))
+    idx = stratified_pick(bundle.train.y, size, rng)
+    return replace(bundle, train=bundle.train.subset(idx), unassigned=bundle.train.subset(_rest(n, idx)))
+
+
+def split_holdout(bundle: DatasetBundle, size: int, rng: np.random.Generator) -> DatasetBundle:
+    """Remove a seeded, class-stratified slice of ``size`` training samples into ``bundle.holdout``.
+
+    Runs before ``data.max_train`` and before partitioning, so no device can ever receive a held-out
+    sample. At most half of the training split may be held out: more would starve the devices, and is
+    almost always a mistaken size.
+    """
+    n = len(bundle.train)
+    if size < 1:
+        return bundle
+    if 2 * size > n:
+        raise DataError(
+            f"data.holdout: a hold-out of {size} samples would take more than half of the {n} training "
+            "samples",
+            hint=f"hold out at most {n // 2} (data.holdout, or algorithm.autoencoder.max_samples when "
+            "data.holdout is unset)",
+        )
+    idx = stratified_pick(bundle.train.y, size, rng)
+    return replace(bundle, train=bundle.train.subset(_rest(n, idx)), holdout=bundle.train.subset(idx))
