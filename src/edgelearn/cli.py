@@ -217,6 +217,31 @@ def pretrain_autoencoder(
     get_console().print(meta)
 
 
+@app.command("list")
+def list_(
+    kind: Annotated[
+        str | None,
+        typer.Argument(
+            help="algorithms, models, datasets, partitioners, executors or hardware (default all)"
+        ),
+    ] = None,
+    plugin: Annotated[
+        list[str] | None, typer.Option("--plugin", help="also load this plugin module or .py file first")
+    ] = None,
+) -> None:
+    """Show what a config can name, one line each, plugins (config files, entry points) included."""
+    from edgelearn.plugins import KINDS, available, load_plugins
+    from edgelearn.report.progress import get_console
+
+    load_plugins(plugin or [])
+    console = get_console()
+    for k in [kind] if kind else list(KINDS):
+        entries = available(k)  # a ConfigError (exit 2) for an unknown kind
+        console.print(f"[bold]{k}[/bold]")
+        for name, line in entries:
+            console.print(f"  {name:<16} {line}", highlight=False, markup=False)
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a run directory written by `edgelearn run`")],

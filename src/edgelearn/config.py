@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from edgelearn.errors import ConfigError
@@ -113,7 +114,11 @@ def _bool_where_number(annotation: Any, value: Any) -> bool:
 class DataConfig(Section):
     """Which dataset to load and how."""
 
-    dataset: Literal["digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100"] = "digits"
+    dataset: str = Field(
+        "digits",
+        description="a registered dataset: digits, synthetic, mnist, fashion_mnist, cifar10, cifar100, or a "
+        "plugin's (edgelearn list datasets)",
+    )
     data_dir: str | None = Field(
         None, description="folder with the standard files (MNIST/Fashion IDX, CIFAR)"
     )
@@ -130,6 +135,9 @@ class DataConfig(Section):
         description="use a seeded, class-stratified subsample of this many training samples (the rest is "
         "kept aside, never a device's)",
     )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of a plugin dataset's loader"
+    )
     holdout: NonNegInt | None = Field(
         None,
         description="training samples held out (seeded, class-stratified) before max_train and "
@@ -138,14 +146,47 @@ class DataConfig(Section):
         "it to give every algorithm the same device data",
     )
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        from edgelearn.data.registry import DATASETS  # a table of loaders; imports no dataset code
+
+        return _known_name(value, DATASETS, "dataset")
+
+
+def _known_name(value: str, table: Mapping[str, Any], what: str) -> str:
+    """``value`` when ``table`` (a registry) holds it, after loading installed plugins on a miss."""
+    if value not in table:
+        from edgelearn.plugins import load_entry_points
+
+        load_entry_points()
+    if value not in table:
+        raise ValueError(
+            f"{value!r} is not a registered {what}; known: {', '.join(table)} (plugins register more: "
+            "edgelearn list)"
+        )
+    return value
+
 
 class PartitionConfig(Section):
     """How the training set is split over devices."""
 
-    method: Literal["iid", "dirichlet", "shards"] = "dirichlet"
+    method: str = Field(
+        "dirichlet", description="iid, dirichlet, shards, or a plugin's (edgelearn list partitioners)"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword options of a plugin partitioner"
+    )
     alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration: small = strong label skew")
     min_size: NonNegInt = Field(2, description="fewest samples any device may hold")
     shards_per_device: PositiveInt = 2
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        from edgelearn.data.partition import PARTITION_METHODS  # numpy only
+
+        return _known_name(value, PARTITION_METHODS, "partitioner")
 
 
 class TopologyConfig(Section):
@@ -711,6 +752,11 @@ class RunConfig(Section):
 
     name: str = "run"
     seed: NonNegInt = 0
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="modules or .py files (relative to the config file) registering algorithms, models, "
+        "datasets, partitioners or hardware profiles; imported before the rest is validated",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="torch device; auto = cuda if available"
     )
@@ -851,6 +897,45 @@ def _algorithm_fields(name: str) -> set[str] | None:
         if member.model_fields["name"].default == name:
             return set(member.model_fields)
     return None
+
+
+def algorithm_config(name: str) -> type[Section]:
+    """The config class of algorithm ``name`` (ConfigError naming the known ones otherwise)."""
+    for member in _section_type(RunConfig.model_fields["algorithm"].annotation).members:
+        if member.model_fields["name"].default == name:
+            return member  # type: ignore[no-any-return]
+    raise ConfigError(f"no algorithm {name!r}", hint=f"use one of: {', '.join(algorithm_names())}")
+
+
+def register_algorithm_config(name: str, config: type[Section], *, replace: bool = False) -> None:
+    """Add ``config`` to the classes ``algorithm:`` validates against (what :func:`edgelearn.plugins.
+    register_algorithm` calls). It must be a :class:`Section` whose ``name`` field is ``Literal[name]``
+    with default ``name``. The RunConfig schema is rebuilt in place, so existing references stay valid."""
+    if not (isinstance(config, type) and issubclass(config, Section)):
+        raise ConfigError(
+            f"algorithm {name!r}: its config must be a subclass of edgelearn.config.Section, got {config!r}",
+            hint="class MyConfig(Section): name: Literal['my_algo'] = 'my_algo'; ...",
+        )
+    field = config.model_fields.get("name")
+    if field is None or field.default != name or typing.get_args(field.annotation) != (name,):
+        raise ConfigError(
+            f"algorithm {name!r}: declare {config.__name__}.name as `name: Literal[{name!r}] = {name!r}`",
+            hint="the name field is how a config file picks the algorithm",
+        )
+    members = [
+        m
+        for m in _section_type(RunConfig.model_fields["algorithm"].annotation).members
+        if m.model_fields["name"].default != name
+    ]
+    if len(members) != len(algorithm_names()) and not replace:
+        raise ConfigError(
+            f"algorithm {name!r} already has a config class",
+            hint="pick another name, or pass replace=True to replace it on purpose",
+        )
+    union = Annotated[typing.Union[tuple([*members, config])], Field(discriminator="name")]  # noqa: UP007
+    old = RunConfig.model_fields["algorithm"]
+    RunConfig.model_fields["algorithm"] = FieldInfo.from_annotated_attribute(union, old.default)
+    RunConfig.model_rebuild(force=True)
 
 
 def algorithm_names() -> list[str]:
@@ -1009,11 +1094,37 @@ def _unknown_keys(annotation: Any, value: Any, where: str) -> dict[str, str]:
     return out
 
 
-def build_config(data: Mapping[str, Any], overrides: Iterable[str] = (), source: str = "config") -> RunConfig:
-    """Validate a raw mapping (plus overrides) into a RunConfig or raise a readable ConfigError."""
+def build_config(
+    data: Mapping[str, Any],
+    overrides: Iterable[str] = (),
+    source: str = "config",
+    base_dir: str | Path | None = None,
+) -> RunConfig:
+    """Validate a raw mapping (plus overrides) into a RunConfig or raise a readable ConfigError.
+
+    The ``plugins`` it names are imported first (``.py`` files relative to ``base_dir``, the config file's
+    folder; recorded as absolute paths), so their algorithms, models and datasets validate like built-ins.
+    """
     overrides = list(overrides)
     merged = apply_overrides(data, overrides)
+    plugins = merged.get("plugins")
+    if plugins is not None:
+        if not isinstance(plugins, list):
+            problem = f"`plugins` must be a list of modules or .py files (got {plugins!r})"
+            raise config_problems([problem], source)
+        from edgelearn.plugins import load_plugins
+
+        try:
+            merged["plugins"] = load_plugins(plugins, base_dir)
+        except ConfigError as exc:  # name the key, keep the plugin's own fix
+            raise ConfigError(
+                f"invalid configuration in {source}:\n  - `plugins`: {exc.message}", hint=exc.hint
+            ) from None
     algo = merged.get("algorithm")
+    if isinstance(algo, dict) and isinstance(algo.get("name"), str) and algo["name"] not in algorithm_names():
+        from edgelearn.plugins import load_entry_points
+
+        load_entry_points()  # an installed package may provide it
     if isinstance(algo, dict):
         algo = merged["algorithm"] = _switch_algorithm(data.get("algorithm"), algo, overrides, source)
     if isinstance(algo, dict) and "name" not in algo:
@@ -1027,8 +1138,8 @@ def build_config(data: Mapping[str, Any], overrides: Iterable[str] = (), source:
 
 
 def load_config(path: str | Path, overrides: Iterable[str] = ()) -> RunConfig:
-    """Read, override and validate a YAML config file."""
-    return build_config(read_yaml(path), overrides, source=str(path))
+    """Read, override and validate a YAML config file (its ``plugins`` are found relative to it)."""
+    return build_config(read_yaml(path), overrides, source=str(path), base_dir=Path(path).resolve().parent)
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -149,6 +149,7 @@ def build_context(cfg: RunConfig) -> RunContext:
         )
     elif d.dataset == "cifar100":
         options["label_mode"] = d.label_mode
+    options.update(d.options)  # a plugin dataset's loader options (checked against what it declared)
     bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
     algo_cls = algorithm_class(cfg.algorithm.name)
     holdout = d.holdout if d.holdout is not None else algo_cls.holdout_size(cfg)
@@ -163,7 +164,7 @@ def build_context(cfg: RunConfig) -> RunContext:
         "iid": {},
         "dirichlet": {"alpha": p.alpha, "min_size": p.min_size},
         "shards": {"shards_per_device": p.shards_per_device},
-    }[p.method]
+    }.get(p.method, p.options)  # a plugin partitioner gets partition.options
     parts = partition(
         p.method, bundle.train.y, topology.num_devices, seeds.rng("partition"), **method_options
     )

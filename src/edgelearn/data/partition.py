@@ -6,7 +6,7 @@ training sample exactly once (no method drops samples).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -164,6 +164,18 @@ PARTITION_METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
+_PLUGINS: dict[str, Callable[..., Sequence[np.ndarray]]] = {}
+"""Partitioners registered by plugins: name -> split(labels, num_devices, rng, **options)."""
+
+
+def register_partitioner(
+    name: str, split: Callable[..., Sequence[np.ndarray]], options: tuple[str, ...]
+) -> None:
+    """Add (or replace) partition method ``name`` taking keyword ``options`` (see edgelearn.plugins)."""
+    PARTITION_METHODS[name] = options
+    _PLUGINS[name] = split
+
+
 def partition(
     method: str, labels: np.ndarray | Sequence[int], num_devices: int, rng: np.random.Generator, **kw: Any
 ) -> list[np.ndarray]:
@@ -182,6 +194,9 @@ def partition(
             hint=f"options for {method}: {allowed}",
         )
     y = _check_labels(labels)
+    if method in _PLUGINS:
+        parts = _PLUGINS[method](y, num_devices, rng, **opts)
+        return _checked_plugin_split(method, parts, y.size, num_devices)
     if method == "iid":
         return partition_iid(y.size, num_devices, rng)
     if method == "dirichlet":
@@ -190,6 +205,24 @@ def partition(
         return partition_dirichlet(y, num_devices, rng=rng, **opts)
     shards = opts.get("shards_per_device", DEFAULT_SHARDS_PER_DEVICE)
     return partition_shards(y, num_devices, shards, rng)
+
+
+def _checked_plugin_split(
+    method: str, parts: Sequence[Any], num_samples: int, num_devices: int
+) -> list[np.ndarray]:
+    """A plugin partitioner's output as int64 arrays, refused (DataError naming the partitioner) unless it
+    gives one array per device with in-range sample indices and no sample on two devices. Samples it
+    leaves out stay unassigned (never a device's)."""
+    where = f"partitioner {method!r} (partition.method)"
+    if len(parts) != num_devices:
+        raise DataError(f"{where} returned {len(parts)} index arrays for {num_devices} devices")
+    out = [np.asarray(p, dtype=np.int64).ravel() for p in parts]
+    flat = np.concatenate(out) if out else np.zeros(0, np.int64)
+    if flat.size and (flat.min() < 0 or flat.max() >= num_samples):
+        raise DataError(f"{where} returned sample indices outside 0..{num_samples - 1}")
+    if len(np.unique(flat)) != flat.size:
+        raise DataError(f"{where} put a sample on two devices (or twice on one)")
+    return out
 
 
 def validate_partition(parts: Sequence[np.ndarray], num_samples: int) -> None:

@@ -24,6 +24,8 @@ class DatasetSpec:
     loader: Callable[..., DatasetBundle]
     options: tuple[str, ...]
     uses_data_dir: bool
+    summary: str = ""
+    """One line for ``edgelearn list datasets``."""
 
 
 def _digits(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
@@ -63,16 +65,23 @@ def _cifar100(data_dir: Path | None, seed: int, **opts: Any) -> DatasetBundle:
 
 
 DATASETS: dict[str, DatasetSpec] = {
-    "digits": DatasetSpec(_digits, ("test_fraction",), uses_data_dir=False),
+    "digits": DatasetSpec(
+        _digits, ("test_fraction",), uses_data_dir=False, summary="scikit-learn's 8x8 digits, embedded"
+    ),
     "synthetic": DatasetSpec(
         _synthetic,
         ("num_train", "num_test", "num_classes", "input_shape", "class_sep", "noise"),
         uses_data_dir=False,
+        summary="seeded Gaussian class blobs of any shape (tests, scaling)",
     ),
-    "mnist": DatasetSpec(_mnist, (), uses_data_dir=True),
-    "fashion_mnist": DatasetSpec(_fashion, (), uses_data_dir=True),
-    "cifar10": DatasetSpec(_cifar10, (), uses_data_dir=True),
-    "cifar100": DatasetSpec(_cifar100, ("label_mode",), uses_data_dir=True),
+    "mnist": DatasetSpec(_mnist, (), uses_data_dir=True, summary="MNIST from its IDX files (data.data_dir)"),
+    "fashion_mnist": DatasetSpec(
+        _fashion, (), uses_data_dir=True, summary="Fashion-MNIST IDX files (Debian dataset-fashion-mnist)"
+    ),
+    "cifar10": DatasetSpec(_cifar10, (), uses_data_dir=True, summary="CIFAR-10 python batches (data_dir)"),
+    "cifar100": DatasetSpec(
+        _cifar100, ("label_mode",), uses_data_dir=True, summary="CIFAR-100 python batches (data.data_dir)"
+    ),
 }
 
 

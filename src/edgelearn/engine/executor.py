@@ -24,6 +24,15 @@ class Executor(Protocol):
 EXECUTORS = ("auto", "serial", "vmap", "ray")
 
 
+EXECUTOR_SUMMARIES: dict[str, str] = {
+    "serial": "one client after another, one torch model (reference semantics)",
+    "vmap": "clients of one architecture trained in lockstep with torch.func.vmap (same batches as serial)",
+    "ray": "cohorts split over Ray workers, local or multi-node (the extra: pip install edgelearn[ray])",
+    "auto": "vmap where the cohort allows it, else serial (engine.auto: rule or probe)",
+}
+"""``executor:`` values with one line each (``edgelearn list executors``)."""
+
+
 def make_executor(name: str, device: torch.device, engine: Any = None) -> Executor:
     """Build the executor named in the config; ``engine`` is the config's EngineConfig section (or None).
 

@@ -35,13 +35,37 @@ _SPECS: dict[str, _Spec] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
-"""Names accepted by :func:`build_model` and :func:`describe`."""
+"""The built-in model names (:func:`model_names` adds the plugins')."""
+
+
+def model_names() -> list[str]:
+    """Every name :func:`build_model` accepts: the built-ins, then registered plugins."""
+    return list(_SPECS)
+
+
+def register_model(name: str, builder: Callable[..., nn.Module], defaults: Mapping[str, Any]) -> None:
+    """Add (or replace) model ``name``: ``builder(input_shape, num_classes, **options)`` with the keyword
+    options ``defaults`` lists (what :func:`edgelearn.plugins.register_model` calls after its checks)."""
+    _SPECS[name] = _Spec(builder, dict(defaults))
+
+
+def model_summary(name: str) -> str:
+    """One line on model ``name``: its builder's first docstring line and its options."""
+    spec = _spec(name)
+    doc = (spec.builder.__doc__ or "").strip().splitlines()
+    options = ", ".join(f"{k}={v!r}" for k, v in spec.defaults.items()) or "no options"
+    return f"{doc[0].strip() if doc else name} ({options})"
 
 
 def _spec(name: str) -> _Spec:
+    if isinstance(name, str) and name not in _SPECS:
+        from edgelearn.plugins import load_entry_points
+
+        load_entry_points()  # an installed package may provide it
     if not isinstance(name, str) or name not in _SPECS:
         raise ConfigError(
-            f"model.name {name!r} is not a known model", hint=f"use one of: {', '.join(MODEL_NAMES)}"
+            f"model.name {name!r} is not a known model",
+            hint=f"use one of: {', '.join(_SPECS)} (plugins register more: edgelearn list models)",
         )
     return _SPECS[name]
 
