@@ -231,15 +231,13 @@ def list_(
 ) -> None:
     """Show what a config can name, one line each, plugins (config files, entry points) included."""
     from edgelearn.plugins import KINDS, available, load_plugins
-    from edgelearn.report.progress import get_console
 
     load_plugins(plugin or [])
-    console = get_console()
     for k in [kind] if kind else list(KINDS):
         entries = available(k)  # a ConfigError (exit 2) for an unknown kind
-        console.print(f"[bold]{k}[/bold]")
+        print(k)  # plain stdout lines: meant for reading and for grep
         for name, line in entries:
-            console.print(f"  {name:<16} {line}", highlight=False, markup=False)
+            print(f"  {name:<16} {line}")
 
 
 @app.command()

@@ -101,7 +101,7 @@ def register_partitioner(
     """Make ``partition.method: <name>`` call ``split(labels, num_devices, rng, **options)``, which returns
     one index array per device; ``partition.options`` is passed, checked against ``options``. The result is
     validated like the built-ins' (indices in range, no sample on two devices)."""
-    from edgelearn.data import partition as part
+    part = importlib.import_module("edgelearn.data.partition")  # the package exports a function of that name
 
     _check_new(name, part.PARTITION_METHODS, "partitioner", replace)
     if not callable(split):
