@@ -120,17 +120,19 @@ def build_topology(cfg: RunConfig) -> Topology:
 
 def build_system(cfg: RunConfig, topology: Topology, seeds: Seeds) -> SystemModel:
     """Hardware per tier, channel and ledger over the tree."""
-    hw = cfg.hardware
-    specs = {
-        Tier.DEVICE: HardwareSpec(**hw.device.model_dump()),
-        Tier.EDGE: HardwareSpec(**hw.edge.model_dump()),
-        Tier.CLOUD: HardwareSpec(**hw.cloud.model_dump()),
-    }
+    specs = {tier: HardwareSpec(**_spec_numbers(cfg, tier)) for tier in Tier}
     ch = cfg.channel.model_dump()
     ch.pop("include_downlink")
     system = SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
     system.attach_faults(FaultModel.from_config(cfg.faults, topology, seeds))
     return system
+
+
+def _spec_numbers(cfg: RunConfig, tier: Tier) -> dict[str, Any]:
+    """A tier's resolved hardware section without its profile name: the kind and numbers a spec takes."""
+    fields = getattr(cfg.hardware, tier.value).model_dump()
+    fields.pop("profile", None)
+    return fields
 
 
 def build_context(cfg: RunConfig) -> RunContext:
@@ -493,6 +495,10 @@ def _run(
             "flops_train_per_sample": ctx.info.flops_train,
         },
         "topology": {"devices": ctx.topology.num_devices, "edges": len(ctx.topology.edges)},
+        "hardware": {
+            tier: {"profile": section.profile, "kind": section.kind}
+            for tier, section in cfg.hardware  # the numbers are in config.yaml
+        },
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
         "executor": ctx.executor.name,
         "torch_threads": ctx.torch_threads,
