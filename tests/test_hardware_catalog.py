@@ -379,3 +379,15 @@ def test_cli_two_stage_on_an_accelerator_server_exits_2_naming_the_key(tmp_path:
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "hardware.cloud" in proc.stderr and "DVFS" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resuming_a_run_saved_with_the_old_dvfs_cloud_names_the_key(tmp_path: Path) -> None:
+    """Run directories written before profiles saved the cloud as a 20 GHz DVFS CPU: refused, key named."""
+    out = tmp_path / "run"
+    out.mkdir()
+    old = "hardware:\n  cloud: {f_max_hz: 2.0e+10, kappa: 1.0e-28, cycles_per_flop: 0.25, p_max_w: 1.0}\n"
+    (out / "config.yaml").write_text(old)
+    proc = _cli("run", "configs/fedavg-digits.yaml", "--out", str(out), "--resume")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot resume" in proc.stderr and "hardware.cloud.f_max_hz" in proc.stderr
+    assert "Traceback" not in proc.stderr

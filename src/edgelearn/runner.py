@@ -228,7 +228,13 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
             f"cannot resume: {saved_path} does not exist",
             hint="resume a run directory written by `edgelearn run`",
         )
-    saved = build_config(read_yaml(saved_path), source=str(saved_path))
+    try:
+        saved = build_config(read_yaml(saved_path), source=str(saved_path))
+    except ConfigError as exc:  # e.g. written before a default or a section's schema changed
+        raise ConfigError(
+            f"cannot resume {out}: the config it was started with is no longer valid: {exc.message}",
+            hint="start a new run directory: this one was started under an older config schema or default",
+        ) from None
     mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
     if mine != theirs:
         diffs = _differing_keys(theirs, mine)
