@@ -32,6 +32,7 @@ from edgelearn.system import (
     register_hardware_profile,
 )
 from edgelearn.system import catalog as catalog_module
+from edgelearn.system.catalog import catalog_summaries
 from edgelearn.system.costs import compute_cost, compute_cycles, compute_delay, compute_energy
 from edgelearn.system.hardware import (
     CYCLES_PER_FLOP_DEFAULT,
@@ -350,11 +351,18 @@ def test_bad_registrations_are_config_errors(registry: dict, name: str, spec: ob
     assert name not in registry
 
 
-def test_a_name_registers_once(registry: dict) -> None:
+def test_a_name_registers_once_unless_replaced_on_purpose(registry: dict) -> None:
     spec = {"kind": "accelerator", "flops_per_s": 1e13, "power_w": 100, "source": "datasheet"}
     register_hardware_profile("twice", spec)
-    with pytest.raises(ConfigError, match="already exists"):
+    with pytest.raises(ConfigError, match="(?s)already exists.*replace=True"):
         register_hardware_profile("twice", spec)
+    register_hardware_profile("twice", {**spec, "power_w": 50}, replace=True)
+    assert hardware_profile("twice").values["power_w"] == 50
+    with pytest.raises(ConfigError, match="already exists"):  # built-ins never: the defaults rest on them
+        register_hardware_profile("a100", spec, replace=True)
+    listed = dict(catalog_summaries())
+    assert listed["twice"] == "accelerator: flops_per_s=1e+13, power_w=50; 5e-12 J/FLOP (registered)"
+    assert listed["a100"].startswith("accelerator: flops_per_s=6.24e+13, power_w=400; 6.4e-12 J/FLOP")
 
 
 # ------------------------------------------------------------------------------ CLI

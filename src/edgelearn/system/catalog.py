@@ -168,13 +168,15 @@ def register_hardware_profile(
     *,
     source: str | None = None,
     assumption: str | None = None,
+    replace: bool = False,
 ) -> HardwareEntry:
     """Add a named profile that configs can then use (``hardware.<tier>.profile: name``) in this process.
 
     ``spec`` is a mapping like a catalog entry (``kind``, the numbers of that kind, optional ``p_max_w``,
     ``source``, ``assumption``) or a :class:`HardwareSpec` / :class:`HardwareProfile` (its numbers and kind,
     ``p_max_w`` included; then pass ``source=``). Every profile needs a non-empty source. The name must be
-    new (built-in names cannot be replaced) and in lower-case snake case. Returns the validated entry.
+    new, unless ``replace=True`` replaces a profile registered earlier (built-in names are never replaced:
+    the tier defaults rest on them), and in lower-case snake case. Returns the validated entry.
     Register before building configs that name it; a config validated earlier keeps the numbers it got.
     """
     if isinstance(spec, (HardwareSpec, HardwareProfile)):
@@ -193,14 +195,31 @@ def register_hardware_profile(
         if key in data and data[key] != value:
             raise ConfigError(f"register_hardware_profile({name!r}): `{key}` given twice, differently")
         data[key] = value
-    if isinstance(name, str) and name in hardware_profiles():
+    if isinstance(name, str) and (name in _BUILTIN or (name in _REGISTERED and not replace)):
         raise ConfigError(
             f"register_hardware_profile: a hardware profile named {name!r} already exists",
-            hint="choose another name (built-in and registered names cannot be replaced)",
+            hint="choose another name"
+            + ("" if name in _BUILTIN else ", or pass replace=True to replace it on purpose"),
         )
     entry = _entry(name, data, builtin=False, where="register_hardware_profile: profile")
     _REGISTERED[entry.name] = entry
     return entry
+
+
+def catalog_summaries() -> list[tuple[str, str]]:
+    """``(name, one line)`` per known profile, for listings (``edgelearn list hardware``): kind, numbers and,
+    for fixed numbers, the energy per FLOP at full speed."""
+    out = []
+    for name, entry in hardware_profiles().items():
+        numbers = ", ".join(f"{k}={_show(v)}" for k, v in entry.values.items())
+        fixed = not any(isinstance(v, tuple) for v in entry.values.values())
+        cost = f"; {entry.node().joules_per_flop:.2g} J/FLOP" if fixed else ""
+        out.append((name, f"{entry.kind}: {numbers}{cost}{'' if entry.builtin else ' (registered)'}"))
+    return out
+
+
+def _show(value: FloatOrRange) -> str:
+    return f"[{value[0]:g}, {value[1]:g}]" if isinstance(value, tuple) else f"{value:g}"
 
 
 def resolve_tier(tier: Tier | str, given: Mapping[str, Any]) -> dict[str, Any]:
