@@ -323,7 +323,9 @@ def test_synthetic_sizes_beyond_memory_fail_fast_with_an_estimate() -> None:
         ("hardware.edge.p_max_w=1e-300", "hardware.edge.p_max_w (1e-300)"),  # the downlink to devices
         ("hardware.device.f_max_hz=1e-300", "hardware.device.f_max_hz"),
         ("hardware.edge.f_max_hz=1e300", "hardware.edge.f_max_hz"),
-        ("hardware.cloud.kappa=1e300", "hardware.cloud.kappa"),
+        ("hardware.edge.kappa=1e300", "hardware.edge.kappa"),
+        ("hardware.cloud.power_w=1e300", "hardware.cloud.power_w"),  # the cloud is an accelerator
+        ("hardware.cloud.flops_per_s=1e-300", "hardware.cloud.flops_per_s"),
     ],
 )
 def test_absurd_physics_is_a_config_error_naming_the_key(override: str, key: str) -> None:

@@ -9,106 +9,33 @@ from __future__ import annotations
 
 import copy
 import logging
-import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticCustomError
 
+from edgelearn.config_base import (
+    BOOL_NOT_NUMBER,
+    SECTION_KEY_PROBLEM,
+    FloatOrRange,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+    Section,
+    _members,
+)
+from edgelearn.config_hardware import CloudHardwareConfig as CloudHardwareConfig
+from edgelearn.config_hardware import EdgeHardwareConfig as EdgeHardwareConfig
+from edgelearn.config_hardware import HardwareConfig
+from edgelearn.config_hardware import HardwareTierConfig as HardwareTierConfig
 from edgelearn.errors import ConfigError
 from edgelearn.yamlsafe import AliasExpansionError, DuplicateKeyError, dump_yaml, load_yaml
 
 log = logging.getLogger(__name__)
-
-BOOL_NOT_NUMBER = "bool_not_number"
-"""Error type of a boolean given for a number (its context names the key inside the section)."""
-
-PositiveFloat = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
-# A value that may be fixed or drawn per node uniformly from [low, high].
-FloatOrRange = PositiveFloat | tuple[PositiveFloat, PositiveFloat]
-
-
-class Section(BaseModel):
-    """Base for every config section: unknown keys are errors, values are validated on assignment, and a
-    boolean is never taken as a number (pydantic's lax mode reads ``rounds: true`` as 1)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_bool_as_number(cls, data: Any) -> Any:
-        """Reject ``true``/``false`` where a field (or an item of its list/tuple) wants a number.
-
-        Done before pydantic's own parsing so everything else stays lax: YAML's ``5`` or the string
-        ``"1e6"`` (PyYAML reads ``1e6`` as a string) still parse, and ints stay valid for float fields. A
-        model-level check because pydantic allows no field "before" validator on the algorithm's
-        discriminator ``name``; the error carries the key, which :func:`format_validation_error` appends.
-        """
-        if isinstance(data, Mapping):
-            for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(key, str) else None
-                if field is not None and _bool_where_number(field.annotation, value):
-                    raise PydanticCustomError(
-                        BOOL_NOT_NUMBER,
-                        "a boolean is not a number here; write a number (e.g. 1 or 0.5)",
-                        {"key": key},
-                    )
-        return data
-
-
-def _members(annotation: Any) -> list[Any]:
-    """The alternatives of a (possibly Annotated / Optional) annotation, Annotated wrappers stripped."""
-    while typing.get_origin(annotation) is Annotated:
-        annotation = typing.get_args(annotation)[0]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return [m for arg in typing.get_args(annotation) for m in _members(arg)]
-    return [annotation]
-
-
-def _bool_where_number(annotation: Any, value: Any) -> bool:
-    """Whether ``value`` holds a bool at a place where ``annotation`` wants a number and admits no bool."""
-    members = _members(annotation)
-    if isinstance(value, bool):
-        admits = any(
-            m is bool
-            or m is Any
-            or (typing.get_origin(m) is Literal and any(a is value for a in typing.get_args(m)))
-            for m in members
-        )
-        numeric = any(
-            m in (int, float)
-            or (typing.get_origin(m) is Literal and any(isinstance(a, int) for a in typing.get_args(m)))
-            for m in members
-        )
-        return numeric and not admits
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            slots = []  # what each list/tuple alternative expects at position i
-            for m in members:
-                origin, args = typing.get_origin(m), typing.get_args(m)
-                if origin is list and args:
-                    slots.append(args[0])
-                elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-                    slots.append(args[0])
-                elif origin is tuple and i < len(args):
-                    slots.append(args[i])
-            if slots and all(_bool_where_number(slot, item) for slot in slots):
-                return True
-    return False
 
 
 class DataConfig(Section):
@@ -212,39 +139,6 @@ class TopologyConfig(Section):
                 f"`devices_per_edge` lists {len(self.devices_per_edge)} counts but `edges` is {self.edges}"
             )
         return self
-
-
-class HardwareTierConfig(Section):
-    """Hardware of one tier; a [low, high] pair draws each node's value uniformly (heterogeneity)."""
-
-    f_max_hz: FloatOrRange = Field(1e9, description="max CPU clock; devices 1 GHz (paper_two_stage §8.3)")
-    kappa: FloatOrRange = Field(1e-28, description="effective switched capacitance (paper_two_stage §8.3)")
-    cycles_per_flop: FloatOrRange = Field(0.25, description="4 FLOPs per cycle (SIMD)")
-    p_max_w: FloatOrRange = Field(
-        0.1, description="max transmit power; devices 20 dBm (paper_two_stage §8.3)"
-    )
-
-
-class EdgeHardwareConfig(HardwareTierConfig):
-    """Edge server: 5 GHz (paper_two_stage §8.3), 1 W transmit power for the downlink."""
-
-    f_max_hz: FloatOrRange = 5e9
-    p_max_w: FloatOrRange = 1.0
-
-
-class CloudHardwareConfig(HardwareTierConfig):
-    """Cloud server: a 20 GHz aggregate clock (several cores), 1 W transmit power toward attached devices."""
-
-    f_max_hz: FloatOrRange = 2e10
-    p_max_w: FloatOrRange = 1.0
-
-
-class HardwareConfig(Section):
-    """Per-tier hardware; defaults from paper_two_stage.md §8.3 (devices 1 GHz, 0.1 W; servers 5 GHz)."""
-
-    device: HardwareTierConfig = HardwareTierConfig()
-    edge: EdgeHardwareConfig = EdgeHardwareConfig()
-    cloud: CloudHardwareConfig = CloudHardwareConfig()
 
 
 class ChannelConfig(Section):
@@ -765,7 +659,7 @@ class RunConfig(Section):
     data: DataConfig = DataConfig()
     partition: PartitionConfig = PartitionConfig()
     topology: TopologyConfig = TopologyConfig(devices=100)
-    hardware: HardwareConfig = HardwareConfig()
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     channel: ChannelConfig = ChannelConfig()
     model: ModelConfig = ModelConfig()
     algorithm: AlgorithmConfig = FedAvgConfig()
@@ -956,9 +850,12 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
         path, allowed = _fields_at(loc[:-1] if bad_key else loc)
         if bad_key:
             err = {**err, "msg": f"a key here is invalid: {err['msg']}"}
-        if err["type"] == BOOL_NOT_NUMBER:  # raised for its section: the key is in the context
+        if err["type"] in (BOOL_NOT_NUMBER, SECTION_KEY_PROBLEM):  # raised for its section: key in context
             key = str(err.get("ctx", {}).get("key"))
-            got = err["input"].get(key) if isinstance(err.get("input"), Mapping) else None
+            given = err.get("input")
+            got = given.get(key) if isinstance(given, Mapping) else None
+            if err["type"] == SECTION_KEY_PROBLEM and not (isinstance(given, Mapping) and key in given):
+                got = {}  # a key that was not given (a missing one): no "(got ...)" in the message
             err = {**err, "input": got}
             path = key if path == "<top level>" else f"{path}.{key}"
         if path in seen:

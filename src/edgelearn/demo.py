@@ -31,7 +31,7 @@ TWO_STAGE_DIGITS: dict[str, Any] = {
     "data": {"dataset": "digits"},
     "partition": {"method": "iid"},
     "topology": {"devices": 10},
-    "hardware": {"cloud": {"f_max_hz": 5.0e9, "p_max_w": 1.0}},
+    "hardware": {"cloud": {"profile": "paper_edge"}},
     "channel": {"distance_m": [50, 250], "device_to_cloud_distance_m": [50, 250], "include_downlink": False},
     "model": _MLP,
     "algorithm": {
@@ -53,6 +53,7 @@ FEDAGG_DIGITS: dict[str, Any] = {
     "data": {"dataset": "digits", "holdout": 360},  # the bridge autoencoder's training hold-out
     "partition": {"method": "dirichlet", "alpha": 1.0, "min_size": 2},
     "topology": {"edges": 4, "devices_per_edge": 25},
+    "hardware": {"edge": {"profile": "xeon_gold_6248"}},
     "model": {"name": "resnet14", "options": {"width": 2}},
     "algorithm": {
         "name": "fedagg",

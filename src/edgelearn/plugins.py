@@ -109,6 +109,16 @@ def register_partitioner(
     part.register_partitioner(name, split, tuple(options))
 
 
+def register_hardware_profile(name: str, spec: Any, **kwargs: Any) -> Any:
+    """Make ``hardware.<tier>.profile: <name>`` name a profile of one's own: a mapping like a catalog entry
+    (``kind: dvfs`` with ``f_max_hz``, ``kappa``, ``cycles_per_flop``, or ``kind: accelerator`` with
+    ``flops_per_s``, ``power_w``; ``p_max_w``; a non-empty ``source``). See
+    :func:`edgelearn.system.catalog.register_hardware_profile` for the keywords and checks."""
+    from edgelearn.system.catalog import register_hardware_profile as register
+
+    return register(name, spec, **kwargs)
+
+
 def _check_new(name: str, table: Iterable[str], what: str, replace: bool) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{what} name {name!r} must be an identifier (letters, digits, underscores)")
@@ -255,6 +265,7 @@ __all__ = [
     "load_plugins",
     "register_algorithm",
     "register_dataset",
+    "register_hardware_profile",
     "register_model",
     "register_partitioner",
 ]

@@ -120,17 +120,19 @@ def build_topology(cfg: RunConfig) -> Topology:
 
 def build_system(cfg: RunConfig, topology: Topology, seeds: Seeds) -> SystemModel:
     """Hardware per tier, channel and ledger over the tree."""
-    hw = cfg.hardware
-    specs = {
-        Tier.DEVICE: HardwareSpec(**hw.device.model_dump()),
-        Tier.EDGE: HardwareSpec(**hw.edge.model_dump()),
-        Tier.CLOUD: HardwareSpec(**hw.cloud.model_dump()),
-    }
+    specs = {tier: HardwareSpec(**_spec_numbers(cfg, tier)) for tier in Tier}
     ch = cfg.channel.model_dump()
     ch.pop("include_downlink")
     system = SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
     system.attach_faults(FaultModel.from_config(cfg.faults, topology, seeds))
     return system
+
+
+def _spec_numbers(cfg: RunConfig, tier: Tier) -> dict[str, Any]:
+    """A tier's resolved hardware section without its profile name: the kind and numbers a spec takes."""
+    fields = getattr(cfg.hardware, tier.value).model_dump()
+    fields.pop("profile", None)
+    return fields
 
 
 def build_context(cfg: RunConfig) -> RunContext:
@@ -231,7 +233,13 @@ def _check_resumable(cfg: RunConfig, out: Path) -> None:
             f"cannot resume: {saved_path} does not exist",
             hint="resume a run directory written by `edgelearn run`",
         )
-    saved = build_config(read_yaml(saved_path), source=str(saved_path))
+    try:
+        saved = build_config(read_yaml(saved_path), source=str(saved_path))
+    except ConfigError as exc:  # e.g. written before a default or a section's schema changed
+        raise ConfigError(
+            f"cannot resume {out}: the config it was started with is no longer valid: {exc.message}",
+            hint="start a new run directory: this one was started under an older config schema or default",
+        ) from None
     mine, theirs = cfg.model_dump(exclude={"output"}), saved.model_dump(exclude={"output"})
     if mine != theirs:
         diffs = _differing_keys(theirs, mine)
@@ -498,6 +506,10 @@ def _run(
             "flops_train_per_sample": ctx.info.flops_train,
         },
         "topology": {"devices": ctx.topology.num_devices, "edges": len(ctx.topology.edges)},
+        "hardware": {
+            tier: {"profile": section.profile, "kind": section.kind}
+            for tier, section in cfg.hardware  # the numbers are in config.yaml
+        },
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
         "data_split": data_split(ctx.bundle),
         "executor": ctx.executor.name,

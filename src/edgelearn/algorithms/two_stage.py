@@ -58,6 +58,21 @@ CONSTANTS_CACHE_VERSION = 3
 """Bumped whenever the estimators change, so stale cached constants are never reused."""
 
 
+DVFS_KEY_FIELDS = ("f_max_hz", "kappa", "cycles_per_flop", "p_max_w")
+"""A DVFS tier's numbers as the calibration cache keyed them before hardware had kinds and profiles."""
+
+
+def hardware_cache_key(cfg: RunConfig) -> dict[str, Any]:
+    """The hardware part of the calibration cache key: a DVFS tier by its four numbers alone (the key the
+    cache used before profiles existed, so caches of two-stage runs stay valid), another tier by its whole
+    resolved section."""
+    key: dict[str, Any] = {}
+    for tier, section in cfg.hardware:
+        dump = section.model_dump(mode="json")
+        key[tier] = {k: dump[k] for k in DVFS_KEY_FIELDS} if section.kind == "dvfs" else dump
+    return key
+
+
 class TwoStage(Algorithm):
     """Execute a two-stage Plan: M server SGD steps on general data, then N FEEL rounds on task data."""
 
@@ -177,6 +192,8 @@ class TwoStage(Algorithm):
                 hint="use topology.devices: K (devices under one server) or topology.edges: 1",
             )
         self.server = parents.pop()
+        # the planner chooses CPU clocks (the DVFS model of Lyu et al. §3.2): the server and devices need one
+        ctx.system.require_dvfs([self.server, *self.devices.tolist()], "the two-stage planner's clock choice")
         general = ctx.extras["general"]
         self.general = ClientData(
             torch.as_tensor(general.x, device=ctx.device), torch.as_tensor(general.y, device=ctx.device)
@@ -221,10 +238,7 @@ class TwoStage(Algorithm):
             "budget": tc.budget.model_dump(),
             "planner": [tc.eta_ft, tc.method, tc.max_ft_rounds, tc.joint_min_ft_rounds],
             "batch_caps": [tc.max_batch_pre, tc.max_batch_ft],
-            "system": [
-                self.ctx.cfg.hardware.model_dump(mode="json"),
-                self.ctx.cfg.channel.model_dump(mode="json"),
-            ],
+            "system": [hardware_cache_key(self.ctx.cfg), self.ctx.cfg.channel.model_dump(mode="json")],
             **cal.model_dump(),
         }
 

@@ -1,11 +1,24 @@
 """The physical system: topology tree, hardware, channel, cost formulas, ledger and virtual clock.
 
 Pure numpy (no torch): algorithms report FLOPs and bytes through ``SystemModel`` and read joules, seconds
-and bytes back from its ``Ledger``.
+and bytes back from its ``Ledger``. Hardware comes in two kinds (DVFS CPUs, accelerators) and named,
+sourced profiles (``catalog``); :func:`register_hardware_profile` adds profiles of one's own.
 """
 
+from edgelearn.system.catalog import (
+    CLOUD_DEFAULT,
+    DEVICE_DEFAULT,
+    EDGE_DEFAULT,
+    TIER_DEFAULT_PROFILES,
+    TIER_DEFAULTS,
+    HardwareEntry,
+    hardware_profile,
+    hardware_profiles,
+    register_hardware_profile,
+)
 from edgelearn.system.channel import Channel, ChannelSpec
 from edgelearn.system.costs import (
+    compute_cost,
     compute_cycles,
     compute_delay,
     compute_energy,
@@ -20,10 +33,8 @@ from edgelearn.system.costs import (
 )
 from edgelearn.system.faults import AvailabilityTrace, EdgeOutage, FaultModel
 from edgelearn.system.hardware import (
-    CLOUD_DEFAULT,
-    DEVICE_DEFAULT,
-    EDGE_DEFAULT,
-    TIER_DEFAULTS,
+    ACCELERATOR,
+    DVFS,
     HardwareProfile,
     HardwareSpec,
     profile_arrays,
@@ -34,15 +45,19 @@ from edgelearn.system.model import SystemModel
 from edgelearn.system.topology import Node, Tier, Topology
 
 __all__ = [
+    "ACCELERATOR",
     "CLOUD_DEFAULT",
     "DEVICE_DEFAULT",
+    "DVFS",
     "EDGE_DEFAULT",
     "TIER_DEFAULTS",
+    "TIER_DEFAULT_PROFILES",
     "AvailabilityTrace",
     "Channel",
     "ChannelSpec",
     "EdgeOutage",
     "FaultModel",
+    "HardwareEntry",
     "HardwareProfile",
     "HardwareSpec",
     "Ledger",
@@ -51,14 +66,18 @@ __all__ = [
     "Tier",
     "Topology",
     "VirtualClock",
+    "compute_cost",
     "compute_cycles",
     "compute_delay",
     "compute_energy",
     "db_to_linear",
     "dbm_to_w",
+    "hardware_profile",
+    "hardware_profiles",
     "linear_to_db",
     "path_loss_db",
     "profile_arrays",
+    "register_hardware_profile",
     "sample_profiles",
     "shannon_rate",
     "transmit_delay",

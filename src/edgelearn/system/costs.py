@@ -1,7 +1,9 @@
 """Pure cost formulas (compute/transmit delay and energy, Shannon rate, unit conversions).
 
 Every function accepts Python floats or numpy arrays (broadcasting) and returns a float for scalar input,
-an array otherwise. Formulas follow paper_two_stage.md §3.2 (compute) and §3.3 (communication).
+an array otherwise (except :func:`compute_cost`, which always returns arrays). Formulas follow Lyu et al.,
+arXiv:2404.00836, §3.2 (DVFS compute) and §3.3 (communication); accelerators are priced by sustained FLOP/s
+and active power (``system/hardware.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,31 @@ def compute_energy(kappa: ArrayLike, cycles: ArrayLike, f_hz: ArrayLike) -> Arra
     """Joules of dynamic CPU power for ``cycles`` at ``f_hz``: kappa * cycles * f^2 (§3.2)."""
     f = np.asarray(f_hz, dtype=np.float64)
     return _out(np.asarray(kappa, dtype=np.float64) * np.asarray(cycles, dtype=np.float64) * f * f)
+
+
+def compute_cost(
+    flops: np.ndarray,
+    work_per_flop: np.ndarray,
+    rate: np.ndarray,
+    kappa: np.ndarray,
+    power_w: np.ndarray,
+    dvfs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, joules) of ``flops`` on nodes of either kind, elementwise in one vectorized pass.
+
+    A node does work = flops x work_per_flop at ``rate`` work per second, so seconds = work / rate. DVFS
+    nodes (``dvfs`` True): work is CPU cycles (work_per_flop = cycles_per_flop), rate the clock f, and
+    joules = kappa x cycles x f^2 (§3.2), the same operations as :func:`compute_cycles`,
+    :func:`compute_delay` and :func:`compute_energy`, so results match them bit for bit. Accelerators:
+    work_per_flop = 1, rate = flops_per_s, joules = power_w x seconds. The other kind's coefficient
+    (``power_w`` of a DVFS node, ``kappa`` of an accelerator) is ignored, NaN allowed.
+    """
+    work = np.multiply(flops, work_per_flop, dtype=np.float64)
+    seconds = np.divide(work, rate, dtype=np.float64)
+    with np.errstate(invalid="ignore"):  # the unused kind's NaN coefficients
+        dvfs_joules = np.asarray(kappa, dtype=np.float64) * work * rate * rate
+        accel_joules = np.multiply(power_w, seconds, dtype=np.float64)
+    return seconds, np.where(dvfs, dvfs_joules, accel_joules)
 
 
 def transmit_delay(bits: ArrayLike, rate_bps: ArrayLike) -> ArrayLike:

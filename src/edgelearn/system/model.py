@@ -1,7 +1,9 @@
 """``SystemModel``: the facade algorithms use to charge compute and transmissions to the ledger and clock.
 
 Algorithms never compute physics themselves: they say "node i ran F FLOPs" or "node i sent B bytes to its
-parent", and the system model turns that into seconds and joules (paper_two_stage.md §3.2-3.4).
+parent", and the system model turns that into seconds and joules: compute by the node's hardware kind
+(``system/hardware.py``: the DVFS CPU model of Lyu et al., arXiv:2404.00836, §3.2, or an accelerator's
+FLOP/s and power), transmissions by the channel's Shannon rate (§3.3 of the same paper).
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ import numpy as np
 from edgelearn.errors import ConfigError
 from edgelearn.seeding import Seeds
 from edgelearn.system.channel import Channel, ChannelSpec
-from edgelearn.system.costs import (
-    BITS_PER_BYTE,
-    compute_cycles,
-    compute_delay,
-    compute_energy,
-    transmit_delay,
-    transmit_energy,
-)
+from edgelearn.system.costs import BITS_PER_BYTE, compute_cost, transmit_delay, transmit_energy
 from edgelearn.system.faults import FaultModel
-from edgelearn.system.hardware import HardwareProfile, HardwareSpec, profile_arrays, sample_profiles
+from edgelearn.system.hardware import (
+    ACCELERATOR,
+    DVFS,
+    HardwareProfile,
+    HardwareSpec,
+    profile_arrays,
+    sample_profiles,
+)
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.topology import Tier, Topology
 
@@ -43,10 +45,19 @@ summed delays overflow. Extreme bandwidths, powers, noise, path loss or distance
 0 or inf) instead of running with overflow warnings and inf/nan delays."""
 
 MAX_SECONDS_PER_FLOP = 1.0
-"""Slowest compute accepted (cycles_per_flop / f_max, s): a 1 Hz clock; slower overflows delay sums."""
+"""Slowest compute accepted (cycles_per_flop / f_max or 1 / flops_per_s, s): a 1 Hz clock; slower
+overflows delay sums."""
 
 MAX_JOULES_PER_FLOP = 1.0
-"""Most energy per FLOP accepted at f_max (kappa x cycles_per_flop x f_max^2, J); real chips: ~1e-10."""
+"""Most energy per FLOP accepted at full speed (kappa x cycles_per_flop x f_max^2 or power_w / flops_per_s,
+J); real chips: 1e-12 to 1e-9."""
+
+
+PRICED_BY: dict[str, tuple[str, ...]] = {
+    DVFS: ("f_max_hz", "cycles_per_flop", "kappa"),
+    ACCELERATOR: ("flops_per_s", "power_w"),
+}
+"""The hardware keys that set a node's time and energy per FLOP, by kind (named when they are absurd)."""
 
 
 class SystemModel:
@@ -73,13 +84,26 @@ class SystemModel:
         self.ledger = ledger if ledger is not None else Ledger([n.tier for n in topology.nodes])
         self.clock = clock if clock is not None else VirtualClock(topology.num_nodes)
         arrays = profile_arrays(self.profiles)
-        for arr in arrays.values():
-            arr.flags.writeable = False
+        self.dvfs = arrays["dvfs"]
+        """Per-node flag: priced by the DVFS CPU model (True) or as an accelerator (False)."""
         self.f_max_hz = arrays["f_max_hz"]
-        """Read-only per-node CPU limit (Hz), indexed by node id."""
+        """Per-node CPU limit (Hz); like ``kappa`` and ``cycles_per_flop``, NaN on accelerator nodes."""
         self.kappa = arrays["kappa"]
         self.cycles_per_flop = arrays["cycles_per_flop"]
+        self.flops_per_s = arrays["flops_per_s"]
+        """Per-node sustained FLOP/s; like ``power_w``, NaN on DVFS nodes."""
+        self.power_w = arrays["power_w"]
         self.p_max_w = arrays["p_max_w"]
+        self.seconds_per_flop = arrays["seconds_per_flop"]
+        """Per-node seconds per FLOP at full speed (either kind)."""
+        self.joules_per_flop = arrays["joules_per_flop"]
+        """Per-node joules per FLOP at full speed (either kind)."""
+        # One compute path for both kinds: work = FLOPs x work_per_flop (cycles on DVFS nodes, the FLOPs
+        # themselves on accelerators) done at a rate (the clock, or the sustained FLOP/s).
+        self._work_per_flop = np.where(self.dvfs, self.cycles_per_flop, 1.0)
+        self._full_rate = np.where(self.dvfs, self.f_max_hz, self.flops_per_s)
+        for arr in (*arrays.values(), self._work_per_flop, self._full_rate):
+            arr.flags.writeable = False
         self.faults = faults if faults is not None else FaultModel(topology)
         """Device, link and edge faults (system/faults.py); the default injects none."""
         self.round = 0
@@ -111,12 +135,12 @@ class SystemModel:
 
         One check covers every physics field: a rate, time or energy that comes out 0, inf or nan (or
         beyond :data:`MIN_LINK_RATE_BPS`, :data:`MAX_SECONDS_PER_FLOP`, :data:`MAX_JOULES_PER_FLOP`),
-        whatever extreme bandwidth, power, noise, path loss, distance, clock or kappa caused it, fails here
-        at build time instead of as overflow warnings and inf/nan delays and energies during the run.
+        whatever extreme bandwidth, power, noise, path loss, distance, clock, kappa, FLOP/s or compute power
+        caused it, fails here at build time instead of as overflow warnings and inf/nan delays and energies
+        during the run.
         """
         tiers = [n.tier.value for n in self.topology.nodes]
-        sec = self.cycles_per_flop / self.f_max_hz
-        joules = self.kappa * self.cycles_per_flop * self.f_max_hz**2
+        sec, joules = self.seconds_per_flop, self.joules_per_flop
         for i in range(self.topology.num_nodes):
             bad_time = not (np.isfinite(sec[i]) and 0 < sec[i] <= MAX_SECONDS_PER_FLOP)
             bad_energy = not (np.isfinite(joules[i]) and 0 <= joules[i] <= MAX_JOULES_PER_FLOP)
@@ -124,11 +148,12 @@ class SystemModel:
                 what = f"{sec[i]:.3g} s" if bad_time else f"{joules[i]:.3g} J"
                 limit = f"<= {MAX_SECONDS_PER_FLOP:g} s" if bad_time else f"<= {MAX_JOULES_PER_FLOP:g} J"
                 t = tiers[i]
+                keys = PRICED_BY[DVFS if self.dvfs[i] else ACCELERATOR]
+                values = ", ".join(f"{k}={getattr(self, k)[i]:.3g}" for k in keys)
                 raise ConfigError(
                     f"system: a FLOP on {t} node {i} would take {what} (need a finite value {limit}): "
-                    f"f_max_hz={self.f_max_hz[i]:.3g}, cycles_per_flop={self.cycles_per_flop[i]:.3g}, "
-                    f"kappa={self.kappa[i]:.3g}",
-                    hint=f"fix hardware.{t}.f_max_hz, hardware.{t}.cycles_per_flop or hardware.{t}.kappa",
+                    + values,
+                    hint="fix " + " or ".join(f"hardware.{t}.{k}" for k in keys),
                 )
         parents = self.topology.parent_array
         ids = np.flatnonzero(parents >= 0)
@@ -199,9 +224,11 @@ class SystemModel:
     def compute(
         self, nodes: NodeIds, flops: Values, *, freq_hz: Values | None = None, phase: str = "train"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Charge ``flops`` of work on each node at ``freq_hz`` (default: the node's f_max).
+        """Charge ``flops`` of work on each node at full speed, or on DVFS nodes at clock ``freq_hz``.
 
-        Returns (seconds, joules) shaped like the broadcast inputs; repeated nodes run back to back.
+        A clock applies to DVFS nodes only: requesting one for an accelerator node is a ConfigError (it
+        runs at its sustained FLOP/s). Returns (seconds, joules) shaped like the broadcast inputs; repeated
+        nodes run back to back.
         """
         ids, work = np.broadcast_arrays(self._ids(nodes, "compute"), np.asarray(flops, dtype=np.float64))
         shape = ids.shape
@@ -209,13 +236,14 @@ class SystemModel:
         if np.any(~np.isfinite(work) | (work < 0)):
             raise ValueError("compute: flops must be finite and >= 0")
         if freq_hz is None:
-            freq = self.f_max_hz[ids]
+            rate = self._full_rate[ids]
         else:
-            freq = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), shape).ravel()
-            self._check_limit(freq, self.f_max_hz[ids], ids, "compute", "freq_hz")
-        cycles = np.asarray(compute_cycles(work, self.cycles_per_flop[ids]))
-        seconds = np.asarray(compute_delay(cycles, freq))
-        joules = np.asarray(compute_energy(self.kappa[ids], cycles, freq))
+            self.require_dvfs(ids, "a CPU clock (freq_hz)")
+            rate = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), shape).ravel()
+            self._check_limit(rate, self.f_max_hz[ids], ids, "compute", "freq_hz")
+        seconds, joules = compute_cost(
+            work, self._work_per_flop[ids], rate, self.kappa[ids], self.power_w[ids], self.dvfs[ids]
+        )
         start, end = self.clock.compute(ids, seconds)
         self.ledger.record_compute(
             round=self.round, node=ids, flops=work, seconds=seconds, joules=joules,
@@ -274,11 +302,25 @@ class SystemModel:
             raise ValueError("attach_faults: the fault model was built for another topology")
         self.faults = faults
 
+    def require_dvfs(self, nodes: NodeIds, what: str) -> None:
+        """ConfigError naming the tier's hardware keys when any of ``nodes`` is not a DVFS CPU (``what``
+        needs a clock to set: a requested frequency, the two-stage planner's clocks)."""
+        ids = np.atleast_1d(self._ids(nodes, "require_dvfs"))
+        bad = ids[~self.dvfs[ids]]
+        if bad.size:
+            i = int(bad[0])
+            t = self.topology.nodes[i].tier.value
+            raise ConfigError(
+                f"system: {what} applies to DVFS CPUs only, but {t} node {i} is an accelerator "
+                f"(hardware.{t}.kind: accelerator; it runs at its sustained flops_per_s)",
+                hint=f"give hardware.{t} a DVFS profile (e.g. hardware.{t}.profile=paper_edge) or "
+                f"hardware.{t}.kind=dvfs with f_max_hz",
+            )
+
     def predict_compute_seconds(self, nodes: NodeIds, flops: Values) -> np.ndarray:
-        """Seconds each node would need for ``flops`` at its f_max, without charging anything."""
+        """Seconds each node would need for ``flops`` at full speed, without charging anything."""
         ids, work = np.broadcast_arrays(self._ids(nodes, "predict"), np.asarray(flops, dtype=np.float64))
-        cycles = np.asarray(compute_cycles(work, self.cycles_per_flop[ids]))
-        return np.asarray(compute_delay(cycles, self.f_max_hz[ids]), dtype=np.float64)
+        return np.asarray(work * self._work_per_flop[ids] / self._full_rate[ids], dtype=np.float64)
 
     def predict_upload_seconds(self, nodes: NodeIds, nbytes: Values) -> np.ndarray:
         """Seconds each node would need to send ``nbytes`` to its parent this round at p_max (no charge)."""
