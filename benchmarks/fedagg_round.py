@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 from edgelearn import runner
 from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
-from edgelearn.config import build_config
+from edgelearn.config import apply_overrides, build_config
 from edgelearn.data import DatasetBundle
 from edgelearn.engine.precision import autocast
 from edgelearn.runner import build_context
@@ -125,7 +124,7 @@ def floor_epoch(algo: FedAgg, batch_size: int) -> dict[str, float]:
     arch = algo.models.arch(0)
     torch.manual_seed(FLOOR_SEED)
     model = arch.model_fn().to(algo.ctx.device).train()
-    opt = torch.optim.SGD(model.parameters(), lr=algo.cfg.lr, momentum=algo.cfg.momentum)
+    opt = torch.optim.SGD(model.parameters(), lr=algo.cfg.local.lr, momentum=algo.cfg.local.momentum)
     x, y = algo.store.bridges, algo.store.labels
     order = torch.as_tensor(np.random.default_rng(FLOOR_SEED).permutation(len(y)), device=y.device)
 
@@ -169,10 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides += args.run_set
     with train_subset(args.train_subset):
         ctx = build_context(build_config({}, overrides))
-    algo_overrides = {"schedule": args.schedule, "batch_size": args.batch_size}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        algo_overrides[key] = yaml.safe_load(value)
+    algo_overrides = {"schedule": args.schedule, "local": {"batch_size": args.batch_size}}
+    algo_overrides = apply_overrides(algo_overrides, args.set)  # dotted keys, e.g. local.lr=0.01
     algo = FedAgg(ctx, FedAggConfig.model_validate(algo_overrides))
     started = time.perf_counter()
     algo.init()

@@ -52,7 +52,7 @@ def make_ctx(*overrides: str) -> RunContext:
 
 def make_algo(ctx: RunContext, **cfg: Any) -> DemLearn:
     """DemLearn on a small MLP with batch 16, initialised."""
-    settings = {"rounds": 2, "models": DEVICE_MODEL, "batch_size": 16, "lr": 0.05, **cfg}
+    settings = {"rounds": 2, "models": DEVICE_MODEL, "local": {"batch_size": 16, "lr": 0.05}, **cfg}
     algo = DemLearn(ctx, DemLearnConfig.model_validate(settings))
     algo.init()
     return algo
@@ -73,8 +73,8 @@ IDS = [5, 6, 7, 8, 9, 10]
 
 def test_config_defaults_and_validation() -> None:
     cfg = DemLearnConfig()
-    assert (cfg.levels, cfg.alpha, cfg.local_epochs, cfg.mu, cfg.momentum) == (3, 0.7, 2, 0.0, 0.0)
-    assert (cfg.lr, cfg.batch_size, cfg.linkage, cfg.metric, cfg.recluster_every) == (
+    assert (cfg.levels, cfg.alpha, cfg.local.epochs, cfg.mu, cfg.local.momentum) == (3, 0.7, 2, 0.0, 0.0)
+    assert (cfg.local.lr, cfg.local.batch_size, cfg.linkage, cfg.metric, cfg.recluster_every) == (
         0.001, 8, "average", "euclidean", 1,
     )  # fmt: skip
     with pytest.raises(ValidationError, match="ward"):

@@ -32,8 +32,8 @@ ALGORITHMS = ("fedgkt", "feddkc", "demlearn")
 def algo_settings(name: str) -> dict[str, Any]:
     """Small, fast settings of each baseline (the algorithm section, name included)."""
     if name == "demlearn":
-        return {"name": name, "rounds": 2, "models": DEM_MODELS, "batch_size": 16, "lr": 0.05}
-    return {"name": name, "rounds": 2, "models": KD_MODELS, "batch_size": 16}
+        return {"name": name, "rounds": 2, "models": DEM_MODELS, "local": {"batch_size": 16, "lr": 0.05}}
+    return {"name": name, "rounds": 2, "models": KD_MODELS, "local": {"batch_size": 16}}
 
 
 def make_ctx(*overrides: str) -> RunContext:

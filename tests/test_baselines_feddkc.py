@@ -42,7 +42,9 @@ def make_ctx(executor: str = "serial") -> RunContext:
 
 def make_algo(ctx: RunContext, **cfg: Any) -> FedDKC:
     """FedDKC with the test models and batch 16, initialised."""
-    algo = FedDKC(ctx, FedDKCConfig.model_validate({"rounds": 2, "models": MODELS, "batch_size": 16, **cfg}))
+    algo = FedDKC(
+        ctx, FedDKCConfig.model_validate({"rounds": 2, "models": MODELS, "local": {"batch_size": 16}, **cfg})
+    )
     algo.init()
     return algo
 
@@ -50,7 +52,7 @@ def make_algo(ctx: RunContext, **cfg: Any) -> FedDKC:
 def test_config_defaults_are_fedaggs() -> None:
     cfg = FedDKCConfig()
     assert (cfg.beta, cfg.peak, cfg.T, cfg.logit_scale) == (1.5, 0.12, 3.0, 0.05)
-    assert (cfg.lr, cfg.batch_size, cfg.server_loss) == (1e-3, 8, "paper")
+    assert (cfg.local.lr, cfg.local.batch_size, cfg.server_loss) == (1e-3, 8, "paper")
     with pytest.raises(ValidationError):
         FedDKCConfig(peak=1.0)
 

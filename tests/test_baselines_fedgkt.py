@@ -54,7 +54,9 @@ def make_ctx(*overrides: str) -> RunContext:
 
 def make_algo(ctx: RunContext, **cfg: Any) -> FedGKT:
     """FedGKT with the test models and batch 16, initialised."""
-    algo = FedGKT(ctx, FedGKTConfig.model_validate({"rounds": 2, "models": MODELS, "batch_size": 16, **cfg}))
+    algo = FedGKT(
+        ctx, FedGKTConfig.model_validate({"rounds": 2, "models": MODELS, "local": {"batch_size": 16}, **cfg})
+    )
     algo.init()
     return algo
 
@@ -67,8 +69,14 @@ def phase_events(ctx: RunContext, phase: str, round_: int) -> np.ndarray:
 
 def test_config_defaults_and_validation() -> None:
     cfg = FedGKTConfig()
-    assert (cfg.beta, cfg.T, cfg.lr, cfg.batch_size, cfg.momentum) == (1.5, 3.0, 0.001, 8, 0.9)
-    assert (cfg.client_epochs, cfg.server_epochs, cfg.server_loss) == (1, 1, "paper")
+    assert (cfg.beta, cfg.T, cfg.local.lr, cfg.local.batch_size, cfg.local.momentum) == (
+        1.5,
+        3.0,
+        0.001,
+        8,
+        0.9,
+    )
+    assert (cfg.local.epochs, cfg.server_epochs, cfg.server_loss) == (1, 1, "paper")
     with pytest.raises(ValidationError):
         FedGKTConfig.model_validate({"betta": 1})
     with pytest.raises(ValidationError):

@@ -137,3 +137,26 @@ def test_switching_algorithm_keeps_only_known_keys() -> None:
         assert cfg.algorithm.rounds == load_config(path).algorithm.rounds  # shared keys survive
     with pytest.raises(ConfigError, match="allowed: fedavg, hierfavg, two_stage, fedagg"):
         load_config(path, ["algorithm.name=nope"])
+
+
+def test_one_local_section_survives_an_algorithm_switch() -> None:
+    """Every SGD-trained algorithm reads lr, batch size and momentum from `local:` (issue 15 item 3), so
+    `--set algorithm.name=hierfavg` on FedAgg's file trains at the file's lr 1e-3, not HierFAVG's 0.05."""
+    path = ROOT / "configs/fedagg/digits.yaml"
+    for name in ("fedagg", "hierfavg", "fedavg", "fedgkt", "feddkc", "demlearn"):
+        local = load_config(path, [f"algorithm.name={name}"]).algorithm.local
+        assert (local.lr, local.batch_size) == (0.001, 8), name
+    two_stage = load_config(ROOT / "configs/two_stage/digits.yaml")
+    assert two_stage.algorithm.local.lr == 0.05
+    with pytest.raises(ConfigError, match="not a known key; allowed here: lr"):  # batches come from the plan
+        load_config(ROOT / "configs/two_stage/digits.yaml", ["algorithm.local.batch_size=8"])
+    moved = [
+        ("fedagg", "lr", "algorithm.local.lr"),
+        ("fedgkt", "client_epochs", "algorithm.local.epochs"),
+        ("demlearn", "local_epochs", "algorithm.local.epochs"),
+        ("feddkc", "momentum", "algorithm.local.momentum"),
+        ("two_stage", "eta_ft", "algorithm.local.lr"),
+    ]
+    for name, old, new in moved:  # an old key names its new place instead of being ignored
+        with pytest.raises(ConfigError, match=rf"`algorithm.{old}` has moved: write `{new}`"):
+            build_config({"algorithm": {"name": name, old: 1}})

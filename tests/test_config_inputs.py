@@ -43,12 +43,15 @@ def test_switch_rejects_an_explicit_key_the_new_algorithm_does_not_know() -> Non
 
 
 def test_switch_drops_file_keys_another_algorithm_knows_and_logs_them(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("algorithm: {name: fedavg, clients_per_round: 10, local: {lr: 0.2, epochs: 3}}\n")
     with caplog.at_level(logging.INFO, logger="edgelearn.config"):
-        cfg = load_config(FEDAVG, ["algorithm.name=fedagg"])  # the file's `local` is FedAvg's
+        cfg = load_config(path, ["algorithm.name=fedagg"])  # clients_per_round is FedAvg's alone
     assert cfg.algorithm.name == "fedagg"
-    assert "ignoring keys only other algorithms use: ['local']" in caplog.text
+    assert "ignoring keys only other algorithms use: ['clients_per_round']" in caplog.text
+    assert (cfg.algorithm.local.lr, cfg.algorithm.local.epochs) == (0.2, 3)  # `local` means one thing
 
 
 def test_switch_rejects_a_nested_typo_in_a_dropped_section(tmp_path: Path) -> None:

@@ -122,5 +122,5 @@ def test_fedagg_serial_equals_vmap(tmp_path: Path) -> None:
 def test_fedagg_student_bound_catches_a_ten_percent_lr_change(tmp_path: Path) -> None:
     """Negative control: STUDENT_REL is not so loose that a real change between two runs would pass."""
     run(build_config({}, [*FEDAGG_TINY, "executor=serial"]), tmp_path / "base")
-    run(build_config({}, [*FEDAGG_TINY, "executor=serial", "algorithm.lr=0.0011"]), tmp_path / "lr")
+    run(build_config({}, [*FEDAGG_TINY, "executor=serial", "algorithm.local.lr=0.0011"]), tmp_path / "lr")
     assert _student_drift(_metrics(tmp_path / "base"), _metrics(tmp_path / "lr")) > STUDENT_REL

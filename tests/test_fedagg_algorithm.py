@@ -71,7 +71,12 @@ def phase_sum(ctx: RunContext, phase: str, column: str, round_: int | None = Non
 def test_config_defaults_are_the_papers_and_unknown_keys_fail() -> None:
     cfg = FedAggConfig()
     assert (cfg.beta, cfg.beta_leaf, cfg.gamma, cfg.T) == (10.0, 1.0, 1.0, 3.0)
-    assert (cfg.lr, cfg.momentum, cfg.batch_size, cfg.schedule) == (0.001, 0.9, 8, "parallel")
+    assert (cfg.local.lr, cfg.local.momentum, cfg.local.batch_size, cfg.schedule) == (
+        0.001,
+        0.9,
+        8,
+        "parallel",
+    )
     with pytest.raises(ValidationError):
         FedAggConfig.model_validate({"betta": 1})
     with pytest.raises(ValidationError):
@@ -430,7 +435,7 @@ def test_checkpoint_state_restores_every_node_exactly() -> None:
 def test_divergence_names_the_round_and_node() -> None:
     from edgelearn.errors import DivergenceError
 
-    algo = make_algo(make_ctx(), lr=1e12, momentum=0.0)
+    algo = make_algo(make_ctx(), local={"lr": 1e12, "momentum": 0.0, "batch_size": 16})
     with pytest.raises(DivergenceError, match="round"):
         for r in range(1, 4):
             algo.run_round(r)

@@ -54,8 +54,7 @@ def test_fedagg_learns_above_chance() -> None:
         "name": "fedagg",
         "rounds": 3,
         "models": FEDAGG_MODELS,
-        "batch_size": 16,
-        "lr": 0.02,
+        "local": {"batch_size": 16, "lr": 0.02},
         "autoencoder": {"epochs": 20, "max_samples": 256, "batch_size": 32},
     }
     assert delivered_accuracy(digits_config(algorithm)) >= 0.6
@@ -64,14 +63,14 @@ def test_fedagg_learns_above_chance() -> None:
 def test_fedgkt_learns_above_chance() -> None:
     # 3 rounds at the defaults (lr 0.001, batch 16 here). Extractor + server accuracy over seeds 0-4:
     # 0.683, 0.699, 0.674, 0.663, 0.713 (~1.5 s each); bar 0.5.
-    algorithm = {"name": "fedgkt", "rounds": 3, "models": KD_MODELS, "batch_size": 16}
+    algorithm = {"name": "fedgkt", "rounds": 3, "models": KD_MODELS, "local": {"batch_size": 16}}
     assert delivered_accuracy(digits_config(algorithm)) >= 0.5
 
 
 def test_feddkc_learns_above_chance() -> None:
     # 3 rounds at the defaults (batch 16 here). Extractor + server accuracy over seeds 0-4: 0.724, 0.691,
     # 0.641, 0.669, 0.721 (~1.5 s each); bar 0.5.
-    algorithm = {"name": "feddkc", "rounds": 3, "models": KD_MODELS, "batch_size": 16}
+    algorithm = {"name": "feddkc", "rounds": 3, "models": KD_MODELS, "local": {"batch_size": 16}}
     assert delivered_accuracy(digits_config(algorithm)) >= 0.5
 
 
@@ -82,8 +81,7 @@ def test_demlearn_learns_above_chance() -> None:
         "name": "demlearn",
         "rounds": 3,
         "models": {"device": {"name": "mlp", "options": {"hidden": [16]}}},
-        "batch_size": 16,
-        "lr": 0.05,
+        "local": {"batch_size": 16, "lr": 0.05},
     }
     assert delivered_accuracy(digits_config(algorithm)) >= 0.6
 

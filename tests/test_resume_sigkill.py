@@ -52,7 +52,7 @@ CONFIG: dict[str, Any] = {
     "algorithm": {
         "name": "fedagg",
         "rounds": ROUNDS,
-        "batch_size": 64,
+        "local": {"batch_size": 64},
         "models": {
             "device": {"name": "mlp", "options": {"hidden": [16]}},
             "edge": {"name": "cnn_small"},

@@ -87,7 +87,7 @@ def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
     settings: dict[str, Any] = {
         "rounds": 2,
         "models": FEDAGG_MODELS,
-        "batch_size": 16,
+        "local": {"batch_size": 16},
         "autoencoder": {"epochs": 2, "max_samples": 32, "batch_size": 16},
         **cfg,
     }

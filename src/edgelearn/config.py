@@ -12,7 +12,7 @@ import logging
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -182,6 +182,37 @@ class LocalTrainConfig(Section):
         return self
 
 
+class PaperLocalConfig(LocalTrainConfig):
+    """Local SGD at the FedAgg paper's shared settings (Wu et al., INFOCOM 2024, §VI: lr 1e-3, batch 8,
+    momentum 0.9, one epoch), the defaults of FedAgg and of its distillation baselines."""
+
+    lr: PositiveFloat = 0.001
+    batch_size: PositiveInt = 8
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+
+
+class DemLearnLocalConfig(PaperLocalConfig):
+    """DemLearn's local SGD: the paper's lr and batch, the Dem-AI code's 2 local epochs and no momentum."""
+
+    epochs: PositiveInt | None = 2
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+
+
+class PlannedLocalConfig(Section):
+    """Fine-tuning SGD whose batch sizes and step counts the two-stage plan chooses: only the step size is
+    set here (Lyu et al., arXiv 2404.00836, §8.3: 0.05); the planner's bound assumes plain SGD."""
+
+    lr: PositiveFloat = Field(0.05, description="fine-tuning step size eta (spec §8.3)")
+
+
+_MOVED_TO_LOCAL: dict[str, str] = {
+    "lr": "local.lr",
+    "momentum": "local.momentum",
+    "batch_size": "local.batch_size",
+}
+"""Keys every SGD-trained algorithm now reads from its ``local:`` section (one key, one meaning)."""
+
+
 class FedAvgConfig(Section):
     """FedAvg (McMahan et al. 2017): devices train locally, the cloud averages weighted by data size."""
 
@@ -269,13 +300,17 @@ class TwoStageConfig(Section):
     """Two-stage edge learning: plan rounds, batches, clocks and powers, then execute the plan."""
 
     name: Literal["two_stage"] = "two_stage"
+    renamed: ClassVar[Mapping[str, str]] = {"eta_ft": "local.lr"}
     scheme: Literal[
         "optimized", "finetune_only", "pretrain_only", "fixed_ratio", "no_optimization", "separate"
     ] = Field("optimized", description="the joint design or one of the baseline schemes (spec §8.5)")
     shift: ShiftConfig = ShiftConfig()
     budget: BudgetConfig = BudgetConfig()
     eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
-    eta_ft: PositiveFloat = Field(0.05, description="fine-tuning step size (spec §8.3)")
+    local: PlannedLocalConfig = Field(
+        PlannedLocalConfig(),
+        description="devices' fine-tuning SGD (its batches and steps come from the plan)",
+    )
     bound: Literal["A", "B", "C", "D", "E", "P"] = Field(
         "A",
         description="bound form: A (spec §4.2), B, C (§4 alternatives), D (warm start), E (last iterate), "
@@ -393,6 +428,7 @@ class FedAggConfig(Section):
     """FedAgg with BSBODP; defaults are the paper's (beta 10, gamma 1, T 3, lr 1e-3, batch 8, §6)."""
 
     name: Literal["fedagg"] = "fedagg"
+    renamed: ClassVar[Mapping[str, str]] = _MOVED_TO_LOCAL
     rounds: PositiveInt = Field(30, description="rounds (one FEDAGG_TRAIN(root) each)")
     models: TierModelsConfig = TierModelsConfig()
     device_mix: DeviceMixConfig | None = None
@@ -402,9 +438,9 @@ class FedAggConfig(Section):
     )
     gamma: Annotated[float, Field(ge=0)] = Field(1.0, description="weight of the bridge terms at leaves")
     T: PositiveFloat = Field(3.0, description="distillation temperature")
-    lr: PositiveFloat = 0.001
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    batch_size: PositiveInt = 8
+    local: PaperLocalConfig = Field(
+        PaperLocalConfig(), description="every student's SGD on its bridge samples (paper: lr 1e-3, batch 8)"
+    )
     schedule: Literal["parallel", "sequential"] = "parallel"
     demo_compat: bool = Field(
         False, description="teachers in train mode over student-sized batches, as the official demo"
@@ -437,6 +473,7 @@ class FedGKTConfig(Section):
     """
 
     name: Literal["fedgkt"] = "fedgkt"
+    renamed: ClassVar[Mapping[str, str]] = {**_MOVED_TO_LOCAL, "client_epochs": "local.epochs"}
     rounds: PositiveInt = Field(30, description="rounds (client training, upload, server training, download)")
     models: TierModelsConfig = Field(
         TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
@@ -446,10 +483,11 @@ class FedGKTConfig(Section):
     server_loss: Literal["paper", "fedml"] = Field(
         "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
     )
-    lr: PositiveFloat = Field(0.001, description="SGD step size of clients and server (FedAgg §12.1)")
-    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.9, description="SGD momentum (FedGKT code)")
-    batch_size: PositiveInt = Field(8, description="mini-batch of clients and server (FedAgg §12.1)")
-    client_epochs: PositiveInt = Field(1, description="local epochs per round (FedGKT code: 1)")
+    local: PaperLocalConfig = Field(
+        PaperLocalConfig(),
+        description="SGD of clients (epochs or steps) and server (lr, momentum, batch): FedAgg §12.1's lr "
+        "1e-3 / batch 8, FedGKT code's momentum 0.9 and 1 local epoch",
+    )
     server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
     teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")
     eval_devices: PositiveInt | None = Field(
@@ -480,6 +518,7 @@ class DemLearnConfig(Section):
     """
 
     name: Literal["demlearn"] = "demlearn"
+    renamed: ClassVar[Mapping[str, str]] = {**_MOVED_TO_LOCAL, "local_epochs": "local.epochs"}
     rounds: PositiveInt = Field(30, description="rounds (local training, clustering, generalize, specialize)")
     models: TierModelsConfig = Field(
         TierModelsConfig(), description="only models.device is used (every group shares its architecture)"
@@ -491,10 +530,10 @@ class DemLearnConfig(Section):
     mu: Annotated[float, Field(ge=0)] = Field(
         0.0, description="proximal weight (DemLearn-P; anchored at the start of local training)"
     )
-    local_epochs: PositiveInt = Field(2, description="local epochs per round (Dem-AI LOCAL_EPOCH)")
-    lr: PositiveFloat = Field(0.001, description="SGD step size (FedAgg §12.1)")
-    momentum: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="SGD momentum (Dem-AI: none)")
-    batch_size: PositiveInt = Field(8, description="mini-batch (FedAgg §12.1)")
+    local: DemLearnLocalConfig = Field(
+        DemLearnLocalConfig(),
+        description="local SGD: lr 1e-3, batch 8 (FedAgg §12.1), 2 epochs (Dem-AI LOCAL_EPOCH), no momentum",
+    )
     recluster_every: PositiveInt = Field(1, description="rounds between re-clusterings (Dem-AI: 1)")
     linkage: Literal["average", "complete", "single", "ward"] = Field(
         "average", description="agglomerative linkage (Dem-AI: average)"
@@ -862,7 +901,12 @@ def format_validation_error(exc: ValidationError, source: str) -> ConfigError:
             continue  # one message per key: a scalar union reports each member's complaint
         seen.add(path)
         kind = err["type"]
-        if kind == "extra_forbidden":
+        new = err.get("ctx", {}).get("new") if kind == SECTION_KEY_PROBLEM else None
+        if new is not None:  # a renamed key (Section.renamed): name where it lives now
+            parent = path.rpartition(".")[0]
+            moved = f"{parent}.{new}" if parent else str(new)
+            msg = f"`{path}` has moved: write `{moved}` (e.g. --set {moved}={err['input']!r})"
+        elif kind == "extra_forbidden":
             msg = f"`{path}` is not a known key"
             if allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"

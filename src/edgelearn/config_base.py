@@ -10,7 +10,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -35,6 +35,10 @@ class Section(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Old key -> where it lives now (a dotted path inside the section): giving the old key is an error
+    naming the new one, so a config written for an earlier version fails loudly instead of being ignored."""
+
     @model_validator(mode="before")
     @classmethod
     def _no_bool_as_number(cls, data: Any) -> Any:
@@ -47,6 +51,12 @@ class Section(BaseModel):
         """
         if isinstance(data, Mapping):
             for key, value in data.items():
+                if isinstance(key, str) and key in cls.renamed:
+                    raise PydanticCustomError(
+                        SECTION_KEY_PROBLEM,
+                        "this key moved to `{new}`: write `{new}: ...` inside this section instead",
+                        {"key": key, "new": cls.renamed[key]},
+                    )
                 field = cls.model_fields.get(key) if isinstance(key, str) else None
                 if field is not None and _bool_where_number(field.annotation, value):
                     raise PydanticCustomError(

@@ -40,7 +40,7 @@ TWO_STAGE_DIGITS: dict[str, Any] = {
         "shift": {"kind": "rotation", "level": 0.3},
         "budget": {"energy_j": 20.0, "delay_s": 60.0},
         "eta_pre": 0.05,
-        "eta_ft": 0.05,
+        "local": {"lr": 0.05},
     },
     "eval": {"every": 5},
 }
@@ -61,8 +61,7 @@ FEDAGG_DIGITS: dict[str, Any] = {
         "beta": 10.0,
         "gamma": 1.0,
         "T": 3.0,
-        "lr": 0.001,
-        "batch_size": 8,
+        "local": {"lr": 0.001, "batch_size": 8},
     },
     "eval": {"every": 1, "targets": [0.8, 0.9]},
 }

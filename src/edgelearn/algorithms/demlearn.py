@@ -60,19 +60,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 from scipy.cluster.hierarchy import linkage as scipy_linkage
 
-from edgelearn.algorithms.base import Algorithm, RunContext
-from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, fault_stats, send_down, send_up
+from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
+from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, fault_stats, planned_samples, send_down, send_up
 from edgelearn.algorithms.fedagg import make_arch, resolve_tier_models
 from edgelearn.algorithms.fedgkt import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
 from edgelearn.config import DemLearnConfig
-from edgelearn.engine import Cohort, LocalSpec, StateDict, average_states, clone_state, evaluate_state
+from edgelearn.engine import Cohort, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads, screened_counts
 
@@ -163,7 +163,7 @@ def build_hierarchy(
     if not np.all(np.isfinite(x)):
         raise DataError(
             "DemLearn clustering: a device model has non-finite parameters",
-            hint="training diverged; lower algorithm.lr",
+            hint="training diverged; lower algorithm.local.lr",
         )
     if metric == "cosine" and np.any(np.linalg.norm(x, axis=1) == 0):
         raise DataError("DemLearn clustering: a device model is all zeros, its cosine distance is undefined")
@@ -338,7 +338,7 @@ class DemLearn(Algorithm):
             send_down(system, fresh, nbytes, phase=PHASE_BROADCAST)
         self.joined.update(fresh)
         sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
-        flops = sizes * float(cfg.local_epochs * self.arch.info.flops_train)
+        flops = planned_samples(sizes, cfg.local) * float(self.arch.info.flops_train)
         screen = screen_uploads(system, round_, active, flops, nbytes)
         trainers = [int(d) for d in screen.nodes[screen.trained]]
         trained, losses = self._train(round_, trainers)
@@ -385,13 +385,7 @@ class DemLearn(Algorithm):
             keep_states=True,
             client_ids=np.asarray(nodes, dtype=np.int64),
         )
-        spec = LocalSpec(
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
-            epochs=cfg.local_epochs,
-            momentum=cfg.momentum,
-            prox_mu=cfg.mu,
-        )
+        spec = replace(local_spec(cfg.local), prox_mu=cfg.mu)
         result = ctx.executor.train(cohort, spec)
         self.check_finite(result, nodes, round_)
         assert result.client_states is not None

@@ -49,7 +49,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgelearn.algorithms.base import Algorithm, RunContext
+from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.bridge import (
     BridgeStore,
     build_bridge_store,
@@ -80,7 +80,7 @@ from edgelearn.algorithms.distill import (
     teacher_logits,
 )
 from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig, TierModelsConfig
-from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, StateDict, evaluate_state
+from edgelearn.engine import ClientData, Cohort, CohortResult, StateDict, evaluate_state
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import ModelInfo, build_model, describe
 from edgelearn.models.autoencoder import (
@@ -423,7 +423,7 @@ class FedAgg(Algorithm):
         if demo:
             bridges, _ = self.store.take(ordinals)
             module = self.models.module(teacher)
-            logits = teacher_logits(module, bridges, batch_size=self.cfg.batch_size, train_mode=True)
+            logits = teacher_logits(module, bridges, batch_size=self.cfg.local.batch_size, train_mode=True)
             # Train-mode BatchNorm updated the teacher's running statistics: keep them.
             self.models.states[teacher] = {k: v.detach().clone() for k, v in module.state_dict().items()}
         else:
@@ -539,7 +539,7 @@ class FedAgg(Algorithm):
                 if leaf
                 else non_leaf_loss(cfg.beta, cfg.T)
             )
-            spec = LocalSpec(lr=cfg.lr, batch_size=cfg.batch_size, epochs=1, momentum=cfg.momentum, loss=loss)
+            spec = replace(local_spec(cfg.local), loss=loss)
             started = time.perf_counter()
             result: CohortResult = ctx.executor.train(cohort, spec)
             self.wall[f"student_{ctx.topology.tier(nodes[0]).value}"] += time.perf_counter() - started

@@ -45,6 +45,7 @@ states, per-path downward charging and the test-sample plan.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -52,9 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgelearn.algorithms.base import Algorithm, RunContext
+from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
-from edgelearn.algorithms.comm import fault_stats
+from edgelearn.algorithms.comm import fault_stats, planned_samples
 from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
 from edgelearn.algorithms.fedagg import (
     NodeModels,
@@ -337,9 +338,7 @@ class FedGKT(Algorithm):
             keep_states=True,
             client_ids=np.asarray(nodes, dtype=np.int64),
         )
-        spec = LocalSpec(
-            lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.client_epochs, momentum=cfg.momentum, loss=loss
-        )
+        spec = replace(local_spec(cfg.local), loss=loss)
         return cohort, spec
 
     def _train_clients(self, round_: int, nodes: Sequence[int]) -> list[float]:
@@ -389,7 +388,8 @@ class FedGKT(Algorithm):
         active = devices[available & reachable]
         sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
         info = self.client.info
-        flops = sizes * (self.cfg.client_epochs * float(info.flops_train) + float(info.flops_forward))
+        trained = planned_samples(sizes, self.cfg.local)
+        flops = trained * float(info.flops_train) + sizes * float(info.flops_forward)
         nbytes = sizes * self.up_bytes_per_sample
         screen = screen_uploads(ctx.system, round_, active, flops, nbytes)
         return screened_counts(faults, round_, available, reachable, screen), screen, flops, nbytes
@@ -460,10 +460,11 @@ class FedGKT(Algorithm):
             client_ids=np.array([SERVER], dtype=np.int64),
         )
         server_spec = LocalSpec(
-            lr=cfg.lr,
-            batch_size=cfg.batch_size,
+            lr=cfg.local.lr,
+            batch_size=cfg.local.batch_size,
             epochs=cfg.server_epochs,
-            momentum=cfg.momentum,
+            momentum=cfg.local.momentum,
+            weight_decay=cfg.local.weight_decay,
             loss=self.server_loss(),
         )
         server_result = ctx.executor.train(server_cohort, server_spec)

@@ -236,7 +236,7 @@ class TwoStage(Algorithm):
             "max_pre": max_pre,
             "max_ft": max_ft,
             "budget": tc.budget.model_dump(),
-            "planner": [tc.eta_ft, tc.method, tc.max_ft_rounds, tc.joint_min_ft_rounds],
+            "planner": [tc.local.lr, tc.method, tc.max_ft_rounds, tc.joint_min_ft_rounds],
             "batch_caps": [tc.max_batch_pre, tc.max_batch_ft],
             "system": [hardware_cache_key(self.ctx.cfg), self.ctx.cfg.channel.model_dump(mode="json")],
             **cal.model_dump(),
@@ -249,7 +249,7 @@ class TwoStage(Algorithm):
                 task,
                 batch_ft=cal.batch_ft,
                 lr_pre=self.cfg.eta_pre,
-                lr_ft=self.cfg.eta_ft,
+                lr_ft=self.cfg.local.lr,
                 probe_samples=cal.probe_samples,
                 metric=cal.metric,
                 repeats=cal.repeats,
@@ -367,7 +367,7 @@ class TwoStage(Algorithm):
             data_sizes=np.array([ctx.data_size(int(d)) for d in dev], dtype=np.float64),
             noise_psd=10 ** (ctx.cfg.channel.noise_psd_dbm_per_hz / 10) / 1000,
             payload_bits=8.0 * ctx.info.param_bytes,
-            eta_ft=cfg.eta_ft,
+            eta_ft=cfg.local.lr,
             energy_j=cfg.budget.energy_j,
             delay_s=cfg.budget.delay_s,
             constants=constants,
@@ -473,7 +473,7 @@ class TwoStage(Algorithm):
             seeds = ctx.client_seeds("train", round_, self.devices)[on]
             cohort_batches = batches[on]
             result = self._train(
-                data, cohort_batches, self.cfg.eta_ft, seeds, weights=cohort_batches * arrived
+                data, cohort_batches, self.cfg.local.lr, seeds, weights=cohort_batches * arrived
             )
             self.check_finite(result, nodes, self.plan.M + round_)
             if arrived.any():
