@@ -61,7 +61,7 @@ def test_plan_json_has_the_interface_keys() -> None:
         "separate",
     }
     # the optimized plan's bound is no worse than any feasible baseline's: the joint design takes a baseline's
-    # plan where its search ends worse (planning.search.no_worse_than_baselines), so only float noise remains
+    # plan where its search ends worse (planning.joint.no_worse_than_baselines), so only float noise remains
     # (1e-9; the JSON keeps floats exactly); pretrain_only too (algorithm.joint_min_ft_rounds defaults to 0)
     for name, p in report["schemes"].items():
         if p["feasible"]:
