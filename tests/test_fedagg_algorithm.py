@@ -37,12 +37,11 @@ from edgelearn.algorithms.fedagg import (
     PHASE_MIGRATE_EMBED,
     PHASE_STUDENT,
     PHASE_TEACHER,
-    TIERS,
     UP,
     FedAgg,
     FedAggConfig,
-    default_tier_models,
 )
+from edgelearn.algorithms.tiers import TIERS, default_tier_models
 from edgelearn.data.dataset import index_digest
 from edgelearn.engine import evaluate_state
 from edgelearn.errors import ConfigError, DataError
