@@ -391,7 +391,7 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
 
 
 def test_pretrain_file_reproduces_pretraining_at_init(tmp_path: Path) -> None:
-    from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
+    from edgelearn.commands.pretrain import pretrain_autoencoder_file
 
     cfg = synthetic_config([FEDAGG_HOLDOUT, *TWO_EDGES])
     info = pretrain_autoencoder_file(cfg, tmp_path / "ae.pt")

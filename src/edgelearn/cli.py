@@ -208,7 +208,7 @@ def pretrain_autoencoder(
     set_: SetOpt = None,
 ) -> None:
     """Pre-train FedAgg's frozen bridge autoencoder on held-out data and save it with a checksum."""
-    from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
+    from edgelearn.commands.pretrain import pretrain_autoencoder_file
     from edgelearn.config import load_config
     from edgelearn.report.progress import get_console
 
