@@ -307,7 +307,7 @@ def test_a_sweep_restarts_its_own_run_killed_before_a_checkpoint(
 def test_the_demo_replaces_its_own_run_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from edgelearn import demo
+    from edgelearn.commands import demo
 
     calls: list[dict[str, Any]] = []
 

@@ -82,7 +82,7 @@ def test_two_stage_rejects_a_downlink_it_does_not_model(tmp_path: Path) -> None:
 
 
 def test_landscape_grid_never_beats_the_plan() -> None:
-    from edgelearn.algorithms.two_stage import landscape_report
+    from edgelearn.commands.plan import landscape_report
 
     land = landscape_report(CONFIG, TINY, m_points=5, n_points=5)
     values = [v for row in land["bound"] for v in row if v is not None]

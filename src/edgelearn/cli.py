@@ -98,7 +98,7 @@ def demo(
 ) -> None:
     """FedAvg vs HierFAVG on digits (100 devices), FedAgg beside HierFAVG per tier, and a two-stage plan
     executed against its prediction: accuracy, energy, delay and bytes."""
-    from edgelearn.demo import run_demo
+    from edgelearn.commands.demo import run_demo
 
     run_demo(out, progress=False if quiet else None)
 
@@ -114,7 +114,7 @@ def plan(
     """Solve a two-stage config's resource plan (rounds, batches, clocks, powers) without training."""
     import json
 
-    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.commands.plan import plan_report
     from edgelearn.config import load_config
 
     report_ = plan_report(load_config(config, list(set_ or [])))

@@ -660,7 +660,7 @@ def run_experiment(
     base = exp.base_path(suite_dir)
     out.mkdir(parents=True, exist_ok=True)
     if exp.kind == "landscape":
-        from edgelearn.algorithms.two_stage import landscape_report
+        from edgelearn.commands.plan import landscape_report
 
         results: dict[str, Any] = {"experiment": exp.name, "kind": exp.kind, "cells": []}
         for cell in exp.run_cells():
