@@ -856,12 +856,3 @@ def check_suite(
                     raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from None
                 total += 1
     return total
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties); nan with fewer than 3 points or no spread."""
-    from scipy.stats import spearmanr
-
-    if len(xs) < 3:
-        return math.nan
-    return float(spearmanr(xs, ys).statistic)
