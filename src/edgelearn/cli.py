@@ -171,8 +171,8 @@ def sweep(
     Re-running the same command continues an interrupted sweep: finished runs are kept, killed ones resume.
     With --case or --seed, results.md covers just the runs chosen.
     """
+    from edgelearn.commands.sweep.suite import check_suite, run_suite
     from edgelearn.report.progress import get_console
-    from edgelearn.sweep import check_suite, run_suite
 
     console = get_console()
     only_, extra, cases, seeds = list(only or []), list(set_ or []), list(case or []), list(seed or [])

@@ -181,7 +181,7 @@ def _landscape(spec: Any, out: Path, results: Mapping[str, Any]) -> list[Path]:
 
 
 def draw(spec: Any, out: Path, results: Mapping[str, Any]) -> list[Path]:
-    """Draw one :class:`edgelearn.sweep.PlotSpec` of an experiment's results into ``out``."""
+    """Draw one :class:`edgelearn.commands.sweep.spec.PlotSpec` of an experiment's results into ``out``."""
     if spec.kind == "landscape":
         return _landscape(spec, out, results)
     makers = {"curves": _curves, "sweep": _sweep, "scatter": _scatter}
