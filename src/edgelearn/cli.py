@@ -136,7 +136,7 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="write every record as JSON here")] = None,
 ) -> None:
     """Benchmark the executors (serial, vmap, auto, ray) against centralized training; print a table."""
-    from edgelearn.bench import main as bench_main
+    from edgelearn.commands.bench.main import main as bench_main
 
     bench_main(quick, json_path)
 
