@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+# Settings (each one is part of the workload definitions of issue 5 or explained where it is set)
 SEED = 0
 """Run seed of every workload: data split, initial model, batch orders."""
 BENCH_THREADS = 1
