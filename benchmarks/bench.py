@@ -1,7 +1,8 @@
 """Benchmark the executors (serial, vmap, auto, ray) against centralized training and a naive FL loop.
 
-A thin wrapper of :func:`edgelearn.bench.main` (the same as ``edgelearn bench``): prints rich tables and,
-with ``--json``, writes every record. See ``edgelearn/bench.py`` for the workloads and what is timed.
+A thin wrapper of :func:`edgelearn.commands.bench.main.main` (the same as ``edgelearn bench``): prints rich
+tables and, with ``--json``, writes every record. See ``edgelearn/commands/bench/`` (its ``__init__.py``) for
+the workloads and what is timed.
 
     PYTHONPATH=src python benchmarks/bench.py --quick --json runs/bench/quick.json
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgelearn.bench import BENCH_THREADS, main
+from edgelearn.commands.bench.main import main
+from edgelearn.commands.bench.plan import BENCH_THREADS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -8,21 +8,48 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgelearn import bench
+from edgelearn.commands.bench.jobs import _Job, _run_job, _scaling_job, run_isolated, run_plan
+from edgelearn.commands.bench.main import main
+from edgelearn.commands.bench.measure import executor_overrides
+from edgelearn.commands.bench.plan import (
+    BENCH_THREADS,
+    SAMPLES_PER_DEVICE,
+    THREAD_STEADY_FROM,
+    THREADS_PREFIX,
+    W_DEVICES,
+    BenchPlan,
+    FLWorkload,
+    ScalingStudy,
+    ThreadStudy,
+    default_plan,
+    fedavg_config,
+    too_slow,
+)
+from edgelearn.commands.bench.records import (
+    NAIVE_SPEEDUP_TARGET,
+    NUMERIC_KEYS,
+    RECORD_KEYS,
+    RSS_NOISE_MB,
+    memory_growth,
+    summarize,
+)
+from edgelearn.commands.bench.tables import print_tables
+from edgelearn.commands.bench.threads import busy_neighbour
 from edgelearn.errors import ConfigError, OutputError
 
 DEVICES = 5
 ROUNDS = 2
-TRAIN = bench.SAMPLES_PER_DEVICE * DEVICES  # synthetic: 14 samples per device -> 70
-MINI_CONFIG = bench.fedavg_config(dataset="synthetic", devices=DEVICES, rounds=ROUNDS)
+TRAIN = SAMPLES_PER_DEVICE * DEVICES  # synthetic: 14 samples per device -> 70
+MINI_CONFIG = fedavg_config(dataset="synthetic", devices=DEVICES, rounds=ROUNDS)
 
 
-def mini_plan(**kw: Any) -> bench.BenchPlan:
+def mini_plan(**kw: Any) -> BenchPlan:
     """5 devices, 2 rounds, serial + vmap, centralized (sweep 16 and 32) and the naive loop, in-process."""
-    workload = bench.FLWorkload(
+    workload = FLWorkload(
         "mini",
         MINI_CONFIG,
         ("serial", "vmap"),
@@ -32,12 +59,12 @@ def mini_plan(**kw: Any) -> bench.BenchPlan:
         sweep_samples=64,
         sweep_repeats=1,
     )
-    return bench.BenchPlan(workloads=(workload,), isolate=False, **kw)
+    return BenchPlan(workloads=(workload,), isolate=False, **kw)
 
 
 @pytest.fixture(scope="module")
 def mini_records() -> list[dict[str, Any]]:
-    return bench.run_plan(mini_plan())
+    return run_plan(mini_plan())
 
 
 def by(records: list[dict[str, Any]], workload: str, executor: str) -> dict[str, Any]:
@@ -56,7 +83,7 @@ def test_records_have_the_issue_schema_and_positive_numbers(mini_records: list[d
         ("centralized-sweep-mini", "centralized-b32"),
     }
     for r in mini_records:
-        assert set(bench.RECORD_KEYS) <= set(r), r
+        assert set(RECORD_KEYS) <= set(r), r
         assert r["status"] == "ok"
         for key in ("wall_s", "loop_s", "samples_per_s", "peak_rss_mb"):
             assert r[key] > 0, (r["executor"], key)
@@ -97,7 +124,7 @@ def test_ratios_are_derived_from_the_references(mini_records: list[dict[str, Any
         assert r["x_centralized"] == pytest.approx(r["samples_per_s"] / central["samples_per_s"])
         assert r["x_half_best_centralized"] == pytest.approx(r["samples_per_s"] / (0.5 * best))
         assert r["speedup_vs_naive"] == pytest.approx(naive["loop_s"] / r["loop_s"])
-    summary = bench.summarize(mini_records)
+    summary = summarize(mini_records)
     fastest = min((by(mini_records, "mini", e) for e in ("serial", "vmap")), key=lambda r: r["loop_s"])
     entry = summary["workloads"]["mini"]
     assert entry["fastest_executor"] == fastest["executor"]
@@ -106,10 +133,10 @@ def test_ratios_are_derived_from_the_references(mini_records: list[dict[str, Any
 
 def test_main_prints_tables_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sub" / "bench.json"
-    records = bench.main(False, out, plan=mini_plan())
+    records = main(False, out, plan=mini_plan())
     data = json.loads(out.read_text(encoding="utf-8"))
     assert set(data) == {"environment", "records", "summary"}
-    assert data["environment"]["torch_threads"] == bench.BENCH_THREADS
+    assert data["environment"]["torch_threads"] == BENCH_THREADS
     assert [(r["workload"], r["executor"]) for r in data["records"]] == [
         (r["workload"], r["executor"]) for r in records
     ]
@@ -122,10 +149,10 @@ def test_main_prints_tables_and_writes_json(tmp_path: Path, capsys: pytest.Captu
 def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    workload = bench.FLWorkload(
+    workload = FLWorkload(
         "mini", MINI_CONFIG, ("vmap",), family="mlp", centralized=False, naive=True, paired=("vmap", "serial")
     )
-    records = bench.run_plan(bench.BenchPlan(workloads=(workload,), isolate=False))
+    records = run_plan(BenchPlan(workloads=(workload,), isolate=False))
     assert {(r["workload"], r["executor"]) for r in records} == {
         ("mini", "naive-loop"),
         ("mini", "vmap"),
@@ -144,7 +171,7 @@ def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
     assert (
         by(records, "paired-mini", "vmap")["final_accuracy"] == by(records, "mini", "vmap")["final_accuracy"]
     )
-    summary = bench.summarize(records)
+    summary = summarize(records)
     assert set(summary["workloads"]) == {"mini"}
     entry = summary["workloads"]["mini"]
     best = max(
@@ -152,32 +179,32 @@ def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
     )
     assert entry["paired_executor"] == best["executor"]
     assert entry["speedup_vs_naive_paired"] == best["speedup_vs_naive"]
-    assert entry["naive_target_met_paired"] == (best["speedup_vs_naive"] >= bench.NAIVE_SPEEDUP_TARGET)
-    bench.print_tables(records, summary)
+    assert entry["naive_target_met_paired"] == (best["speedup_vs_naive"] >= NAIVE_SPEEDUP_TARGET)
+    print_tables(records, summary)
     printed = capsys.readouterr().out
     assert "Paired with the naive loop" in printed and "paired, same process" in printed
 
 
 def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(OutputError, match="is a folder, not a file"):
-        bench.main(True, tmp_path, plan=mini_plan())
+        main(True, tmp_path, plan=mini_plan())
     (tmp_path / "b.json").write_text("")
     with pytest.raises(OutputError, match="is a file, not a folder"):  # checked before measuring anything
-        bench.main(True, tmp_path / "b.json" / "c.json", plan=mini_plan())
+        main(True, tmp_path / "b.json" / "c.json", plan=mini_plan())
     with pytest.raises(ConfigError, match="--threads"):
-        bench.main(True, None, threads=0)
+        main(True, None, threads=0)
     with pytest.raises(ConfigError, match="unknown"):
-        bench.executor_overrides("gpu-farm")
+        executor_overrides("gpu-farm")
 
 
 def test_isolated_scaling_run_and_failures() -> None:
-    job = bench._scaling_job(
-        bench.ScalingStudy("scaling-mini", MINI_CONFIG, (DEVICES,), ("vmap",)),
+    job = _scaling_job(
+        ScalingStudy("scaling-mini", MINI_CONFIG, (DEVICES,), ("vmap",)),
         "vmap",
         [DEVICES],
-        bench.BenchPlan(workloads=()),
+        BenchPlan(workloads=()),
     )
-    records, failure = bench.run_isolated(job.spec, timeout_s=120)
+    records, failure = run_isolated(job.spec, timeout_s=120)
     assert failure is None
     (r,) = records
     assert (r["workload"], r["executor"], r["devices"], r["status"]) == (
@@ -188,25 +215,25 @@ def test_isolated_scaling_run_and_failures() -> None:
     )
     assert r["updates"] == DEVICES and r["samples"] == TRAIN  # one round
     assert r["peak_rss_mb"] > 0 and r["round_rss_growth_mb"] >= 0
-    _, failure = bench.run_isolated({**job.spec, "kind": "nonsense"}, timeout_s=120)
+    _, failure = run_isolated({**job.spec, "kind": "nonsense"}, timeout_s=120)
     assert failure is not None and "ConfigError" in failure
-    records, failure = bench.run_isolated(job.spec, timeout_s=0.01)
+    records, failure = run_isolated(job.spec, timeout_s=0.01)
     assert records == [] and failure is not None and failure.startswith("timeout")
 
 
 def test_missing_results_become_failure_records() -> None:
-    job = bench._Job({"kind": "nonsense", "threads": 1}, (("w", "serial", None), ("w", "vmap", 10)), 120.0)
-    recs = bench._run_job(job, bench.BenchPlan(workloads=()))
+    job = _Job({"kind": "nonsense", "threads": 1}, (("w", "serial", None), ("w", "vmap", 10)), 120.0)
+    recs = _run_job(job, BenchPlan(workloads=()))
     assert [(r["workload"], r["executor"], r["status"], r.get("devices")) for r in recs] == [
         ("w", "serial", "error", None),
         ("w", "vmap", "error", 10),
     ]
-    assert all(r[k] is None for r in recs for k in bench.NUMERIC_KEYS)
+    assert all(r[k] is None for r in recs for k in NUMERIC_KEYS)
     assert "nonsense" in recs[0]["note"]
 
 
 def test_quick_plan_shape() -> None:
-    plan = bench.default_plan(quick=True)
+    plan = default_plan(quick=True)
     names = [w.name for w in plan.workloads]
     assert names[:2] == ["W-digits-mlp", "W1000-synthetic-mlp"]
     w = plan.workloads[0]
@@ -219,9 +246,9 @@ def test_quick_plan_shape() -> None:
 
 
 def test_too_slow_projection() -> None:
-    assert bench._too_slow(None, 10_000, 30.0) is None
-    assert bench._too_slow((1000, 2.0), 10_000, 30.0) is None  # 20 s <= 30 s
-    assert bench._too_slow((1000, 4.0), 10_000, 30.0) == "projected round 40 s exceeds the 30 s cap"
+    assert too_slow(None, 10_000, 30.0) is None
+    assert too_slow((1000, 2.0), 10_000, 30.0) is None  # 20 s <= 30 s
+    assert too_slow((1000, 4.0), 10_000, 30.0) == "projected round 40 s exceeds the 30 s cap"
 
 
 def _rows(peaks: list[float], devices: tuple[int, ...] = (10, 100, 1000, 10_000)) -> list[dict[str, Any]]:
@@ -230,7 +257,7 @@ def _rows(peaks: list[float], devices: tuple[int, ...] = (10, 100, 1000, 10_000)
 
 def test_memory_growth_by_hand() -> None:
     # growth over the 10-device run: 99 MB at 1,000 devices, 999 MB at 10,000 -> 0.1 MB per device each
-    out = bench.memory_growth(_rows([300.0, 309.0, 399.0, 1299.0]))
+    out = memory_growth(_rows([300.0, 309.0, 399.0, 1299.0]))
     assert out["kb_per_device"] == {
         "1000": pytest.approx(1024 * 99 / 990),
         "10000": pytest.approx(1024 * 999 / 9990),
@@ -238,9 +265,9 @@ def test_memory_growth_by_hand() -> None:
     assert out["growth_exponent"] == pytest.approx(math.log(999 / 99) / math.log(10))
     assert out["linear_or_better"] is True
     # small growth at 1,000 devices is within RSS noise: 103 <= 9990/990 * (8 + 8) = 161
-    assert bench.memory_growth(_rows([289.0, 290.0, 297.0, 392.0]))["linear_or_better"] is True
+    assert memory_growth(_rows([289.0, 290.0, 297.0, 392.0]))["linear_or_better"] is True
     # quadratic growth is flagged: 1000 > 9990/990 * (10 + 8) = 182
-    assert bench.memory_growth(_rows([300.0, 300.1, 310.0, 1300.0]))["linear_or_better"] is False
+    assert memory_growth(_rows([300.0, 300.1, 310.0, 1300.0]))["linear_or_better"] is False
 
 
 DEVICES_4 = (10, 100, 1000, 10_000)
@@ -254,18 +281,18 @@ DEVICES_4 = (10, 100, 1000, 10_000)
 )
 def test_linear_growth_with_rss_noise_passes(base: float, per_device: float, noise: list[float]) -> None:
     # readings off by up to a quarter of the noise allowance either way
-    jitter = [bench.RSS_NOISE_MB / 4 * e for e in noise]
+    jitter = [RSS_NOISE_MB / 4 * e for e in noise]
     peaks = [base + per_device * (n - 10) + j for n, j in zip(DEVICES_4, jitter)]
-    assert bench.memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is True
+    assert memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is True
 
 
 @settings(max_examples=50, deadline=None)
 @given(base=st.floats(100, 1000), scale=st.floats(1.0, 1000.0))
 def test_quadratic_growth_fails(base: float, scale: float) -> None:
     # growth at 1,000 devices is at least the noise allowance, then grows with the square of the devices
-    coef = scale * bench.RSS_NOISE_MB / 990**2
+    coef = scale * RSS_NOISE_MB / 990**2
     peaks = [base + coef * (n - 10) ** 2 for n in DEVICES_4]
-    assert bench.memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is False
+    assert memory_growth(_rows(peaks, DEVICES_4))["linear_or_better"] is False
 
 
 def test_tier_cohort_benchmark_times_both_executors(tmp_path: Path) -> None:
@@ -288,14 +315,14 @@ def test_tier_cohort_benchmark_times_both_executors(tmp_path: Path) -> None:
 def test_thread_study_records_each_setting_idle_and_busy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    study = bench.ThreadStudy(
-        name=f"{bench.THREADS_PREFIX}mini",
-        config=bench.fedavg_config(dataset="synthetic", devices=DEVICES, rounds=bench.THREAD_STEADY_FROM),
+    study = ThreadStudy(
+        name=f"{THREADS_PREFIX}mini",
+        config=fedavg_config(dataset="synthetic", devices=DEVICES, rounds=THREAD_STEADY_FROM),
         settings=("auto", 1, 2),
     )
-    plan = bench.BenchPlan(workloads=(), isolate=False, thread_study=study)
+    plan = BenchPlan(workloads=(), isolate=False, thread_study=study)
     out = tmp_path / "bench.json"
-    records = bench.main(False, out, plan=plan)
+    records = main(False, out, plan=plan)
     rows = {(r["workload"], r["executor"]): r for r in records}
     assert set(rows) == {
         (f"{study.name}-{cond}", f"vmap threads={s}") for cond in ("idle", "busy") for s in ("auto", 1, 2)
@@ -304,7 +331,7 @@ def test_thread_study_records_each_setting_idle_and_busy(
         assert r["status"] == "ok" and r["executor_name"] == "vmap"
         assert r["busy"] == workload.endswith("-busy")
         assert r["round_s_median"] > 0 and r["steady_rounds"] == "3..3"
-        assert r["cpu_capability"] == bench.torch.backends.cpu.get_cpu_capability()
+        assert r["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
         assert r["x_one_thread"] == pytest.approx(
             r["round_s_median"] / rows[(workload, "vmap threads=1")]["round_s_median"]
         )
@@ -321,13 +348,13 @@ def test_thread_study_records_each_setting_idle_and_busy(
 
 
 def test_quick_plan_has_the_thread_study() -> None:
-    study = bench.default_plan(quick=True).thread_study
+    study = default_plan(quick=True).thread_study
     assert study is not None and study.executor == "vmap"
     assert study.settings == ("auto", 1, 2) and study.busy == (False, True)
-    assert study.config["topology"]["devices"] == bench.W_DEVICES
+    assert study.config["topology"]["devices"] == W_DEVICES
     assert study.config["algorithm"]["local"] == {"lr": 0.05, "batch_size": 16, "epochs": 1}
 
 
 def test_busy_neighbour_is_bounded_in_time() -> None:
-    neighbour = bench.busy_neighbour(0.5)  # its own deadline ends it even if nobody kills it
+    neighbour = busy_neighbour(0.5)  # its own deadline ends it even if nobody kills it
     assert neighbour.wait(timeout=30) == 0

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from edgelearn.commands.demo import FEDAVG_DIGITS, HIERFAVG_DIGITS
 from edgelearn.config import RunConfig, apply_overrides, build_config, dump_config, load_config, read_yaml
-from edgelearn.demo import FEDAVG_DIGITS, HIERFAVG_DIGITS
 from edgelearn.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,13 +118,13 @@ def test_shipped_configs_match_the_demo() -> None:
 
 
 def test_fedagg_config_matches_the_demo() -> None:
-    from edgelearn.demo import FEDAGG_DIGITS
+    from edgelearn.commands.demo import FEDAGG_DIGITS
 
     assert load_config(ROOT / "configs/fedagg/digits.yaml") == build_config(FEDAGG_DIGITS)
 
 
 def test_two_stage_config_matches_the_demo() -> None:
-    from edgelearn.demo import TWO_STAGE_DIGITS
+    from edgelearn.commands.demo import TWO_STAGE_DIGITS
 
     assert load_config(ROOT / "configs/two_stage/digits.yaml") == build_config(TWO_STAGE_DIGITS)
 

@@ -17,9 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from edgelearn.commands.sweep.spec import load_suite
+from edgelearn.commands.sweep.suite import check_suite
 from edgelearn.config import RunConfig, build_config, dump_config, load_config, parse_override, read_yaml
 from edgelearn.errors import ConfigError
-from edgelearn.sweep import check_suite, load_suite
 from edgelearn.yamlsafe import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from edgelearn import demo
+from edgelearn.commands import demo
 from edgelearn.config import build_config
 from edgelearn.runner import run
 

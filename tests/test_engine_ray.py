@@ -28,7 +28,8 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 from edgelearn.config import build_config  # noqa: E402
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor  # noqa: E402
-from edgelearn.engine.ray_executor import DEFAULT_CACHE_BYTES, GroupSums, RayExecutor, chunk_bounds  # noqa: E402
+from edgelearn.engine.ray_executor import DEFAULT_CACHE_BYTES, RayExecutor, chunk_bounds  # noqa: E402
+from edgelearn.engine.ray_worker import GroupSums  # noqa: E402
 from edgelearn.errors import ConfigError, EdgelearnError  # noqa: E402
 from edgelearn.runner import run  # noqa: E402
 

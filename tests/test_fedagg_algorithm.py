@@ -37,12 +37,11 @@ from edgelearn.algorithms.fedagg import (
     PHASE_MIGRATE_EMBED,
     PHASE_STUDENT,
     PHASE_TEACHER,
-    TIERS,
     UP,
     FedAgg,
     FedAggConfig,
-    default_tier_models,
 )
+from edgelearn.algorithms.tiers import TIERS, default_tier_models
 from edgelearn.data.dataset import index_digest
 from edgelearn.engine import evaluate_state
 from edgelearn.errors import ConfigError, DataError
@@ -397,7 +396,7 @@ def test_bad_inputs_raise_readable_errors(tmp_path: Path) -> None:
 
 
 def test_pretrain_file_reproduces_pretraining_at_init(tmp_path: Path) -> None:
-    from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
+    from edgelearn.commands.pretrain import pretrain_autoencoder_file
 
     cfg = synthetic_config([FEDAGG_HOLDOUT, *TWO_EDGES])
     info = pretrain_autoencoder_file(cfg, tmp_path / "ae.pt")

@@ -32,7 +32,7 @@ OPTIONS = SearchOptions(grid_pre=8, grid_ft=6, grid_line=10)
 
 BOUND_RTOL = 1e-9
 """Slack of the joint-vs-baseline comparison. The joint design takes a baseline's plan as its own where its
-search ends worse (search.no_worse_than_baselines), and the baselines here are recomputed by the same
+search ends worse (joint.no_worse_than_baselines), and the baselines here are recomputed by the same
 deterministic solver calls, so the bounds compare bit for bit; 1e-9 only absorbs floating-point
 reassociation (e.g. a BLAS at another thread count), six orders below the misses it must catch: before that
 fix, 0.27 % to 0.96 % (separate design, see the test below) and up to 167 % (pretrain_only, whose N = 0

@@ -44,7 +44,7 @@ def test_the_joint_design_is_never_worse_than_no_optimization_under_the_same_cap
 
 
 def test_plan_report_names_a_binding_cap_and_the_table_warns() -> None:
-    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.commands.plan import plan_report
     from edgelearn.report.tables import plans_table
 
     cfg = load_config(

@@ -190,7 +190,7 @@ def test_two_stage_with_form_p_plans_from_a_cached_pilot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from edgelearn.algorithms import two_stage
-    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.commands.plan import plan_report
     from edgelearn.config import load_config
 
     overrides = [

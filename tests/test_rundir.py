@@ -25,6 +25,7 @@ import yaml
 
 from edgelearn import cli, runner
 from edgelearn.checkpoint import checkpoints
+from edgelearn.commands.sweep.suite import run_suite
 from edgelearn.config import load_config
 from edgelearn.errors import ConfigError, Interrupted, OutputError
 from edgelearn.report.io import (
@@ -36,7 +37,6 @@ from edgelearn.report.io import (
     remove_stale_temps,
 )
 from edgelearn.runner import run
-from edgelearn.sweep import run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5
@@ -307,7 +307,7 @@ def test_a_sweep_restarts_its_own_run_killed_before_a_checkpoint(
 def test_the_demo_replaces_its_own_run_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from edgelearn import demo
+    from edgelearn.commands import demo
 
     calls: list[dict[str, Any]] = []
 

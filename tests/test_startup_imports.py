@@ -25,6 +25,7 @@ NOT_IMPORTED = (
     "edgelearn.planning",
     "edgelearn.algorithms.two_stage",
     "edgelearn.algorithms.fedagg",
+    "edgelearn.commands",  # bench, sweep, demo, plan, pretrain-autoencoder: the CLI imports them lazily
     "ray",  # the Ray executor only
     "matplotlib",  # plots only (output.plots=false here)
     "torch._dynamo",  # FlopCounterMode, torch.func.grad and torch.optim import it; runs use none of them

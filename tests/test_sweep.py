@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgelearn.commands.sweep.results import aggregate
+from edgelearn.commands.sweep.spec import cell_slug, cells, load_suite
+from edgelearn.commands.sweep.suite import run_suite
 from edgelearn.config import load_config
 from edgelearn.errors import ConfigError
 from edgelearn.report.io import read_summary
 from edgelearn.runner import run
-from edgelearn.sweep import aggregate, cell_slug, cells, load_suite, run_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -115,20 +117,20 @@ def test_bad_suites_name_the_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize("suite", ["configs/two_stage/experiments.yaml", "configs/fedagg/experiments.yaml"])
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_suites_build_valid_configs(suite: str, quick: bool) -> None:
-    from edgelearn.sweep import check_suite
+    from edgelearn.commands.sweep.suite import check_suite
 
     assert check_suite(ROOT / suite, quick=quick) > 0
 
 
 def test_check_suite_names_the_bad_cell(tmp_path: Path) -> None:
-    from edgelearn.sweep import check_suite
+    from edgelearn.commands.sweep.suite import check_suite
 
     with pytest.raises(ConfigError, match="experiment lr-sweep, cell lr=-1"):
         check_suite(write_suite(tmp_path, axes={"algorithm.local.lr": [-1]}))
 
 
 def test_cases_bundle_overrides_into_one_axis(tmp_path: Path) -> None:
-    from edgelearn.sweep import ExperimentSpec
+    from edgelearn.commands.sweep.spec import ExperimentSpec
 
     exp = ExperimentSpec(
         name="m",
@@ -181,7 +183,7 @@ def test_parallel_failure_names_the_run_and_keeps_the_user_error(tmp_path: Path)
 
 
 def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
-    from edgelearn.sweep import _dig, run_metric
+    from edgelearn.commands.sweep.results import _dig, run_metric
 
     records = [{"round": 1, "accuracy": 0.4}, {"round": 2, "accuracy": 0.8}]
     assert run_metric("rounds_to:0.5", {}, records) == 2.0
@@ -192,7 +194,7 @@ def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rounds_to:0.7"):
         load_suite(write_suite(tmp_path, metrics=["rounds_to:70"]))
     # a cell where only some seeds reach the target says how many did
-    from edgelearn.sweep import results_markdown
+    from edgelearn.commands.sweep.results import results_markdown
 
     rows = [
         {"cell": {"a": 1}, "slug": "a=1", "seed": s, "metrics": {"rounds_to:0.5": v}}
@@ -204,7 +206,7 @@ def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
 
 
 def test_a_worker_killed_without_a_report_says_so(tmp_path: Path) -> None:
-    from edgelearn.sweep import _run_failure
+    from edgelearn.commands.sweep.execute import _run_failure
 
     error = _run_failure(tmp_path / "case=x-s0", -9)
     assert isinstance(error, RuntimeError)
@@ -229,7 +231,7 @@ def test_a_diverged_run_is_kept_as_a_result_with_missing_metrics(tmp_path: Path)
 
 
 def test_case_and_seed_options_cut_a_sweep_and_name_unknown_cases(tmp_path: Path) -> None:
-    from edgelearn.sweep import check_suite
+    from edgelearn.commands.sweep.suite import check_suite
 
     bundles = {"slow": {"algorithm.local.lr": 0.05}, "fast": {"algorithm.local.lr": 0.1}}
     suite = write_suite(tmp_path, plots=[], axes={}, cases=bundles)
@@ -275,8 +277,8 @@ def test_a_worker_restores_the_process_state_before_each_run() -> None:
     import torch
 
     from edgelearn import runner
+    from edgelearn.commands.sweep.execute import _fresh_state
     from edgelearn.engine.precision import current_precision, set_precision
-    from edgelearn.sweep import _fresh_state
 
     threads, cores = torch.get_num_threads(), sorted(os.sched_getaffinity(0))[:1]
     draws = (torch.rand(3), np.random.rand(3), random.random())
@@ -331,8 +333,8 @@ def test_pooled_workers_take_run_after_run_with_the_results_of_one_process_each(
 def test_one_worker_runs_on_after_diverged_failed_and_bfloat16_runs(tmp_path: Path) -> None:
     """A pool of one worker takes every run in order, so the runs after a diverged run, a failed run and a
     bfloat16 two-thread run certainly share its process; their metrics equal runs made in this process."""
+    from edgelearn.commands.sweep.execute import run_parallel
     from edgelearn.errors import EdgelearnError
-    from edgelearn.sweep import _run_parallel
 
     base = ROOT / "configs/fedavg-digits.yaml"
     runs = {
@@ -344,7 +346,7 @@ def test_one_worker_runs_on_after_diverged_failed_and_bfloat16_runs(tmp_path: Pa
     }
     lines: list[str] = []
     with pytest.raises(EdgelearnError, match="no-mnist-here"):
-        _run_parallel([(base, [*TINY, *o], tmp_path / "pool" / n) for n, o in runs.items()], 1, lines.append)
+        run_parallel([(base, [*TINY, *o], tmp_path / "pool" / n) for n, o in runs.items()], 1, lines.append)
     assert len(set(_started(lines).values())) == 1  # one worker process did all five runs
     assert (tmp_path / "pool/wild/diverged.json").is_file()
     for name in ("after-wild", "after-bf16"):

@@ -61,7 +61,7 @@ def test_plan_json_has_the_interface_keys() -> None:
         "separate",
     }
     # the optimized plan's bound is no worse than any feasible baseline's: the joint design takes a baseline's
-    # plan where its search ends worse (planning.search.no_worse_than_baselines), so only float noise remains
+    # plan where its search ends worse (planning.joint.no_worse_than_baselines), so only float noise remains
     # (1e-9; the JSON keeps floats exactly); pretrain_only too (algorithm.joint_min_ft_rounds defaults to 0)
     for name, p in report["schemes"].items():
         if p["feasible"]:
@@ -82,7 +82,7 @@ def test_two_stage_rejects_a_downlink_it_does_not_model(tmp_path: Path) -> None:
 
 
 def test_landscape_grid_never_beats_the_plan() -> None:
-    from edgelearn.algorithms.two_stage import landscape_report
+    from edgelearn.commands.plan import landscape_report
 
     land = landscape_report(CONFIG, TINY, m_points=5, n_points=5)
     values = [v for row in land["bound"] for v in row if v is not None]

@@ -98,7 +98,7 @@ def demo(
 ) -> None:
     """FedAvg vs HierFAVG on digits (100 devices), FedAgg beside HierFAVG per tier, and a two-stage plan
     executed against its prediction: accuracy, energy, delay and bytes."""
-    from edgelearn.demo import run_demo
+    from edgelearn.commands.demo import run_demo
 
     run_demo(out, progress=False if quiet else None)
 
@@ -114,7 +114,7 @@ def plan(
     """Solve a two-stage config's resource plan (rounds, batches, clocks, powers) without training."""
     import json
 
-    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.commands.plan import plan_report
     from edgelearn.config import load_config
 
     report_ = plan_report(load_config(config, list(set_ or [])))
@@ -136,7 +136,7 @@ def bench(
     json_path: Annotated[Path | None, typer.Option("--json", help="write every record as JSON here")] = None,
 ) -> None:
     """Benchmark the executors (serial, vmap, auto, ray) against centralized training; print a table."""
-    from edgelearn.bench import main as bench_main
+    from edgelearn.commands.bench.main import main as bench_main
 
     bench_main(quick, json_path)
 
@@ -171,8 +171,8 @@ def sweep(
     Re-running the same command continues an interrupted sweep: finished runs are kept, killed ones resume.
     With --case or --seed, results.md covers just the runs chosen.
     """
+    from edgelearn.commands.sweep.suite import check_suite, run_suite
     from edgelearn.report.progress import get_console
-    from edgelearn.sweep import check_suite, run_suite
 
     console = get_console()
     only_, extra, cases, seeds = list(only or []), list(set_ or []), list(case or []), list(seed or [])
@@ -208,7 +208,7 @@ def pretrain_autoencoder(
     set_: SetOpt = None,
 ) -> None:
     """Pre-train FedAgg's frozen bridge autoencoder on held-out data and save it with a checksum."""
-    from edgelearn.algorithms.fedagg import pretrain_autoencoder_file
+    from edgelearn.commands.pretrain import pretrain_autoencoder_file
     from edgelearn.config import load_config
     from edgelearn.report.progress import get_console
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgelearn.algorithms.tiers import resolve_tier_models
 from edgelearn.config import RunConfig
 from edgelearn.data import DatasetBundle
 from edgelearn.engine import ClientData, Cohort, CohortResult, Executor, LocalSpec, StateDict, evaluate_state
@@ -167,7 +168,6 @@ class Algorithm(ABC):
         models = getattr(section, "models", None)
         if models is None:
             return [Workload(f"device {cfg.model.name}", info.flops_train, batch, devices, info.params)]
-        from edgelearn.algorithms.fedagg import resolve_tier_models
         from edgelearn.models import describe
 
         counts = {"device": devices, "edge": len(topology.edges), "cloud": 1}

@@ -50,7 +50,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -79,10 +78,10 @@ from edgelearn.algorithms.distill import (
     spare_cpu_core,
     teacher_logits,
 )
-from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig, TierModelsConfig
+from edgelearn.algorithms.tiers import TierArch, make_arch, resolve_tier_models
+from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig
 from edgelearn.engine import ClientData, Cohort, CohortResult, StateDict, evaluate_state
 from edgelearn.errors import ConfigError, DataError
-from edgelearn.models import ModelInfo, build_model, describe
 from edgelearn.models.autoencoder import (
     ARCHITECTURE,
     MAX_PARAMS,
@@ -91,7 +90,6 @@ from edgelearn.models.autoencoder import (
     build_autoencoder,
     load_autoencoder,
     num_params,
-    save_autoencoder,
 )
 from edgelearn.system import SystemModel, Tier, Topology
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers, screen_uploads
@@ -99,25 +97,6 @@ from edgelearn.system.topology import ROOT_ID
 
 if TYPE_CHECKING:
     from edgelearn.config import RunConfig
-
-TIERS: tuple[str, ...] = ("device", "edge", "cloud")
-
-LARGE_IMAGE_MIN_SIDE = 32
-"""Images from this side on (CIFAR) get the larger defaults."""
-
-# Default models per tier: a small CNN / a small ResNet / a wider ResNet (the issue's sizing; the paper uses a
-# 3-layer CNN / ResNet-10 / ResNet-18 on CIFAR, §2.3). Parameters on 1x28x28: cnn_small ~22k, resnet8 ~78k,
-# resnet14 width 2 ~0.70M; on 3x32x32 resnet14 ~0.18M and resnet20 width 2 ~1.1M.
-DEFAULT_MODELS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
-    "device": ("cnn_small", {}),
-    "edge": ("resnet8", {}),
-    "cloud": ("resnet14", {"width": 2}),
-}
-DEFAULT_MODELS_LARGE: Mapping[str, tuple[str, Mapping[str, Any]]] = {
-    "device": ("cnn_small", {}),
-    "edge": ("resnet14", {}),
-    "cloud": ("resnet20", {"width": 2}),
-}
 
 # Ledger phases of FedAgg's events.
 PHASE_INIT_ENCODE = "init_encode"
@@ -141,43 +120,6 @@ LEAF_STEP_PASSES = 2
 
 
 # ------------------------------------------------------------------------------------ per-node models
-@dataclass(frozen=True)
-class TierArch:
-    """One architecture used in the tree: how to build it and what it costs."""
-
-    key: str
-    name: str
-    options: Mapping[str, Any]
-    model_fn: Callable[[], nn.Module]
-    info: ModelInfo
-
-
-def make_arch(model: ModelConfig, input_shape: Sequence[int], num_classes: int) -> TierArch:
-    """A :class:`TierArch` for a ``ModelConfig`` (unknown names/options raise ConfigError)."""
-    shape = tuple(int(s) for s in input_shape)
-    options = dict(model.options)
-    info = describe(model.name, shape, num_classes, **options)
-
-    def model_fn() -> nn.Module:
-        return build_model(model.name, shape, num_classes, **options)
-
-    key = f"{model.name}:{shape}:{num_classes}:{sorted(options.items())}"
-    return TierArch(key=key, name=model.name, options=options, model_fn=model_fn, info=info)
-
-
-def default_tier_models(input_shape: Sequence[int]) -> dict[str, ModelConfig]:
-    """Dataset-sized defaults: :data:`DEFAULT_MODELS` below 32 px (digits, MNIST), else the larger set."""
-    side = min(int(s) for s in tuple(input_shape)[1:]) if len(input_shape) == 3 else 0
-    table = DEFAULT_MODELS_LARGE if side >= LARGE_IMAGE_MIN_SIDE else DEFAULT_MODELS
-    return {tier: ModelConfig(name=n, options=dict(o)) for tier, (n, o) in table.items()}
-
-
-def resolve_tier_models(models: TierModelsConfig, input_shape: Sequence[int]) -> dict[str, ModelConfig]:
-    """The configured model of each tier, falling back to :func:`default_tier_models`."""
-    defaults = default_tier_models(input_shape)
-    return {t: getattr(models, t) or defaults[t] for t in TIERS}
-
-
 class NodeModels:
     """Every node's own model: an architecture per node and a state per node, never shared between nodes.
 
@@ -364,7 +306,7 @@ class FedAgg(Algorithm):
             _check_autoencoder_data(meta, ac, ctx)
             model = build_autoencoder(shape, state, embed_channels=ac.embed_channels, device=ctx.device)
         else:
-            model, meta = _pretrain(ctx, ac)
+            model, meta = pretrain_autoencoder(ctx, ac)
         self.bridge_source = {
             "autoencoder_source": str(meta["source"]),
             "autoencoder_file": ac.path,
@@ -1065,8 +1007,9 @@ def _check_autoencoder_data(meta: Mapping[str, Any], ac: AutoencoderConfig, ctx:
     )
 
 
-def _pretrain(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict[str, Any]]:
-    """Pre-train the bridge autoencoder on the context's held-out images (seeded by the run seed)."""
+def pretrain_autoencoder(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict[str, Any]]:
+    """Pre-train the bridge autoencoder on the context's held-out images (seeded by the run seed): what a run
+    with ``autoencoder.path: null`` does at init, and what ``edgelearn pretrain-autoencoder`` saves."""
     return pretrain_on_heldout(
         ctx.bundle,
         ctx.parts,
@@ -1079,26 +1022,3 @@ def _pretrain(ctx: RunContext, ac: AutoencoderConfig) -> tuple[Autoencoder, dict
         seed=ctx.seeds.int_seed(AUTOENCODER_SEED_PURPOSE) % SEED_BOUND,
         device=ctx.device,
     )
-
-
-def pretrain_autoencoder_file(cfg: RunConfig, path: str | Path) -> dict[str, Any]:
-    """What ``edgelearn pretrain-autoencoder`` runs: pre-train on the config's held-out data (the same data,
-    split and seed a FedAgg run with ``autoencoder.path: null`` would use) and save it with its SHA-256.
-
-    The ``algorithm.autoencoder`` section is used when the config's algorithm is FedAgg, else its defaults.
-    Returns the saved metadata plus ``path`` and ``sha256``.
-    """
-    from edgelearn.report.io import ensure_writable_file
-    from edgelearn.runner import build_context  # runtime import: the runner imports the algorithms
-
-    ensure_writable_file(path, "autoencoder file (--out)")  # before the training, not after it
-    ac = cfg.algorithm.autoencoder if isinstance(cfg.algorithm, FedAggConfig) else AutoencoderConfig()
-    ctx = build_context(cfg)
-    if len(ctx.bundle.input_shape) != 3:
-        raise ConfigError(
-            f"dataset {ctx.bundle.name!r} has input shape {tuple(ctx.bundle.input_shape)}, not an image",
-            hint="the FedAgg autoencoder needs image data (C, H, W)",
-        )
-    model, meta = _pretrain(ctx, ac)
-    digest = save_autoencoder(path, model.state_dict(), meta)
-    return {**meta, "path": str(path), "sha256": digest}

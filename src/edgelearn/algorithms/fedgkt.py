@@ -17,7 +17,7 @@ Mapping onto the tree (the layout of FedAgg's experiments, paper_fedagg.md §12.
 the cloud is the single server, edge servers only relay. Per-tier models: ``models.device`` is the client
 (split after its convolutional body: the extractor is everything before the global pooling + FC head),
 ``models.cloud`` is the server, built for the feature shape; ``models.edge`` is unused. Defaults as FedAgg's
-per-tier defaults (:func:`~edgelearn.algorithms.fedagg.resolve_tier_models`).
+per-tier defaults (:func:`~edgelearn.algorithms.tiers.resolve_tier_models`).
 
 The delivered model is FedGKT's own test-time model: a client's extractor followed by the server. As in
 FedGKT's evaluation (each client extracts its test samples, the server classifies the pooled features), the
@@ -57,13 +57,8 @@ from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
 from edgelearn.algorithms.comm import fault_stats, planned_samples
 from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
-from edgelearn.algorithms.fedagg import (
-    NodeModels,
-    TierArch,
-    charge_cut_and_lost,
-    make_arch,
-    resolve_tier_models,
-)
+from edgelearn.algorithms.fedagg import NodeModels, charge_cut_and_lost
+from edgelearn.algorithms.tiers import TierArch, make_arch, resolve_tier_models
 from edgelearn.config import FedGKTConfig, Section
 from edgelearn.engine import (
     ClientData,

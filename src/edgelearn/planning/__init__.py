@@ -35,9 +35,10 @@ from edgelearn.planning.bound import (
 from edgelearn.planning.closed_form import DeviceSplit, device_split, server_frequency
 from edgelearn.planning.defaults import spec_problem
 from edgelearn.planning.feasibility import MinimumBudgets, minimum_budgets
+from edgelearn.planning.joint import solve
 from edgelearn.planning.plan import CostBreakdown, Plan, infeasible_plan, predict_costs
 from edgelearn.planning.problem import MAX_BATCH_FT, MAX_BATCH_PRE, TwoStageProblem
-from edgelearn.planning.search import METHODS, InnerSolver, SearchOptions, solve, solve_inner
+from edgelearn.planning.search import METHODS, InnerSolver, SearchOptions, solve_inner
 
 if TYPE_CHECKING:
     from edgelearn.planning.constants import estimate_constants

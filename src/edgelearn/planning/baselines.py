@@ -338,7 +338,7 @@ def baseline_candidates(
 ) -> dict[str, Plan]:
     """The baseline schemes whose plans lie in the joint design's domain under ``options``: all of
     :func:`solve_baselines` but ``pretrain_only`` (N = 0) unless ``options.min_ft_rounds`` is 0. The joint
-    search (:func:`~edgelearn.planning.search.solve`) keeps the best of them where its own plan is worse."""
+    search (:func:`~edgelearn.planning.joint.solve`) keeps the best of them where its own plan is worse."""
     opts = options or SearchOptions()
     schemes = [s for s in BASELINE_SCHEMES if s != "pretrain_only" or opts.min_ft_rounds == 0]
     return solve_baselines(problem, bound=bound, method=method, options=opts, schemes=schemes)

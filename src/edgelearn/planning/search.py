@@ -1,13 +1,13 @@
-"""Outer search over the integer round counts (paper_two_stage.md §6.1) and the public `solve` entry point.
+"""Outer search over the integer round counts (paper_two_stage.md §6.1): the machinery behind `solve`.
 
 A coarse log-spaced grid over (M, N) is evaluated best-first by a cheap lower bound of the objective
 (the bound with every batch at the largest size the budgets allow), skipping cells that cannot beat the
 best value so far and cells dominated by a known infeasible cell (more rounds never cost less). A pattern
 search in log(1 + M), log(1 + N) (axis and diagonal moves, repeated with doubling steps while they improve,
 halved when none does) then refines from the best cell without and the best cell with pre-training. The
-best continuous allocations are finally rounded to integer batches (`round_to_plan`, via `finish`). Where a
-baseline scheme's plan inside the search domain has a lower bound than that result, `solve` returns it
-instead (`no_worse_than_baselines`), so the joint design is never worse than a baseline on its bound.
+best continuous allocations are finally rounded to integer batches (`round_to_plan`, via `finish`). The
+public entry point, `solve` (in `joint.py`), runs this search and then compares the result with the baseline
+schemes, which reuse this module's searcher, so this module imports neither.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edgelearn.errors import BudgetError, ConfigError
+from edgelearn.errors import ConfigError
 from edgelearn.planning.allocation import Allocation, round_to_plan
 from edgelearn.planning.bound import Bound, affine_parts, get_bound
 from edgelearn.planning.convex import ConvexInner
-from edgelearn.planning.feasibility import CheapestPoint, minimum_budgets
+from edgelearn.planning.feasibility import CheapestPoint
 from edgelearn.planning.plan import Plan
 from edgelearn.planning.problem import TwoStageProblem
 from edgelearn.planning.sca import ScaInner
@@ -365,89 +365,6 @@ def ft_round_limit(
     return limit if cap is None else min(limit, cap)
 
 
-def _check_budgets(problem: TwoStageProblem) -> None:
-    budgets = minimum_budgets(problem)
-    if not budgets.feasible:
-        raise BudgetError(
-            budgets.message(problem),
-            hint=f"raise budget.energy_j to at least {budgets.energy_j:.6g} or budget.delay_s to at least "
-            f"{budgets.delay_s:.6g}",
-        )
-
-
-def solve(
-    problem: TwoStageProblem,
-    *,
-    bound: str | Bound = "A",
-    method: str = "convex",
-    options: SearchOptions | None = None,
-    candidates: Mapping[str, Plan] | None = None,
-) -> Plan:
-    """Jointly optimise rounds, batches, clocks and powers of both stages (problem (P1), spec §5-6).
-
-    ``candidates``: the baseline schemes' plans under the same problem, bound and options when the caller has
-    them already (a report that shows them), so :func:`no_worse_than_baselines` does not solve them again.
-    Raises BudgetError, naming the smallest feasible budgets, when no plan with N >= 1 fits.
-    """
-    start = time.perf_counter()
-    opts = options or SearchOptions()
-    bnd = get_bound(bound)
-    _check_budgets(problem)
-    searcher = Searcher(problem, bnd, InnerSolver(problem, method))
-    m_hi = pre_round_limit(problem, problem.energy_j, problem.delay_s, opts.max_pre_rounds)
-    n_hi = ft_round_limit(problem, searcher.cheap, problem.energy_j, problem.delay_s, opts.max_ft_rounds)
-    domain = Domain((0, opts.min_ft_rounds), (m_hi, max(n_hi, 1)), lambda z: (z[0], z[1]))
-    best = searcher.run(domain, (opts.grid_pre, opts.grid_ft), opts.refine)
-    if best is None:
-        raise BudgetError(
-            f"no feasible plan found for energy_j={problem.energy_j:.6g} J, delay_s={problem.delay_s:.6g} s "
-            f"after {searcher.solves} inner solves",
-            hint="raise the budgets a little; they are at the edge of feasibility",
-        )
-    plan = _with_status(finish(problem, searcher, "optimized", start), searcher)
-    return replace(
-        no_worse_than_baselines(plan, problem, bnd, method, opts, candidates),
-        solve_time_s=time.perf_counter() - start,
-    )
-
-
-def no_worse_than_baselines(
-    plan: Plan,
-    problem: TwoStageProblem,
-    bound: Bound,
-    method: str,
-    options: SearchOptions,
-    candidates: Mapping[str, Plan] | None = None,
-) -> Plan:
-    """``plan``, or the best baseline scheme's plan (relabelled "optimized") where one has a lower bound.
-
-    The grid + compass search stops on its step tolerance (:data:`REFINE_RTOL`) or its patience rule, and
-    rounding keeps only the best of a few continuous cells, so on some problems a baseline's own, differently
-    searched plan came out lower (a random two-stage problem: 0.13 % on the bound; on coarse grids several
-    %). A baseline's feasible plan within the joint design's domain (the round caps of ``options``; N = 0,
-    pre-training only, when ``options.min_ft_rounds`` is 0) is a plan the joint design may return, so it
-    evaluates them as candidates and is never worse than any of them on the bound it minimises. Given
-    ``candidates`` (the baselines' plans, already solved), it uses those instead of solving them.
-    """
-    from edgelearn.planning.baselines import baseline_candidates  # baselines import this module
-
-    if candidates is None:
-        candidates = baseline_candidates(problem, bound=bound, method=method, options=options)
-
-    def in_domain(p: Plan) -> bool:
-        n_cap = options.max_ft_rounds
-        return (
-            p.M <= options.max_pre_rounds and options.min_ft_rounds <= p.N and (n_cap is None or p.N <= n_cap)
-        )
-
-    best = plan
-    for name, candidate in candidates.items():
-        if candidate.feasible and in_domain(candidate) and candidate.bound < best.bound:
-            status = f"{candidate.status}; the {name} baseline's plan, which the search did not beat"
-            best = replace(candidate, scheme="optimized", status=status)
-    return best
-
-
 ROUNDING_CANDIDATES = 5
 """`finish` rounds this many of the best continuous solutions and keeps the best integer plan: with small
 batches, rounding can reorder nearby (M, N) cells."""
@@ -473,9 +390,3 @@ def finish(problem: TwoStageProblem, searcher: Searcher, scheme: str, start: flo
     plan = best if best is not None else last
     assert plan is not None, "finish() needs at least one feasible continuous solution"
     return replace(plan, solve_time_s=time.perf_counter() - start)
-
-
-def _with_status(plan: Plan, searcher: Searcher) -> Plan:
-    return replace(
-        plan, status=f"{plan.status}; {searcher.solves} inner solves ({searcher.grid_solves} on the grid)"
-    )

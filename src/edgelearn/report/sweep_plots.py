@@ -1,11 +1,13 @@
-"""Figures of an experiment suite (edgelearn.sweep): curves, sweeps with error bars, scatters, heat-maps.
+"""Figures of an experiment suite (``edgelearn.commands.sweep``): curves, sweeps with error bars, scatters
+(titled with :func:`spearman`, defined here, their only user), heat-maps.
 
 Built on the same Agg-only figures as report/plots.py (no pyplot state, atomic PNG writes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,15 @@ FRACTION_METRICS = {"accuracy", "final_accuracy", "best_accuracy", "pretrain_sha
 def is_fraction(name: str) -> bool:
     """Whether metric ``name`` is a fraction in [0, 1] (shown in percent)."""
     return name.rsplit(".", 1)[-1] in FRACTION_METRICS or name.startswith("accuracy_by_tier")
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan with fewer than 3 points or no spread."""
+    from scipy.stats import spearmanr
+
+    if len(xs) < 3:
+        return math.nan
+    return float(spearmanr(xs, ys).statistic)
 
 
 def _scale(name: str) -> float:
@@ -113,8 +124,6 @@ def _sweep(spec: Any, out: Path, results: Mapping[str, Any]) -> Any:
 
 
 def _scatter(spec: Any, out: Path, results: Mapping[str, Any]) -> Any:
-    from edgelearn.sweep import spearman
-
     figure, axes = _new_figure()
     rows = [
         r
@@ -172,7 +181,7 @@ def _landscape(spec: Any, out: Path, results: Mapping[str, Any]) -> list[Path]:
 
 
 def draw(spec: Any, out: Path, results: Mapping[str, Any]) -> list[Path]:
-    """Draw one :class:`edgelearn.sweep.PlotSpec` of an experiment's results into ``out``."""
+    """Draw one :class:`edgelearn.commands.sweep.spec.PlotSpec` of an experiment's results into ``out``."""
     if spec.kind == "landscape":
         return _landscape(spec, out, results)
     makers = {"curves": _curves, "sweep": _sweep, "scatter": _scatter}

@@ -172,7 +172,7 @@ def _two_stage_part(out: Path, console: Any, progress: bool | None) -> dict[str,
     """Plan two-stage learning on digits, show the plan beside the baseline schemes, execute it."""
     from rich.table import Table
 
-    from edgelearn.algorithms.two_stage import plan_report
+    from edgelearn.commands.plan import plan_report
     from edgelearn.report.tables import plans_table
     from edgelearn.runner import run
 
