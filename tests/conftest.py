@@ -65,3 +65,12 @@ def _float32_policy() -> Iterator[None]:
 _TEST_CACHE_DIR = tempfile.mkdtemp(prefix="edgelearn-test-cache-")
 os.environ["EDGELEARN_CACHE_DIR"] = _TEST_CACHE_DIR
 atexit.register(shutil.rmtree, _TEST_CACHE_DIR, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_registries() -> Iterator[None]:
+    """Names a test registers (plugins: algorithms, models, datasets, partitioners, hardware) end with it."""
+    from edgelearn.plugins import isolated
+
+    with isolated():
+        yield

@@ -48,10 +48,6 @@ def test_override_into_a_value_is_an_error() -> None:
             "`algorithm.kappa3` is not a known key; allowed here: kappa1",
         ),
         (
-            {"data": {"dataset": "imagenet"}},
-            "`data.dataset`: Value error, 'imagenet' is not a registered dataset; known: digits, synthetic",
-        ),
-        (
             {"hardware": {"device": {"f_max_hz": 0}}},
             "`hardware.device.f_max_hz`: Input should be greater than 0",
         ),

@@ -104,7 +104,7 @@ def test_dispatcher() -> None:
     assert [p.size for p in partition("iid", labels, 4, rng)] == [5, 5, 4, 4]
     _assert_cover(partition("dirichlet", labels, 3, rng, alpha=0.5, min_size=2), 18)
     _assert_cover(partition("shards", labels, 3, rng, shards_per_device=None), 18)  # None -> default 2
-    with pytest.raises(DataError, match="unknown partition method 'pathological'"):
+    with pytest.raises(DataError, match="partition.method 'pathological' is not a registered partitioner"):
         partition("pathological", labels, 3, rng)
     with pytest.raises(DataError, match="does not take option"):
         partition("iid", labels, 3, rng, alpha=1.0)

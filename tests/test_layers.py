@@ -37,6 +37,11 @@ SRC = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # errors, safe YAML, seed streams and the version: import nothing of the package
     ("base", frozenset({"edgelearn", "errors", "yamlsafe", "seeding"})),
+    # loading plugins on demand, so the registries above it need not import the registration API on top
+    ("extensions", frozenset({"extensions"})),
+    # the physics: topology, hardware kinds and their sourced catalog, channel, costs, ledger, faults.
+    # NumPy only; the config resolves `hardware.<tier>.profile` against its catalog
+    ("system", frozenset({"system"})),
     # the typed config (and memory's size checks of it); the report layer: atomic writes, the run folder's
     # files, tables and plots. Both import only base, so everything above may use them (report.io's atomic
     # writes serve the cache, checkpoints and algorithms too, not only the runner and the commands).
@@ -44,11 +49,13 @@ LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     # the user cache of derived arrays and the run checkpoints (both write through report.io)
     ("storage", frozenset({"cache", "checkpoint"})),
     # the independent parts a run is built from: no one of them imports another
-    ("data, models, system, engine", frozenset({"data", "models", "system", "engine"})),
+    ("data, models, engine", frozenset({"data", "models", "engine"})),
     ("planning", frozenset({"planning"})),
     ("algorithms", frozenset({"algorithms"})),
     # build_context and run: the one place that assembles a run from a config
     ("runner", frozenset({"runner"})),
+    # the public registration API: it writes into the registries of every layer below
+    ("plugins", frozenset({"plugins"})),
     # whole-run commands built on the runner: bench, sweep, demo, plan, pretrain-autoencoder
     ("commands", frozenset({"commands"})),
     ("cli", frozenset({"cli"})),
@@ -196,7 +203,8 @@ def _path_around(graph: dict[str, set[str]], start: str, component: set[str]) ->
 def unit(name: str) -> str:
     """A module's unit: the first name below the package (the package's own ``__init__``: the package)."""
     parts = name.split(".")
-    return parts[1] if len(parts) > 1 else parts[0]
+    first = parts[1] if len(parts) > 1 else parts[0]
+    return "config" if first.startswith("config_") else first  # config_base, config_hardware: the config
 
 
 def layer_of() -> dict[str, int]:

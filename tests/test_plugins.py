@@ -14,7 +14,7 @@ from typing import Literal
 import numpy as np
 import pytest
 
-from edgelearn import plugins
+from edgelearn import extensions, plugins
 from edgelearn.config import FedAvgConfig, Section, algorithm_names, build_config, load_config
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.runner import build_context, run
@@ -180,8 +180,13 @@ def test_a_plugin_partitioner_that_overlaps_is_refused(tmp_path: Path) -> None:
     plugins.register_partitioner("overlap_p", lambda y, n, rng: [np.arange(5)] * n)
     with pytest.raises(DataError, match="put a sample on two devices"):
         build_context(build_config({}, ["partition.method=overlap_p", "topology.devices=2", "device=cpu"]))
-    with pytest.raises(ConfigError, match="'nope_p' is not a registered partitioner; known: iid, dirichlet"):
-        build_config({}, ["partition.method=nope_p"])
+    typo = build_config({}, ["partition.method=nope_p", "device=cpu"])  # names are the data layer's to check
+    with pytest.raises(DataError, match="partition.method 'nope_p' is not a registered partitioner"):
+        build_context(typo)
+    with pytest.raises(
+        DataError, match=r"(?s)data.dataset 'imagenet' is not a registered dataset.*digits, synthetic"
+    ):
+        build_context(build_config({}, ["data.dataset=imagenet", "device=cpu"]))
 
 
 def test_installed_entry_points_are_loaded_on_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,7 +198,7 @@ def test_installed_entry_points_are_loaded_on_a_miss(tmp_path: Path, monkeypatch
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin\nVersion: 1.0\n")
     (dist / "entry_points.txt").write_text("[edgelearn.plugins]\nep = ep_plugin_mod\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(plugins, "_entry_points_loaded", False)
+    monkeypatch.setattr(extensions, "_entry_points_loaded", False)
     cfg = build_config(
         {}, ["algorithm.name=echo_ep", "topology.devices=3"]
     )  # unknown until entry points load

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 
 from edgelearn.errors import ConfigError
-from edgelearn.system.catalog import CLOUD_DEFAULT, DEVICE_DEFAULT, EDGE_DEFAULT
+from edgelearn.system.catalog import CLOUD_DEFAULT, DEVICE_DEFAULT, EDGE_DEFAULT, sample_profiles
 from edgelearn.system.hardware import (
     ACCELERATOR,
     HardwareProfile,
     HardwareSpec,
     profile_arrays,
-    sample_profiles,
 )
 from edgelearn.system.topology import Tier, Topology
 

@@ -73,27 +73,6 @@ class DataConfig(Section):
         "it to give every algorithm the same device data",
     )
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        from edgelearn.data.registry import DATASETS  # a table of loaders; imports no dataset code
-
-        return _known_name(value, DATASETS, "dataset")
-
-
-def _known_name(value: str, table: Mapping[str, Any], what: str) -> str:
-    """``value`` when ``table`` (a registry) holds it, after loading installed plugins on a miss."""
-    if value not in table:
-        from edgelearn.plugins import load_entry_points
-
-        load_entry_points()
-    if value not in table:
-        raise ValueError(
-            f"{value!r} is not a registered {what}; known: {', '.join(table)} (plugins register more: "
-            "edgelearn list)"
-        )
-    return value
-
 
 class PartitionConfig(Section):
     """How the training set is split over devices."""
@@ -107,13 +86,6 @@ class PartitionConfig(Section):
     alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration: small = strong label skew")
     min_size: NonNegInt = Field(2, description="fewest samples any device may hold")
     shards_per_device: PositiveInt = 2
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        from edgelearn.data.partition import PARTITION_METHODS  # numpy only
-
-        return _known_name(value, PARTITION_METHODS, "partitioner")
 
 
 class TopologyConfig(Section):
@@ -1053,7 +1025,7 @@ def build_config(
         if not isinstance(plugins, list):
             problem = f"`plugins` must be a list of modules or .py files (got {plugins!r})"
             raise config_problems([problem], source)
-        from edgelearn.plugins import load_plugins
+        from edgelearn.extensions import load_plugins
 
         try:
             merged["plugins"] = load_plugins(plugins, base_dir)
@@ -1063,7 +1035,7 @@ def build_config(
             ) from None
     algo = merged.get("algorithm")
     if isinstance(algo, dict) and isinstance(algo.get("name"), str) and algo["name"] not in algorithm_names():
-        from edgelearn.plugins import load_entry_points
+        from edgelearn.extensions import load_entry_points
 
         load_entry_points()  # an installed package may provide it
     if isinstance(algo, dict):

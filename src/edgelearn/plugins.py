@@ -19,29 +19,27 @@ Flower's strategies: a small class per algorithm over shared machinery).
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import importlib
-import importlib.util
-import sys
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from edgelearn import extensions
 from edgelearn.errors import ConfigError
+from edgelearn.extensions import (
+    ENTRY_POINT_GROUP,
+    load_entry_points,
+    load_plugin,
+    load_plugins,
+    resolve_plugin,
+)
 
 if TYPE_CHECKING:
     from edgelearn.algorithms.base import Algorithm
     from edgelearn.config import Section
 
-ENTRY_POINT_GROUP = "edgelearn.plugins"
-"""The Python entry-point group installed packages use to declare edgelearn plugins."""
-
 KINDS = ("algorithms", "models", "datasets", "partitioners", "executors", "hardware")
 """What ``edgelearn list`` can show."""
-
-_loaded: dict[str, str] = {}
-"""Plugin reference -> the module name it was imported as (so a plugin is imported once)."""
-_entry_points_loaded = False
 
 
 def register_algorithm(
@@ -119,6 +117,40 @@ def register_hardware_profile(name: str, spec: Any, **kwargs: Any) -> Any:
     return register(name, spec, **kwargs)
 
 
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """Undo every registration made inside the ``with`` block on leaving it (algorithms with their config
+    classes, models, datasets, partitioners, hardware profiles, loaded plugin files), e.g. around a test:
+    registries are process-wide, so a name registered by one test would otherwise leak into the next."""
+    from edgelearn.algorithms import registry as algorithms
+    from edgelearn.config import RunConfig
+    from edgelearn.data.registry import DATASETS
+    from edgelearn.models import registry as models
+    from edgelearn.system import catalog
+
+    part = importlib.import_module("edgelearn.data.partition")
+    tables: list[dict[Any, Any]] = [
+        algorithms.ALGORITHMS,
+        DATASETS,
+        part.PARTITION_METHODS,
+        part._PLUGINS,
+        models._SPECS,
+        catalog._REGISTERED,
+        extensions._loaded,
+    ]
+    saved = [dict(t) for t in tables]
+    field = RunConfig.model_fields["algorithm"]
+    try:
+        yield
+    finally:
+        for table, copy in zip(tables, saved):
+            table.clear()
+            table.update(copy)
+        if RunConfig.model_fields["algorithm"] is not field:
+            RunConfig.model_fields["algorithm"] = field
+            RunConfig.model_rebuild(force=True)
+
+
 def _check_new(name: str, table: Iterable[str], what: str, replace: bool) -> None:
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"{what} name {name!r} must be an identifier (letters, digits, underscores)")
@@ -127,91 +159,6 @@ def _check_new(name: str, table: Iterable[str], what: str, replace: bool) -> Non
             f"{what} {name!r} is already registered",
             hint="pick another name, or pass replace=True to replace it on purpose",
         )
-
-
-# ------------------------------------------------------------------------------------------- loading
-def resolve_plugin(entry: str, base_dir: Path | None) -> str:
-    """The canonical form of one ``plugins:`` entry: an absolute path for a ``.py`` file (relative entries
-    are taken from ``base_dir``, the config file's folder), the module name otherwise."""
-    if not isinstance(entry, str) or not entry.strip():
-        raise ConfigError(f"plugins: entry {entry!r} is not a module name or a .py file")
-    if entry.endswith(".py") or "/" in entry or "\\" in entry:
-        path = Path(entry).expanduser()
-        if not path.is_absolute():
-            path = (base_dir or Path.cwd()) / path
-        return str(path.resolve())
-    return entry
-
-
-def load_plugin(entry: str) -> str:
-    """Import one plugin (a module name or an absolute ``.py`` path) once; returns its module name."""
-    if entry in _loaded:
-        return _loaded[entry]
-    if entry.endswith(".py"):
-        path = Path(entry)
-        if not path.is_file():
-            raise ConfigError(
-                f"plugin file {path} does not exist",
-                hint="list .py files relative to the config file, or module names importable from here",
-            )
-        module_name = "edgelearn_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise ConfigError(f"plugin file {path} cannot be imported")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # before exec: dataclasses and pickling look it up
-        try:
-            spec.loader.exec_module(module)
-        except ConfigError:
-            del sys.modules[module_name]
-            raise
-        except Exception as exc:
-            del sys.modules[module_name]
-            raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
-    else:
-        module_name = entry
-        try:
-            importlib.import_module(entry)
-        except ModuleNotFoundError as exc:
-            raise ConfigError(
-                f"plugin module {entry!r} cannot be found ({exc})",
-                hint="install it, put it on PYTHONPATH, or give the path of a .py file",
-            ) from None
-    _loaded[entry] = module_name
-    return module_name
-
-
-def load_plugins(entries: Iterable[str], base_dir: str | Path | None = None) -> list[str]:
-    """Import every plugin of a ``plugins:`` list (relative files from ``base_dir``); returns the canonical
-    entries, as a run's saved config records them."""
-    base = Path(base_dir) if base_dir is not None else None
-    canonical = [resolve_plugin(e, base) for e in entries]
-    for entry in canonical:
-        load_plugin(entry)
-    return canonical
-
-
-def load_entry_points() -> list[str]:
-    """Import the plugins installed packages declare in :data:`ENTRY_POINT_GROUP` (once per process)."""
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return []
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    names = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            target = ep.load()
-        except Exception as exc:
-            raise ConfigError(
-                f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
-                hint=f"fix or uninstall the package that declares it in {ENTRY_POINT_GROUP!r}",
-            ) from exc
-        if callable(target) and not isinstance(target, type):
-            target()
-        names.append(ep.name)
-    return names
 
 
 # ------------------------------------------------------------------------------------------- listing
@@ -261,8 +208,11 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "KINDS",
     "available",
+    "isolated",
     "load_entry_points",
+    "load_plugin",
     "load_plugins",
+    "resolve_plugin",
     "register_algorithm",
     "register_dataset",
     "register_hardware_profile",

@@ -529,37 +529,10 @@ class TwoStage(Algorithm):
         return {"budget_left_j": left_e, "budget_left_s": left_t}
 
     def round_caps(self, plans: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """The round caps (``algorithm.max_pre_rounds`` / ``max_ft_rounds``) that bind on ``plans`` (scheme
-        -> Plan): a plan sits at the cap while the budgets allow more rounds. Every scheme obeys the same
-        caps, so no scheme beats another merely by a cap; this says when the caps shaped the numbers.
-        Each entry names the key, the cap, the schemes at it and the rounds the budgets allow (with
-        fading "at least": the per-round gains are drawn for ``max_ft_rounds`` rounds only)."""
-        from edgelearn.planning.feasibility import CheapestPoint
-        from edgelearn.planning.search import ft_round_limit, pre_round_limit
+        """The round caps that bind on ``plans`` (scheme -> Plan); see planning.caps.binding_caps."""
+        from edgelearn.planning.caps import binding_caps
 
-        pb, cfg = self.problem, self.cfg
-        caps = []
-        m_all = pre_round_limit(pb, pb.energy_j, pb.delay_s, None)
-        n_all = ft_round_limit(pb, CheapestPoint(pb), pb.energy_j, pb.delay_s, None)
-        n_more = n_all > cfg.max_ft_rounds or (pb.per_round and n_all >= cfg.max_ft_rounds)
-        for key, cap, allowed, more, attr in (
-            ("algorithm.max_pre_rounds", cfg.max_pre_rounds, m_all, m_all > cfg.max_pre_rounds, "M"),
-            ("algorithm.max_ft_rounds", cfg.max_ft_rounds, n_all, n_more, "N"),
-        ):
-            at_cap = [name for name, plan in plans.items() if plan.feasible and getattr(plan, attr) >= cap]
-            if more and at_cap:
-                least = "at least " if pb.per_round and attr == "N" else ""
-                caps.append(
-                    {
-                        "key": key,
-                        "cap": cap,
-                        "budgets_allow": allowed,
-                        "schemes": at_cap,
-                        "message": f"{key}={cap} binds for {', '.join(at_cap)}: the budgets allow {least}"
-                        f"{allowed:.4g} rounds; every scheme is held to the cap (raise it to plan more)",
-                    }
-                )
-        return caps
+        return binding_caps(self.problem, plans, self.cfg.max_pre_rounds, self.cfg.max_ft_rounds)
 
     def estimates(self) -> dict[str, Any]:
         """The shift (its settings and measured W1) and the bound constants the plan was made with."""

@@ -176,15 +176,27 @@ def register_partitioner(
     _PLUGINS[name] = split
 
 
+def partition_method(method: str) -> str:
+    """``method`` when it is a registered partitioner (installed plugins are loaded on a miss), else a
+    DataError listing the known ones, so a misspelled ``partition.method`` fails before anything runs."""
+    if method not in PARTITION_METHODS:
+        from edgelearn.extensions import load_entry_points
+
+        load_entry_points()
+    if method not in PARTITION_METHODS:
+        raise DataError(
+            f"partition.method {method!r} is not a registered partitioner",
+            hint=f"use one of: {', '.join(PARTITION_METHODS)} (plugins register more: edgelearn list "
+            "partitioners)",
+        )
+    return method
+
+
 def partition(
     method: str, labels: np.ndarray | Sequence[int], num_devices: int, rng: np.random.Generator, **kw: Any
 ) -> list[np.ndarray]:
     """Dispatch to ``partition_<method>`` with its keyword options (None values mean "default")."""
-    if method not in PARTITION_METHODS:
-        raise DataError(
-            f"unknown partition method {method!r}",
-            hint=f"partition.method must be one of: {', '.join(PARTITION_METHODS)}",
-        )
+    partition_method(method)
     opts = {k: v for k, v in kw.items() if v is not None}
     unknown = sorted(set(opts) - set(PARTITION_METHODS[method]))
     if unknown:

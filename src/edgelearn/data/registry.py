@@ -85,6 +85,21 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+def dataset_name(name: str) -> str:
+    """``name`` when it is a registered dataset (installed plugins are loaded on a miss), else a DataError
+    listing the known ones, so a misspelled ``data.dataset`` fails before anything runs."""
+    if name not in DATASETS:
+        from edgelearn.extensions import load_entry_points
+
+        load_entry_points()
+    if name not in DATASETS:
+        raise DataError(
+            f"data.dataset {name!r} is not a registered dataset",
+            hint=f"use one of: {', '.join(DATASETS)} (plugins register more: edgelearn list datasets)",
+        )
+    return name
+
+
 def load_dataset(
     name: str, *, data_dir: str | os.PathLike[str] | None = None, seed: int = 0, **options: Any
 ) -> DatasetBundle:
@@ -93,9 +108,7 @@ def load_dataset(
     ``seed`` drives the digits split and synthetic generation (file datasets are fixed); ``data_dir`` is
     ignored by digits and synthetic. Options set to None mean "use the loader's default".
     """
-    spec = DATASETS.get(name)
-    if spec is None:
-        raise DataError(f"unknown dataset {name!r}", hint=f"data.name must be one of: {', '.join(DATASETS)}")
+    spec = DATASETS.get(dataset_name(name))
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - set(spec.options))
     if unknown:

@@ -59,7 +59,7 @@ def model_summary(name: str) -> str:
 
 def _spec(name: str) -> _Spec:
     if isinstance(name, str) and name not in _SPECS:
-        from edgelearn.plugins import load_entry_points
+        from edgelearn.extensions import load_entry_points
 
         load_entry_points()  # an installed package may provide it
     if not isinstance(name, str) or name not in _SPECS:

@@ -15,6 +15,7 @@ from edgelearn.system.catalog import (
     hardware_profile,
     hardware_profiles,
     register_hardware_profile,
+    sample_profiles,
 )
 from edgelearn.system.channel import Channel, ChannelSpec
 from edgelearn.system.costs import (
@@ -38,7 +39,6 @@ from edgelearn.system.hardware import (
     HardwareProfile,
     HardwareSpec,
     profile_arrays,
-    sample_profiles,
 )
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.model import SystemModel

@@ -21,6 +21,8 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from edgelearn.errors import ConfigError
 from edgelearn.system.hardware import (
     DEVICE_P_MAX_W,
@@ -36,7 +38,7 @@ from edgelearn.system.hardware import (
     HardwareSpec,
     check_fields,
 )
-from edgelearn.system.topology import Tier
+from edgelearn.system.topology import TIER_CODE, Tier, Topology
 from edgelearn.yamlsafe import load_yaml
 
 CATALOG_FILE = "catalog.yaml"
@@ -287,3 +289,42 @@ EDGE_DEFAULT = TIER_DEFAULTS[Tier.EDGE]
 
 CLOUD_DEFAULT = TIER_DEFAULTS[Tier.CLOUD]
 """Cloud: an A100 SXM4 (profile ``a100``; ~6.4e-12 J/FLOP) with a 1 W radio toward attached devices."""
+
+
+def sample_profiles(
+    topology: Topology, specs: Mapping[Tier | str, HardwareSpec] | None, rng: np.random.Generator
+) -> list[HardwareProfile]:
+    """One profile per node id, drawing every range uniformly per node; tiers missing from ``specs`` use
+    :data:`TIER_DEFAULTS`. Deterministic for a given ``rng`` (draw order: tier, then
+    field in :data:`NUMERIC_FIELDS` order, then node id)."""
+    chosen = dict(TIER_DEFAULTS)
+    for key, spec in (specs or {}).items():
+        try:
+            tier = Tier(key)
+        except ValueError:
+            raise ConfigError(
+                f"hardware: unknown tier {key!r}", hint=f"use one of {[t.value for t in Tier]}"
+            ) from None
+        if not isinstance(spec, HardwareSpec):
+            raise ConfigError(f"hardware.{tier.value}: expected a HardwareSpec, got {type(spec).__name__}")
+        chosen[tier] = spec
+    codes = topology.tier_codes
+    columns = {name: np.full(topology.num_nodes, np.nan) for name in NUMERIC_FIELDS}
+    kinds = np.empty(topology.num_nodes, dtype=object)
+    for tier in Tier:
+        ids = np.flatnonzero(codes == TIER_CODE[tier])
+        kinds[ids] = chosen[tier].kind
+        for name, column in columns.items():
+            value = getattr(chosen[tier], name)
+            if value is None:
+                continue
+            column[ids] = (
+                rng.uniform(value[0], value[1], size=ids.size) if isinstance(value, tuple) else value
+            )
+    return [
+        HardwareProfile(
+            kind=str(kinds[i]),
+            **{name: None if np.isnan(column[i]) else float(column[i]) for name, column in columns.items()},
+        )
+        for i in range(topology.num_nodes)
+    ]

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from edgelearn.errors import ConfigError
-from edgelearn.system.topology import TIER_CODE, Tier, Topology
 
 Range = tuple[float, float]
 FloatOrRange = float | Range
@@ -215,47 +214,6 @@ class HardwareSpec:
             given = {**DVFS_DEFAULTS, **given}
         for key, value in check_fields(self.kind, given, need_radio=True).items():
             object.__setattr__(self, key, value)
-
-
-def sample_profiles(
-    topology: Topology, specs: Mapping[Tier | str, HardwareSpec] | None, rng: np.random.Generator
-) -> list[HardwareProfile]:
-    """One profile per node id, drawing every range uniformly per node; tiers missing from ``specs`` use
-    ``edgelearn.system.catalog.TIER_DEFAULTS``. Deterministic for a given ``rng`` (draw order: tier, then
-    field in :data:`NUMERIC_FIELDS` order, then node id)."""
-    from edgelearn.system.catalog import TIER_DEFAULTS  # the catalog builds on this module
-
-    chosen = dict(TIER_DEFAULTS)
-    for key, spec in (specs or {}).items():
-        try:
-            tier = Tier(key)
-        except ValueError:
-            raise ConfigError(
-                f"hardware: unknown tier {key!r}", hint=f"use one of {[t.value for t in Tier]}"
-            ) from None
-        if not isinstance(spec, HardwareSpec):
-            raise ConfigError(f"hardware.{tier.value}: expected a HardwareSpec, got {type(spec).__name__}")
-        chosen[tier] = spec
-    codes = topology.tier_codes
-    columns = {name: np.full(topology.num_nodes, np.nan) for name in NUMERIC_FIELDS}
-    kinds = np.empty(topology.num_nodes, dtype=object)
-    for tier in Tier:
-        ids = np.flatnonzero(codes == TIER_CODE[tier])
-        kinds[ids] = chosen[tier].kind
-        for name, column in columns.items():
-            value = getattr(chosen[tier], name)
-            if value is None:
-                continue
-            column[ids] = (
-                rng.uniform(value[0], value[1], size=ids.size) if isinstance(value, tuple) else value
-            )
-    return [
-        HardwareProfile(
-            kind=str(kinds[i]),
-            **{name: None if np.isnan(column[i]) else float(column[i]) for name, column in columns.items()},
-        )
-        for i in range(topology.num_nodes)
-    ]
 
 
 def profile_arrays(profiles: list[HardwareProfile]) -> dict[str, np.ndarray]:

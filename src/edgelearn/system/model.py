@@ -15,6 +15,7 @@ import numpy as np
 
 from edgelearn.errors import ConfigError
 from edgelearn.seeding import Seeds
+from edgelearn.system.catalog import sample_profiles
 from edgelearn.system.channel import Channel, ChannelSpec
 from edgelearn.system.costs import BITS_PER_BYTE, compute_cost, transmit_delay, transmit_energy
 from edgelearn.system.faults import FaultModel
@@ -24,7 +25,6 @@ from edgelearn.system.hardware import (
     HardwareProfile,
     HardwareSpec,
     profile_arrays,
-    sample_profiles,
 )
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.topology import Tier, Topology

@@ -21,7 +21,7 @@ from edgelearn.commands.sweep.results import (
     run_metric,
 )
 from edgelearn.commands.sweep.spec import ExperimentSpec, cell_slug, selected_experiments
-from edgelearn.errors import ConfigError, Interrupted
+from edgelearn.errors import ConfigError, EdgelearnError, Interrupted
 from edgelearn.memory import check_memory
 from edgelearn.report.io import ensure_writable_dir, read_metrics, read_summary, write_json_atomic
 
@@ -162,11 +162,16 @@ def run_experiment(
 def _load_checked(base: Path, overrides: Sequence[str], where: str) -> Any:
     """The run config of ``base`` with ``overrides``; a ConfigError that names ``where`` in the suite."""
     from edgelearn.config import load_config
+    from edgelearn.data.partition import partition_method
+    from edgelearn.data.registry import dataset_name
 
     try:
-        return load_config(base, list(overrides))
-    except ConfigError as exc:
+        cfg = load_config(base, list(overrides))
+        dataset_name(cfg.data.dataset)  # registered names: a typo fails the check, not the run
+        partition_method(cfg.partition.method)
+    except EdgelearnError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    return cfg
 
 
 def _plots(exp: ExperimentSpec, out: Path, results: dict[str, Any]) -> None:

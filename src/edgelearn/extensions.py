@@ -1,0 +1,109 @@
+"""Loading plugins: the ``plugins:`` entries of a config and the ``edgelearn.plugins`` entry points.
+
+The bottom layer of the package (it imports only :mod:`edgelearn.errors`), so the config loader and the
+registries below the runner can load plugins on demand without importing the layers above them. What a
+plugin does when imported (registering algorithms, models, datasets, partitioners, hardware profiles) is
+the public API of :mod:`edgelearn.plugins`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from edgelearn.errors import ConfigError
+
+ENTRY_POINT_GROUP = "edgelearn.plugins"
+"""The Python entry-point group installed packages use to declare edgelearn plugins."""
+
+_loaded: dict[str, str] = {}
+"""Plugin reference -> the module name it was imported as (so a plugin is imported once)."""
+_entry_points_loaded = False
+
+
+def resolve_plugin(entry: str, base_dir: Path | None) -> str:
+    """The canonical form of one ``plugins:`` entry: an absolute path for a ``.py`` file (relative entries
+    are taken from ``base_dir``, the config file's folder), the module name otherwise."""
+    if not isinstance(entry, str) or not entry.strip():
+        raise ConfigError(f"plugins: entry {entry!r} is not a module name or a .py file")
+    if entry.endswith(".py") or "/" in entry or "\\" in entry:
+        path = Path(entry).expanduser()
+        if not path.is_absolute():
+            path = (base_dir or Path.cwd()) / path
+        return str(path.resolve())
+    return entry
+
+
+def load_plugin(entry: str) -> str:
+    """Import one plugin (a module name or an absolute ``.py`` path) once; returns its module name."""
+    if entry in _loaded:
+        return _loaded[entry]
+    if entry.endswith(".py"):
+        path = Path(entry)
+        if not path.is_file():
+            raise ConfigError(
+                f"plugin file {path} does not exist",
+                hint="list .py files relative to the config file, or module names importable from here",
+            )
+        module_name = "edgelearn_plugin_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"plugin file {path} cannot be imported")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # before exec: dataclasses and pickling look it up
+        try:
+            spec.loader.exec_module(module)
+        except ConfigError:
+            del sys.modules[module_name]
+            raise
+        except Exception as exc:
+            del sys.modules[module_name]
+            raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    else:
+        module_name = entry
+        try:
+            importlib.import_module(entry)
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"plugin module {entry!r} cannot be found ({exc})",
+                hint="install it, put it on PYTHONPATH, or give the path of a .py file",
+            ) from None
+    _loaded[entry] = module_name
+    return module_name
+
+
+def load_plugins(entries: Iterable[str], base_dir: str | Path | None = None) -> list[str]:
+    """Import every plugin of a ``plugins:`` list (relative files from ``base_dir``); returns the canonical
+    entries, as a run's saved config records them."""
+    base = Path(base_dir) if base_dir is not None else None
+    canonical = [resolve_plugin(e, base) for e in entries]
+    for entry in canonical:
+        load_plugin(entry)
+    return canonical
+
+
+def load_entry_points() -> list[str]:
+    """Import the plugins installed packages declare in :data:`ENTRY_POINT_GROUP` (once per process)."""
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return []
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    names = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            target = ep.load()
+        except Exception as exc:
+            raise ConfigError(
+                f"plugin entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}",
+                hint=f"fix or uninstall the package that declares it in {ENTRY_POINT_GROUP!r}",
+            ) from exc
+        if callable(target) and not isinstance(target, type):
+            target()
+        names.append(ep.name)
+    return names
