@@ -198,6 +198,7 @@ class _ChunkTask:
     client_ids: np.ndarray | None
     keep_states: bool
     precision: str  # the driver's engine.precision policy, set in the worker before training
+    grad_shift: list[StateDict] | None = None  # one per client of the chunk (Cohort.grad_shift), on the CPU
 
 
 @dataclass
@@ -294,6 +295,9 @@ class ChunkWorker:
                 batch_sizes=None if task.batch_sizes is None else task.batch_sizes[lo:hi],
                 keep_states=True,
                 client_ids=None if task.client_ids is None else task.client_ids[lo:hi],
+                grad_shift=None
+                if task.grad_shift is None
+                else [_state_to(s, self.device) for s in task.grad_shift[lo:hi]],
             )
             res = self.inner.train(sub, spec)
             assert res.client_states is not None
@@ -614,6 +618,9 @@ class RayExecutor:
                 client_ids=None if cohort.client_ids is None else np.asarray(cohort.client_ids)[lo:hi],
                 keep_states=cohort.keep_states,
                 precision=current_precision(),
+                grad_shift=None
+                if cohort.grad_shift is None
+                else [{k: _compact_cpu(v) for k, v in s.items()} for s in cohort.grad_shift[lo:hi]],
             )
             return actor.train_chunk.remote(task, spec_ref, *[start_refs[int(s)] for s in used])
 
