@@ -33,6 +33,7 @@ KERNEL_SENSITIVE = {
     "test_fedagg_algorithm.py",
     "test_fedagg_distill.py",
     "test_learning_above_chance.py",
+    "test_plugins_pickle.py",
     "test_baselines_demlearn.py",
     "test_baselines_feddkc.py",
     "test_baselines_fedgkt.py",

@@ -10,6 +10,11 @@ below when imported. Three ways to load one, none of which touches the package:
   found and by ``edgelearn list``;
 * calling :func:`load_plugins` or the ``register_*`` functions from a script.
 
+A plugin loaded from a ``.py`` file is imported under a synthetic module name (``edgelearn_plugin_<hash>``)
+that other processes cannot import, so its functions and classes are registered with cloudpickle to travel
+by value: a Ray worker then unpickles a plugin's loss, model factory or dataclass without the file
+(:func:`register_pickle_by_value`; the Ray executor registers file plugins loaded before Ray was imported).
+
 Registration validates what it is given (a duplicate name, an algorithm config that is not a config
 ``Section`` with ``name: Literal[<name>]``, a loader that is not callable) and fails with a
 :class:`~edgelearn.errors.ConfigError` naming the problem. The built-ins are registered through the same
@@ -25,6 +30,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from edgelearn.errors import ConfigError
@@ -42,6 +48,8 @@ KINDS = ("algorithms", "models", "datasets", "partitioners", "executors", "hardw
 _loaded: dict[str, str] = {}
 """Plugin reference -> the module name it was imported as (so a plugin is imported once)."""
 _entry_points_loaded = False
+_file_modules: dict[str, ModuleType] = {}
+"""Plugins imported from ``.py`` files, by their synthetic module name: cloudpickle ships them by value."""
 
 
 def register_algorithm(
@@ -158,6 +166,17 @@ def load_plugin(entry: str) -> str:
         except Exception as exc:
             del sys.modules[module_name]
             raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        _file_modules[module_name] = module
+        # The standalone cloudpickle when installed, and Ray's vendored copy only if Ray is already imported
+        # (importing Ray costs a second; the Ray executor registers file plugins itself when it starts).
+        picklers = [sys.modules.get("ray.cloudpickle")]
+        try:
+            picklers.append(importlib.import_module("cloudpickle"))
+        except ImportError:
+            pass
+        for pickler in picklers:
+            if pickler is not None:
+                register_pickle_by_value(pickler)
     else:
         module_name = entry
         try:
@@ -169,6 +188,15 @@ def load_plugin(entry: str) -> str:
             ) from None
     _loaded[entry] = module_name
     return module_name
+
+
+def register_pickle_by_value(pickler: Any) -> list[str]:
+    """Tell ``pickler`` (a cloudpickle module, e.g. ``ray.cloudpickle``) to pickle the functions and classes
+    of every plugin loaded from a ``.py`` file by value, since no other process can import their synthetic
+    module names; returns those names. The Ray executor calls it with Ray's copy when it starts."""
+    for module in _file_modules.values():
+        pickler.register_pickle_by_value(module)
+    return list(_file_modules)
 
 
 def load_plugins(entries: Iterable[str], base_dir: str | Path | None = None) -> list[str]:
@@ -257,4 +285,5 @@ __all__ = [
     "register_dataset",
     "register_model",
     "register_partitioner",
+    "register_pickle_by_value",
 ]

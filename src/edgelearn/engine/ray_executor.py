@@ -354,12 +354,15 @@ class RayExecutor:
         max_threads: int | None = None,
     ) -> None:
         try:
-            import ray  # noqa: F401
+            import ray
         except ImportError as exc:
             raise ConfigError(
                 "executor 'ray' needs the Ray package, which is not installed",
                 hint="pip install 'edgelearn[ray]', or choose executor: serial, vmap or auto",
             ) from exc
+        from edgelearn.plugins import register_pickle_by_value
+
+        register_pickle_by_value(ray.cloudpickle)  # plugins from .py files: workers cannot import them
         if inner not in INNERS:
             raise ConfigError(
                 f"engine.ray_inner is {inner!r}, which is not an executor a Ray worker can run",
