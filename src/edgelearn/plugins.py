@@ -109,12 +109,14 @@ def register_partitioner(
     """Make ``partition.method: <name>`` call ``split(labels, num_devices, rng, **options)``, which returns
     one index array per device; ``partition.options`` is passed, checked against ``options``. The result is
     validated like the built-ins' (indices in range, no sample on two devices)."""
-    from edgelearn.data import partition as part
+    # By module path: ``edgelearn.data.partition`` as an attribute is the package's partition() function.
+    from edgelearn.data.partition import PARTITION_METHODS
+    from edgelearn.data.partition import register_partitioner as add_partitioner
 
-    _check_new(name, part.PARTITION_METHODS, "partitioner", replace)
+    _check_new(name, PARTITION_METHODS, "partitioner", replace)
     if not callable(split):
         raise ConfigError(f"register_partitioner({name!r}): split must be callable")
-    part.register_partitioner(name, split, tuple(options))
+    add_partitioner(name, split, tuple(options))
 
 
 def _check_new(name: str, table: Iterable[str], what: str, replace: bool) -> None:
