@@ -5,6 +5,7 @@ and ``edgelearn run examples/custom_algorithm/config.yaml`` from the repository 
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -47,6 +48,29 @@ def _plugin(name: str) -> ModuleType:
     return sys.modules[algorithm_class(name).__module__]
 
 
+PUBLIC = {
+    "edgelearn.plugins",
+    "edgelearn.config",
+    "edgelearn.algorithms.base",
+    "edgelearn.algorithms.fedavg",
+    "edgelearn.algorithms.comm",
+    "edgelearn.engine",
+    "edgelearn.system",
+}
+"""The modules a plugin may import (docs/extending.md, "What a plugin may use")."""
+
+
+def test_the_plugins_import_only_the_public_api() -> None:
+    for path in sorted(EXAMPLE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                if name.split(".")[0] == "edgelearn":
+                    assert name in PUBLIC, f"{path.name} imports {name}, which is not public API"
+
+
 # ------------------------------------------------------------------------------------ update rules by hand
 
 
@@ -64,6 +88,16 @@ def test_fedprox_hands_mu_to_the_local_objective() -> None:
     algo = make_algorithm(build_context(_config("fedprox", "algorithm.mu=0.25", "executor=serial")))
     spec = algo.local_training(1)
     assert spec.prox_mu == 0.25 and spec.lr == 0.1 and spec.epochs == 3 and spec.batch_size == 16
+
+
+def test_fedprox_with_mu_zero_is_fedavg_bit_for_bit() -> None:
+    states = []
+    for override in ("algorithm.mu=0", "algorithm.name=fedavg"):  # the same config, FedAvg switched in
+        algo = make_algorithm(build_context(_config("fedprox", "executor=serial", override)))
+        algo.init()
+        algo.run_round(1)
+        states.append(algo.global_state)
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[1])
 
 
 def test_fedadam_and_fedyogi_server_steps_by_hand() -> None:
