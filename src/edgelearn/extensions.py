@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from edgelearn.errors import ConfigError
 
@@ -23,6 +25,8 @@ ENTRY_POINT_GROUP = "edgelearn.plugins"
 _loaded: dict[str, str] = {}
 """Plugin reference -> the module name it was imported as (so a plugin is imported once)."""
 _entry_points_loaded = False
+_file_modules: dict[str, ModuleType] = {}
+"""Plugins imported from ``.py`` files, by their synthetic module name: cloudpickle ships them by value."""
 
 
 def resolve_plugin(entry: str, base_dir: Path | None) -> str:
@@ -63,6 +67,17 @@ def load_plugin(entry: str) -> str:
         except Exception as exc:
             del sys.modules[module_name]
             raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        _file_modules[module_name] = module
+        # The standalone cloudpickle when installed, and Ray's vendored copy only if Ray is already imported
+        # (importing Ray costs a second; the Ray executor registers file plugins itself when it starts).
+        picklers = [sys.modules.get("ray.cloudpickle")]
+        try:
+            picklers.append(importlib.import_module("cloudpickle"))
+        except ImportError:
+            pass
+        for pickler in picklers:
+            if pickler is not None:
+                register_pickle_by_value(pickler)
     else:
         module_name = entry
         try:
@@ -74,6 +89,15 @@ def load_plugin(entry: str) -> str:
             ) from None
     _loaded[entry] = module_name
     return module_name
+
+
+def register_pickle_by_value(pickler: Any) -> list[str]:
+    """Tell ``pickler`` (a cloudpickle module, e.g. ``ray.cloudpickle``) to pickle the functions and classes
+    of every plugin loaded from a ``.py`` file by value, since no other process can import their synthetic
+    module names; returns those names. The Ray executor calls it with Ray's copy when it starts."""
+    for module in _file_modules.values():
+        pickler.register_pickle_by_value(module)
+    return list(_file_modules)
 
 
 def load_plugins(entries: Iterable[str], base_dir: str | Path | None = None) -> list[str]:

@@ -10,6 +10,11 @@ below when imported. Three ways to load one, none of which touches the package:
   found and by ``edgelearn list``;
 * calling :func:`load_plugins` or the ``register_*`` functions from a script.
 
+A plugin loaded from a ``.py`` file is imported under a synthetic module name (``edgelearn_plugin_<hash>``)
+that other processes cannot import, so its functions and classes are registered with cloudpickle to travel
+by value: a Ray worker then unpickles a plugin's loss, model factory or dataclass without the file
+(:func:`register_pickle_by_value`; the Ray executor registers file plugins loaded before Ray was imported).
+
 Registration validates what it is given (a duplicate name, an algorithm config that is not a config
 ``Section`` with ``name: Literal[<name>]``, a loader that is not callable) and fails with a
 :class:`~edgelearn.errors.ConfigError` naming the problem. The built-ins are registered through the same
@@ -31,6 +36,7 @@ from edgelearn.extensions import (
     load_entry_points,
     load_plugin,
     load_plugins,
+    register_pickle_by_value,
     resolve_plugin,
 )
 
@@ -99,12 +105,14 @@ def register_partitioner(
     """Make ``partition.method: <name>`` call ``split(labels, num_devices, rng, **options)``, which returns
     one index array per device; ``partition.options`` is passed, checked against ``options``. The result is
     validated like the built-ins' (indices in range, no sample on two devices)."""
-    part = importlib.import_module("edgelearn.data.partition")  # the package exports a function of that name
+    # By module path: ``edgelearn.data.partition`` as an attribute is the package's partition() function.
+    from edgelearn.data.partition import PARTITION_METHODS
+    from edgelearn.data.partition import register_partitioner as add_partitioner
 
-    _check_new(name, part.PARTITION_METHODS, "partitioner", replace)
+    _check_new(name, PARTITION_METHODS, "partitioner", replace)
     if not callable(split):
         raise ConfigError(f"register_partitioner({name!r}): split must be callable")
-    part.register_partitioner(name, split, tuple(options))
+    add_partitioner(name, split, tuple(options))
 
 
 def register_hardware_profile(name: str, spec: Any, **kwargs: Any) -> Any:
@@ -218,4 +226,5 @@ __all__ = [
     "register_hardware_profile",
     "register_model",
     "register_partitioner",
+    "register_pickle_by_value",
 ]

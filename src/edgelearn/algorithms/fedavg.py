@@ -4,6 +4,14 @@ On a deeper tree, edge servers only relay models (no partial aggregation): that 
 Under faults (``faults`` config, system/faults.py) the cloud averages what arrived, weights renormalized:
 unavailable devices and devices behind a failed edge sit the round out, stragglers past the deadline and
 lost uploads are charged but not aggregated, and a round where nothing arrives keeps the previous model.
+
+FedAvg is also the base of algorithms that change one step of its round (the plugin extension points,
+docs/extending.md): :meth:`FedAvg.local_training` (the devices' local objective: FedProx's proximal term),
+:meth:`FedAvg.cohort_options` (extra :class:`~edgelearn.engine.Cohort` fields: SCAFFOLD's ``grad_shift``,
+kept client states, other aggregation weights), :meth:`FedAvg.client_results` (what each device sent, before
+aggregation: SCAFFOLD's control variates), :meth:`FedAvg.server_update` (the cloud's step from the average:
+FedAdam/FedYogi's server optimizers) and :meth:`FedAvg.upload_bytes` / :meth:`FedAvg.download_bytes` (what
+a device sends and receives, priced by the ledger). Each default is plain FedAvg.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
 from edgelearn.algorithms.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
-from edgelearn.engine import StateDict
+from edgelearn.engine import CohortResult, LocalSpec, StateDict
 from edgelearn.system.faults import (
     FaultModel,
     charge_lost,
@@ -53,32 +61,76 @@ class FedAvg(Algorithm):
         rng = self.ctx.seeds.rng("sampling", round_)
         return np.sort(rng.choice(self.eligible, size=count, replace=False))
 
+    # ------------------------------------------------------------------ extension points (plugins)
+    def local_training(self, round_: int) -> LocalSpec:
+        """How ``round_``'s devices train locally: the config's ``local`` section. Override to change the
+        local objective, e.g. FedProx's proximal term: ``dataclasses.replace(spec, prox_mu=mu)``."""
+        return local_spec(self.cfg.local)
+
+    def cohort_options(self, trainers: np.ndarray, round_: int) -> dict[str, Any]:
+        """Extra :class:`~edgelearn.engine.Cohort` fields for ``round_``'s trainers (device node ids in
+        cohort order), passed to ``ctx.cohort``: ``grad_shift`` (one mapping per trainer),
+        ``keep_states=True`` (per-client final states for :meth:`client_results`), ``weights`` (aggregation
+        weights; the default is local data size). None by default."""
+        return {}
+
+    def client_results(
+        self, trainers: np.ndarray, arrived: np.ndarray, result: CohortResult, round_: int
+    ) -> None:
+        """See what every trainer produced before the cloud aggregates (``self.global_state`` is still the
+        model they started from). ``arrived`` marks the trainers whose upload reached the cloud (the others
+        were lost on the way); ``result.client_states`` is set when :meth:`cohort_options` asked for
+        ``keep_states``, ``result.steps`` counts each trainer's local steps. Does nothing by default."""
+
+    def server_update(self, previous: StateDict, averaged: StateDict, round_: int) -> StateDict:
+        """The cloud's new model from the previous one and the weighted average of the updates that arrived
+        (called only when one arrived). FedAvg takes the average; server optimizers (FedAdam, FedYogi:
+        Reddi et al., ICLR 2021) step from ``previous`` along ``averaged - previous``. State an override
+        keeps across rounds belongs in ``checkpoint_attrs`` so a resumed run continues exactly."""
+        return averaged
+
+    def upload_bytes(self) -> int:
+        """Bytes each device uploads per round: one model (override when a device sends more, e.g. SCAFFOLD's
+        control-variate delta, or less, e.g. a compressed update)."""
+        return int(self.ctx.info.param_bytes)
+
+    def download_bytes(self) -> int:
+        """Bytes the cloud broadcasts to each device per round: one model (override when it sends more)."""
+        return int(self.ctx.info.param_bytes)
+
+    # ------------------------------------------------------------------ the round
     def run_round(self, round_: int) -> dict[str, Any]:
         """Broadcast, local training, upload, weighted average over the updates that arrived."""
         ctx, system = self.ctx, self.ctx.system
         faults = system.faults
-        nbytes = ctx.info.param_bytes
+        nbytes = self.upload_bytes()
         system.begin_round(round_)
         chosen = self.sample(round_)
         available = faults.available(round_, chosen)
         reachable = faults.reachable(round_, chosen)
         active = chosen[available & reachable]
         if ctx.cfg.channel.include_downlink and len(active):
-            send_down(system, active, nbytes, phase="broadcast")
+            send_down(system, active, self.download_bytes(), phase="broadcast")
+        spec = self.local_training(round_)
         sizes = ctx.data_sizes(active)
-        flops = planned_samples(sizes, self.cfg.local) * float(ctx.info.flops_train)
+        flops = planned_samples(sizes, spec) * float(ctx.info.flops_train)
         screen = screen_uploads(system, round_, active, flops, nbytes)
         trainers = active[screen.trained]
         loss = float("nan")
         if len(trainers):
             group = np.where(screen.lost[screen.trained], LOST_GROUP, ARRIVED_GROUP)
-            cohort = ctx.cohort(trainers, [self.global_state], np.zeros(len(trainers)), group, 2, round_)
-            result = ctx.executor.train(cohort, local_spec(self.cfg.local))
+            extra = self.cohort_options(trainers, round_)
+            cohort = ctx.cohort(
+                trainers, [self.global_state], np.zeros(len(trainers)), group, 2, round_, **extra
+            )
+            result = ctx.executor.train(cohort, spec)
             self.check_finite(result, trainers, round_)
             system.compute(trainers, result.samples * float(ctx.info.flops_train), phase="train")
             loss = float(np.nanmean(result.train_loss))
-            if result.group_states[ARRIVED_GROUP] is not None:
-                self.global_state = result.group_states[ARRIVED_GROUP]
+            self.client_results(trainers, group == ARRIVED_GROUP, result, round_)
+            averaged = result.group_states[ARRIVED_GROUP]
+            if averaged is not None:
+                self.global_state = self.server_update(self.global_state, averaged, round_)
         charge_stragglers(system, screen, flops, nbytes)
         charge_lost(system, screen, nbytes)
         arrived = active[screen.arrived]

@@ -156,6 +156,7 @@ class AutoExecutor:
             weights=np.ones(len(members)),
             seeds=cohort.seeds[members],
             batch_sizes=None if cohort.batch_sizes is None else cohort.batch_sizes[members],
+            grad_shift=None if cohort.grad_shift is None else [cohort.grad_shift[int(i)] for i in members],
         )
 
     def _time(self, executor: SerialExecutor | VmapExecutor, cohort: Cohort, spec: LocalSpec) -> float:

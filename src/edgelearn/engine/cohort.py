@@ -92,6 +92,12 @@ class Cohort:
     edge; algorithms that keep a model per device set ``keep_states`` (and usually one start per client).
     ``batch_sizes`` overrides the spec's batch size per client (two-stage plans); ``seeds`` fix each
     client's batch order so every executor draws the same batches.
+
+    ``grad_shift`` (optional, one mapping per client) is added to client i's gradient of the named trainable
+    parameters at every local step, after the loss (and proximal) gradient and before weight decay and
+    momentum: the client descends ``loss(w) + <shift, w>``. SCAFFOLD's drift correction ``c - c_i``
+    (Karimireddy et al., ICML 2020) is such a shift; a parameter a mapping does not name is not shifted.
+    Executors check the names against the model's trainable parameters (:func:`check_grad_shift`).
     """
 
     model_fn: Callable[[], nn.Module]
@@ -106,6 +112,7 @@ class Cohort:
     batch_sizes: np.ndarray | None = None
     keep_states: bool = False
     client_ids: np.ndarray | None = field(default=None)
+    grad_shift: Sequence[Mapping[str, torch.Tensor]] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.data)
@@ -122,6 +129,11 @@ class Cohort:
             raise ValueError("Cohort.group_of must index groups 0..num_groups-1")
         if n and (self.start_of.min() < 0 or self.start_of.max() >= len(self.starts)):
             raise ValueError("Cohort.start_of must index Cohort.starts")
+        if self.grad_shift is not None and len(self.grad_shift) != n:
+            raise ValueError(
+                f"Cohort.grad_shift must have one mapping per client ({n}), got {len(self.grad_shift)}; "
+                "give an empty mapping for a client without a shift"
+            )
 
     def __len__(self) -> int:
         return len(self.data)
@@ -143,6 +155,24 @@ class Cohort:
             epochs=spec.epochs,
             steps=spec.steps,
         )
+
+
+def check_grad_shift(
+    shift: Mapping[str, torch.Tensor], trainable: Mapping[str, torch.Tensor], i: int
+) -> None:
+    """Raise a ValueError unless every name of client ``i``'s ``shift`` is a trainable parameter of the model
+    (``trainable``: name -> parameter) with that parameter's shape."""
+    for name, value in shift.items():
+        if name not in trainable:
+            raise ValueError(
+                f"Cohort.grad_shift[{i}] names {name!r}, which is not a trainable parameter of the model; "
+                f"shift only these: {', '.join(trainable)}"
+            )
+        if tuple(value.shape) != tuple(trainable[name].shape):
+            raise ValueError(
+                f"Cohort.grad_shift[{i}][{name!r}] has shape {tuple(value.shape)}, the parameter "
+                f"{tuple(trainable[name].shape)}"
+            )
 
 
 @dataclass

@@ -128,12 +128,15 @@ class RayExecutor:
         max_threads: int | None = None,
     ) -> None:
         try:
-            import ray  # noqa: F401
+            import ray
         except ImportError as exc:
             raise ConfigError(
                 "executor 'ray' needs the Ray package, which is not installed",
                 hint="pip install 'edgelearn[ray]', or choose executor: serial, vmap or auto",
             ) from exc
+        from edgelearn.extensions import register_pickle_by_value
+
+        register_pickle_by_value(ray.cloudpickle)  # plugins from .py files: workers cannot import them
         if inner not in INNERS:
             raise ConfigError(
                 f"engine.ray_inner is {inner!r}, which is not an executor a Ray worker can run",
@@ -392,6 +395,9 @@ class RayExecutor:
                 client_ids=None if cohort.client_ids is None else np.asarray(cohort.client_ids)[lo:hi],
                 keep_states=cohort.keep_states,
                 precision=current_precision(),
+                grad_shift=None
+                if cohort.grad_shift is None
+                else [{k: compact_cpu(v) for k, v in s.items()} for s in cohort.grad_shift[lo:hi]],
             )
             return actor.train_chunk.remote(task, spec_ref, *[start_refs[int(s)] for s in used])
 

@@ -149,6 +149,7 @@ class ChunkTask:
     client_ids: np.ndarray | None
     keep_states: bool
     precision: str  # the driver's engine.precision policy, set in the worker before training
+    grad_shift: list[StateDict] | None = None  # one per client of the chunk (Cohort.grad_shift), on the CPU
 
 
 @dataclass
@@ -245,6 +246,9 @@ class ChunkWorker:
                 batch_sizes=None if task.batch_sizes is None else task.batch_sizes[lo:hi],
                 keep_states=True,
                 client_ids=None if task.client_ids is None else task.client_ids[lo:hi],
+                grad_shift=None
+                if task.grad_shift is None
+                else [state_to(s, self.device) for s in task.grad_shift[lo:hi]],
             )
             res = self.inner.train(sub, spec)
             assert res.client_states is not None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import nn
 
-from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec, check_grad_shift
 from edgelearn.engine.precision import autocast
 from edgelearn.engine.state import StateDict, WeightedMean, clone_state
 
@@ -37,9 +39,17 @@ class SerialExecutor:
         losses = np.full(n, np.nan)
         kept: list[StateDict] | None = [] if cohort.keep_states else None
         schedules = cohort.schedules(spec).all_batches() if n else []
+        trainable = {k: p for k, p in module.named_parameters() if p.requires_grad}
         for i, data in enumerate(cohort.data):
             module.load_state_dict(cohort.starts[int(cohort.start_of[i])])
-            samples[i], steps[i], losses[i] = self._fit(module, data, schedules[i], spec)
+            shift = None
+            if cohort.grad_shift is not None and cohort.grad_shift[i]:
+                check_grad_shift(cohort.grad_shift[i], trainable, i)
+                shift = {
+                    k: v.to(device=self.device, dtype=trainable[k].dtype)
+                    for k, v in cohort.grad_shift[i].items()
+                }
+            samples[i], steps[i], losses[i] = self._fit(module, data, schedules[i], spec, shift)
             state = module.state_dict()
             means[int(cohort.group_of[i])].add(state, float(cohort.weights[i]))
             if kept is not None:
@@ -52,13 +62,19 @@ class SerialExecutor:
 
     @staticmethod
     def _fit(
-        module: nn.Module, data: ClientData, batches: list[np.ndarray], spec: LocalSpec
+        module: nn.Module,
+        data: ClientData,
+        batches: list[np.ndarray],
+        spec: LocalSpec,
+        shift: Mapping[str, torch.Tensor] | None = None,
     ) -> tuple[int, int, float]:
-        """SGD (momentum, weight decay, proximal term as set) over the batches; returns work and mean loss."""
+        """SGD (momentum, weight decay, proximal term, gradient shift as set) over the batches; returns work
+        and mean loss. ``shift`` maps parameter names to what is added to their gradient at every step."""
         if not batches:
             return 0, 0, float("nan")
         module.train()
         params = list(module.parameters())
+        shifted = [(p, shift[k]) for k, p in module.named_parameters() if k in shift] if shift else []
         opt = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
         anchor = [p.detach().clone() for p in params] if spec.prox_mu > 0 else None
         device = data.y.device
@@ -70,6 +86,10 @@ class SerialExecutor:
             objective = loss if anchor is None else loss + proximal_term(params, anchor, spec.prox_mu)
             opt.zero_grad(set_to_none=True)
             objective.backward()
+            for p, s in shifted:  # after the loss and proximal gradients, before weight decay and momentum
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad.add_(s)
             opt.step()
             total_loss += loss.detach()
             seen += len(idx)

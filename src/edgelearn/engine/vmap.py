@@ -33,7 +33,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
-from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn
+from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn, check_grad_shift
 from edgelearn.engine.precision import autocast, current_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean
@@ -51,7 +51,7 @@ CUDA_FREE_MEMORY_FRACTION = 0.5
 the evaluation model and allocator fragmentation."""
 PARAM_COPIES = 5
 """Stacked per-client state copies alive during a step: weights, gradients, momentum, the proximal anchor
-(or the update's temporaries) and the float64 copy aggregation makes."""
+(or the update's temporaries) and the float64 copy aggregation makes (one more with ``Cohort.grad_shift``)."""
 ACTIVATION_COPIES = 3
 """Per-sample activation memory multiplier: saved forward activations, their gradients and the batching
 temporaries."""
@@ -318,8 +318,9 @@ class VmapExecutor:
         else:
             horizon = max((len(s) for s in schedules), default=0)
             width = max((len(s[0]) for s in schedules if len(s)), default=0)
+        copies = PARAM_COPIES + (cohort.grad_shift is not None)
         per_client = (
-            PARAM_COPIES * state_bytes
+            copies * state_bytes
             + ACTIVATION_COPIES * width * self._activation[cohort.arch_key]
             + INDEX_BYTES_PER_SLOT * horizon * width
         )
@@ -334,6 +335,27 @@ class VmapExecutor:
             k: torch.stack([cohort.starts[int(u)][k].to(self.device) for u in unique]).index_select(0, pick)
             for k in keys
         }
+
+    def _stack_shifts(
+        self, cohort: Cohort, members: np.ndarray, trainable: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor] | None:
+        """The members' gradient shifts stacked on dim 0 like their parameters (zeros where a member's mapping
+        does not name a parameter); None without shifts. ``trainable`` holds the stacked parameters."""
+        if cohort.grad_shift is None:
+            return None
+        shifts = [cohort.grad_shift[int(i)] for i in members]
+        names = sorted({k for s in shifts for k in s})
+        if not names:
+            return None
+        for i, s in zip(members.tolist(), shifts):
+            check_grad_shift(s, {k: v[0] for k, v in trainable.items()}, i)
+        out = {}
+        for k in names:
+            zero = torch.zeros_like(trainable[k][0])
+            out[k] = torch.stack(
+                [s[k].to(device=self.device, dtype=zero.dtype) if k in s else zero for s in shifts]
+            )
+        return out
 
     def _concat_data(self, cohort: Cohort, members: np.ndarray) -> dict[str, torch.Tensor]:
         """The members' x, y and extra tensors concatenated along the sample axis."""
@@ -384,6 +406,7 @@ class VmapExecutor:
         trainable = {k: v for k, v in state.items() if k in grad_names}
         fixed = {k: v for k, v in state.items() if k not in grad_names}
         anchor = {k: v.clone() for k, v in trainable.items()} if spec.prox_mu > 0 else None
+        shift = self._stack_shifts(cohort, members, trainable)
         data = self._concat_data(cohort, members)
         plan = _plan(schedules, members, sizes[members], self.device)
         momentum: dict[str, torch.Tensor] = {}
@@ -400,6 +423,8 @@ class VmapExecutor:
                 d_p = grads[k]
                 if anchor is not None:
                     d_p = d_p + spec.prox_mu * (p - anchor[k][:active])
+                if shift is not None and k in shift:  # as serial: after the proximal term, before decay
+                    d_p = d_p + shift[k][:active]
                 if spec.weight_decay != 0:
                     d_p = d_p.add(p, alpha=spec.weight_decay)
                 if spec.momentum != 0:
