@@ -6,13 +6,13 @@ cohort, and the checks that name a bad shift.
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pytest
 import torch
+from tiny import local_ray
 from torch import nn
 
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor
@@ -197,16 +197,9 @@ CLUSTER_CPUS = 2
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[object]:
     """A local 2-CPU Ray cluster for this module; this module's functions are shipped to workers by value."""
-    ray = pytest.importorskip("ray")
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=CLUSTER_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-        )
-    yield ray
-    if started:
-        ray.shutdown()
+    with local_ray(CLUSTER_CPUS) as ray:
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+        yield ray
 
 
 @pytest.mark.parametrize("inner", ["serial", "vmap"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -26,6 +25,8 @@ ray = pytest.importorskip("ray")
 # Workers cannot import this test module, so ship its functions (losses, model factory) by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
+from tiny import local_ray  # noqa: E402
+
 from edgelearn.config import build_config  # noqa: E402
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor  # noqa: E402
 from edgelearn.engine.ray_executor import DEFAULT_CACHE_BYTES, RayExecutor, chunk_bounds  # noqa: E402
@@ -42,14 +43,8 @@ VMAP_ATOL = 1e-5  # lockstep training reorders float32 reductions
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
     """One local 2-CPU cluster for the module (executors then join it instead of starting their own)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=CLUSTER_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-        )
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray(CLUSTER_CPUS):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny import local_ray
 
 from edgelearn.algorithms.registry import algorithm_class, make_algorithm
 from edgelearn.config import RunConfig, load_config
@@ -234,15 +234,8 @@ CLUSTER_CPUS = 2
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[None]:
     """One local Ray cluster for the module: the runs' executors join it instead of starting their own."""
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(
-            num_cpus=CLUSTER_CPUS, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-        )
-    yield
-    if started:
-        ray.shutdown()
+    with local_ray(CLUSTER_CPUS):
+        yield
 
 
 def _metrics(out: Path) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import pickle
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import local_ray
 
 from edgelearn.engine import ClientData, Cohort, LocalSpec, SerialExecutor
 from edgelearn.models import build_model
@@ -78,7 +78,7 @@ MODEL_FN = functools.partial(build_model, "mlp", (4,), 2, hidden=[6])
 
 
 def test_ray_workers_train_with_a_file_plugins_loss(tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray")
     from edgelearn.engine.ray_executor import RayExecutor
 
     module = _load(tmp_path)
@@ -99,15 +99,8 @@ def test_ray_workers_train_with_a_file_plugins_loss(tmp_path: Path) -> None:
         seeds=np.arange(4),
     )
     spec = LocalSpec(lr=0.1, batch_size=4, epochs=1, loss=module.ScaledLoss(0.5))
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    try:
-        with RayExecutor(torch.device("cpu"), num_workers=2, chunk_size=2) as ex:
-            got = ex.train(cohort, spec)
-    finally:
-        if started:
-            ray.shutdown()
+    with local_ray(), RayExecutor(torch.device("cpu"), num_workers=2, chunk_size=2) as ex:
+        got = ex.train(cohort, spec)
     want = SerialExecutor(torch.device("cpu")).train(cohort, spec)
     assert got.group_states[0] is not None and want.group_states[0] is not None
     for k, v in want.group_states[0].items():

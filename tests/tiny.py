@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import strategies as st
 
@@ -171,3 +173,24 @@ def random_systems(draw: st.DrawFn) -> TwoStageProblem:
     delay = floor * 10 ** draw(st.floats(0.1, 2.5))
     energy = minimum_budgets(base.with_budgets(delay_s=delay)).energy_j * 10 ** draw(st.floats(0.05, 4.0))
     return base.with_budgets(energy_j=energy, delay_s=delay)
+
+
+RAY_TEST_CPUS = 2
+"""CPUs of the local Ray cluster the Ray tests share (this machine's two cores)."""
+
+
+@contextlib.contextmanager
+def local_ray(num_cpus: int = RAY_TEST_CPUS) -> Iterator[Any]:
+    """A local Ray cluster for a block, or the one already running (then left running); yields ``ray``.
+    Executors created inside join it instead of starting their own."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
