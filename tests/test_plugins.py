@@ -167,6 +167,8 @@ def test_bad_plugin_entries_name_the_key(tmp_path: Path) -> None:
         ),
         ({"plugins": [str(tmp_path / "missing.py")]}, "`plugins`: plugin file .*missing.py does not exist"),
         ({"plugins": "one.py"}, "`plugins` must be a list"),
+        ({"plugins": ["/"]}, "`plugins`: plugins: entry '/' looks like a path but is not a .py file"),
+        ({"plugins": ["."]}, "`plugins`: plugins: entry '.' is neither a module name"),
     ]
     broken = tmp_path / "broken.py"
     broken.write_text("raise RuntimeError('boom')\n")

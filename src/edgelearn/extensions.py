@@ -35,10 +35,20 @@ def resolve_plugin(entry: str, base_dir: Path | None) -> str:
     if not isinstance(entry, str) or not entry.strip():
         raise ConfigError(f"plugins: entry {entry!r} is not a module name or a .py file")
     if entry.endswith(".py") or "/" in entry or "\\" in entry:
+        if not entry.endswith(".py"):
+            raise ConfigError(
+                f"plugins: entry {entry!r} looks like a path but is not a .py file",
+                hint="name a .py file (relative to the config file) or an importable module (mypkg.plugin)",
+            )
         path = Path(entry).expanduser()
         if not path.is_absolute():
             path = (base_dir or Path.cwd()) / path
         return str(path.resolve())
+    if not all(part.isidentifier() for part in entry.split(".")):
+        raise ConfigError(
+            f"plugins: entry {entry!r} is neither a module name (dotted identifiers) nor a .py file",
+            hint="name an importable module (mypkg.plugin) or a .py file relative to the config file",
+        )
     return entry
 
 
@@ -87,6 +97,11 @@ def load_plugin(entry: str) -> str:
                 f"plugin module {entry!r} cannot be found ({exc})",
                 hint="install it, put it on PYTHONPATH, or give the path of a .py file",
             ) from None
+        except ConfigError:
+            raise
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"plugin module {entry!r} failed to import: {problem}") from exc
     _loaded[entry] = module_name
     return module_name
 
