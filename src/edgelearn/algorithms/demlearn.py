@@ -69,7 +69,7 @@ from scipy.cluster.hierarchy import linkage as scipy_linkage
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, fault_stats, planned_samples, send_down, send_up
-from edgelearn.algorithms.fedgkt import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
+from edgelearn.algorithms.kit import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
 from edgelearn.algorithms.tiers import make_arch, resolve_tier_models
 from edgelearn.config import DemLearnConfig
 from edgelearn.engine import Cohort, StateDict, average_states, clone_state, evaluate_state

@@ -48,13 +48,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.bridge import (
@@ -78,7 +77,8 @@ from edgelearn.algorithms.distill import (
     spare_cpu_core,
     teacher_logits,
 )
-from edgelearn.algorithms.tiers import TierArch, make_arch, resolve_tier_models
+from edgelearn.algorithms.kit import NodeModels, charge_cut_and_lost
+from edgelearn.algorithms.tiers import resolve_tier_models
 from edgelearn.config import AutoencoderConfig, FedAggConfig, ModelConfig
 from edgelearn.engine import ClientData, Cohort, CohortResult, StateDict, evaluate_state
 from edgelearn.errors import ConfigError, DataError
@@ -91,8 +91,8 @@ from edgelearn.models.autoencoder import (
     load_autoencoder,
     num_params,
 )
-from edgelearn.system import SystemModel, Tier, Topology
-from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers, screen_uploads
+from edgelearn.system import Tier
+from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, screen_uploads
 from edgelearn.system.topology import ROOT_ID
 
 if TYPE_CHECKING:
@@ -117,73 +117,6 @@ SEED_BOUND = 2**31
 """Integer seeds handed to torch/numpy stay below this."""
 LEAF_STEP_PASSES = 2
 """A leaf step runs the model on the real and the bridge version of each sample (predicted device work)."""
-
-
-# ------------------------------------------------------------------------------------ per-node models
-class NodeModels:
-    """Every node's own model: an architecture per node and a state per node, never shared between nodes.
-
-    Inference (teachers, evaluation) reuses one module per architecture, loaded with a node's state.
-    """
-
-    def __init__(self, archs: Mapping[str, TierArch], arch_of: Mapping[int, str], device: torch.device):
-        self.archs = dict(archs)
-        self.arch_of = dict(arch_of)
-        self.device = device
-        self.states: dict[int, StateDict] = {}
-        self._modules: dict[str, nn.Module] = {}
-
-    @classmethod
-    def build(
-        cls,
-        topology: Topology,
-        tier_models: Mapping[str, ModelConfig],
-        input_shape: Sequence[int],
-        num_classes: int,
-        *,
-        init_seed: Callable[[int], int],
-        device: torch.device,
-        overrides: Mapping[int, ModelConfig] | None = None,
-    ) -> NodeModels:
-        """Architectures from ``tier_models`` (``overrides`` per node id win) and freshly seeded states.
-
-        Node ``n``'s weights are drawn after ``torch.manual_seed(init_seed(n))``; the caller's torch RNG is
-        restored afterwards.
-        """
-        archs: dict[str, TierArch] = {}
-        arch_of: dict[int, str] = {}
-        by_cfg: dict[str, TierArch] = {}
-        for node in topology.nodes:
-            cfg = (overrides or {}).get(node.id) or tier_models[node.tier.value]
-            ident = cfg.model_dump_json()
-            if ident not in by_cfg:
-                by_cfg[ident] = make_arch(cfg, input_shape, num_classes)
-            arch = by_cfg[ident]
-            archs[arch.key] = arch
-            arch_of[node.id] = arch.key
-        models = cls(archs, arch_of, device)
-        with torch.random.fork_rng(devices=[]):
-            for node in topology.nodes:
-                torch.manual_seed(init_seed(node.id))
-                module = models.arch(node.id).model_fn()
-                models.states[node.id] = {
-                    k: v.detach().to(device, copy=True) for k, v in module.state_dict().items()
-                }
-        return models
-
-    def arch(self, node: int) -> TierArch:
-        """The architecture of node ``node``."""
-        return self.archs[self.arch_of[int(node)]]
-
-    def module(self, node: int) -> nn.Module:
-        """The shared inference module of ``node``'s architecture, loaded with ``node``'s state."""
-        arch = self.arch(node)
-        module = self._modules.get(arch.key)
-        if module is None:
-            module = arch.model_fn().to(self.device)
-            self._modules[arch.key] = module
-        module.load_state_dict(self.states[int(node)])
-        return module
 
 
 # ---------------------------------------------------------------------------------------- algorithm
@@ -913,27 +846,6 @@ class FedAgg(Algorithm):
                 "device": float(np.mean(dev_acc)) if dev_acc else None,
             },
         }
-
-
-# ------------------------------------------------------------------------------------ fault helpers
-def charge_cut_and_lost(
-    system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray, *, lost: bool = True
-) -> None:
-    """:func:`charge_stragglers` and (with ``lost``) :func:`charge_lost` for uploads whose size differs per
-    device (``nbytes`` aligned with ``screen.nodes``): logits or features of each device's own samples."""
-    sizes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), screen.nodes.shape)
-    work = np.broadcast_to(np.asarray(flops, dtype=np.float64), screen.nodes.shape)
-    for i in np.flatnonzero(screen.straggler):
-        one = slice(int(i), int(i) + 1)
-        single = UploadScreen(
-            screen.nodes[one], screen.compute_s[one], screen.upload_s[one], screen.deadline_s,
-            screen.straggler[one], screen.lost[one],
-        )  # fmt: skip
-        charge_stragglers(system, single, work[one], float(sizes[i]))
-    if lost and screen.lost.any():
-        nodes = screen.nodes[screen.lost]
-        parents = system.topology.parent_array[nodes]
-        system.transmit(nodes, parents, sizes[screen.lost], phase=PHASE_LOST_UPLOAD)
 
 
 def _pairs(items: Iterable[tuple[int, int]]) -> np.ndarray:

@@ -38,8 +38,8 @@ Deviations, on purpose: SGD with momentum as the engine runs it (FedML uses Nest
 decay); the server's logits are inferred in eval mode after its training pass (FedML keeps the train-mode
 outputs of the training pass itself), charged as one extra forward pass.
 
-The module also holds small helpers the other KD baselines reuse: :class:`SplitModel`, per-node seeded
-states, per-path downward charging and the test-sample plan.
+The split-model helpers here (:class:`SplitModel`, per-node seeded states, per-path downward charging)
+serve FedGKT and its variant FedDKC; what every tier algorithm shares lives in ``algorithms/kit.py``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,14 @@ from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
 from edgelearn.algorithms.comm import fault_stats, planned_samples
 from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
-from edgelearn.algorithms.fedagg import NodeModels, charge_cut_and_lost
+from edgelearn.algorithms.kit import (
+    SERVER,
+    NodeModels,
+    bytes_by_phase,
+    charge_cut_and_lost,
+    pick_eval_devices,
+    tier_test_subset,
+)
 from edgelearn.algorithms.tiers import TierArch, make_arch, resolve_tier_models
 from edgelearn.config import FedGKTConfig, Section
 from edgelearn.engine import (
@@ -86,10 +93,8 @@ PHASE_SERVER_TRAIN = "gkt_server_train"
 PHASE_SERVER_LOGITS = "gkt_server_logits"
 PHASE_LOGITS_DOWN = "gkt_logits_down"
 
-SERVER = 0
-"""Node id of the server: the cloud, the root of every topology."""
-EVAL_DEVICES_STREAM, TIER_TEST_STREAM, TEST_SHARES_STREAM = 0, 1, 2
-"""Sub-keys of an algorithm's evaluation seed purpose: which devices, which test subset, how it is dealt."""
+TEST_SHARES_STREAM = 2
+"""Sub-key of the evaluation seed purpose that deals the test shares (after the kit's streams 0 and 1)."""
 
 
 # ------------------------------------------------------------------------------------- split models
@@ -204,33 +209,6 @@ def charge_down_paths(
             phase=phase,
         )
     return load
-
-
-def bytes_by_phase(system: SystemModel, round_: int) -> dict[str, float]:
-    """Bytes (up + down) per ledger phase in ``round_``, phases without bytes left out."""
-    totals = system.ledger.round_totals(round_)["by_phase"]
-    return {
-        p: v["bytes_up"] + v["bytes_down"]
-        for p, v in sorted(totals.items())
-        if v["bytes_up"] + v["bytes_down"]
-    }
-
-
-# -------------------------------------------------------------------------------------- evaluation
-def pick_eval_devices(ctx: RunContext, devices: Sequence[int], k: int | None, purpose: str) -> list[int]:
-    """A fixed seeded sample of ``k`` devices (all when ``k`` is None), sorted."""
-    count = len(devices) if k is None else min(int(k), len(devices))
-    rng = ctx.seeds.rng(purpose, EVAL_DEVICES_STREAM)
-    return sorted(int(d) for d in rng.choice(np.asarray(devices, dtype=np.int64), size=count, replace=False))
-
-
-def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """A fixed seeded subset of ``samples`` test samples (all when None) for per-node accuracies."""
-    n_test = len(ctx.test_y)
-    m = n_test if samples is None else min(int(samples), n_test)
-    picked = np.sort(ctx.seeds.rng(purpose, TIER_TEST_STREAM).choice(n_test, size=m, replace=False))
-    index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
-    return ctx.test_x[index], ctx.test_y[index]
 
 
 # ---------------------------------------------------------------------------------------- algorithm

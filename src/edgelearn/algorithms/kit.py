@@ -1,0 +1,141 @@
+"""Machinery the tier algorithms share and no algorithm owns: every node's own model (:class:`NodeModels`),
+charging uploads whose size differs per device under faults, per-phase byte counts, and the fixed seeded
+samples that per-node evaluation uses. FedAgg (Wu et al., INFOCOM 2024), FedGKT (He et al., NeurIPS 2020),
+FedDKC and DemLearn import it instead of each other, and so can a plugin algorithm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgelearn.algorithms.base import RunContext
+from edgelearn.algorithms.tiers import TierArch, make_arch
+from edgelearn.config import ModelConfig
+from edgelearn.engine import StateDict
+from edgelearn.system import SystemModel, Topology
+from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers
+
+SERVER = 0
+"""The cloud's node id: the server of FedGKT-style algorithms and the root of every tree."""
+
+EVAL_DEVICES_STREAM, TIER_TEST_STREAM = 0, 1
+"""Sub-streams of an algorithm's evaluation seed purpose: which devices, which test samples."""
+
+
+# ------------------------------------------------------------------------------------ per-node models
+class NodeModels:
+    """Every node's own model: an architecture per node and a state per node, never shared between nodes.
+
+    Inference (teachers, evaluation) reuses one module per architecture, loaded with a node's state.
+    """
+
+    def __init__(self, archs: Mapping[str, TierArch], arch_of: Mapping[int, str], device: torch.device):
+        self.archs = dict(archs)
+        self.arch_of = dict(arch_of)
+        self.device = device
+        self.states: dict[int, StateDict] = {}
+        self._modules: dict[str, nn.Module] = {}
+
+    @classmethod
+    def build(
+        cls,
+        topology: Topology,
+        tier_models: Mapping[str, ModelConfig],
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        init_seed: Callable[[int], int],
+        device: torch.device,
+        overrides: Mapping[int, ModelConfig] | None = None,
+    ) -> NodeModels:
+        """Architectures from ``tier_models`` (``overrides`` per node id win) and freshly seeded states.
+
+        Node ``n``'s weights are drawn after ``torch.manual_seed(init_seed(n))``; the caller's torch RNG is
+        restored afterwards.
+        """
+        archs: dict[str, TierArch] = {}
+        arch_of: dict[int, str] = {}
+        by_cfg: dict[str, TierArch] = {}
+        for node in topology.nodes:
+            cfg = (overrides or {}).get(node.id) or tier_models[node.tier.value]
+            ident = cfg.model_dump_json()
+            if ident not in by_cfg:
+                by_cfg[ident] = make_arch(cfg, input_shape, num_classes)
+            arch = by_cfg[ident]
+            archs[arch.key] = arch
+            arch_of[node.id] = arch.key
+        models = cls(archs, arch_of, device)
+        with torch.random.fork_rng(devices=[]):
+            for node in topology.nodes:
+                torch.manual_seed(init_seed(node.id))
+                module = models.arch(node.id).model_fn()
+                models.states[node.id] = {
+                    k: v.detach().to(device, copy=True) for k, v in module.state_dict().items()
+                }
+        return models
+
+    def arch(self, node: int) -> TierArch:
+        """The architecture of node ``node``."""
+        return self.archs[self.arch_of[int(node)]]
+
+    def module(self, node: int) -> nn.Module:
+        """The shared inference module of ``node``'s architecture, loaded with ``node``'s state."""
+        arch = self.arch(node)
+        module = self._modules.get(arch.key)
+        if module is None:
+            module = arch.model_fn().to(self.device)
+            self._modules[arch.key] = module
+        module.load_state_dict(self.states[int(node)])
+        return module
+
+
+# ------------------------------------------------------------------------------------ fault helpers
+def charge_cut_and_lost(
+    system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray, *, lost: bool = True
+) -> None:
+    """:func:`charge_stragglers` and (with ``lost``) :func:`charge_lost` for uploads whose size differs per
+    device (``nbytes`` aligned with ``screen.nodes``): logits or features of each device's own samples."""
+    sizes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), screen.nodes.shape)
+    work = np.broadcast_to(np.asarray(flops, dtype=np.float64), screen.nodes.shape)
+    for i in np.flatnonzero(screen.straggler):
+        one = slice(int(i), int(i) + 1)
+        single = UploadScreen(
+            screen.nodes[one], screen.compute_s[one], screen.upload_s[one], screen.deadline_s,
+            screen.straggler[one], screen.lost[one],
+        )  # fmt: skip
+        charge_stragglers(system, single, work[one], float(sizes[i]))
+    if lost and screen.lost.any():
+        nodes = screen.nodes[screen.lost]
+        parents = system.topology.parent_array[nodes]
+        system.transmit(nodes, parents, sizes[screen.lost], phase=PHASE_LOST_UPLOAD)
+
+
+def bytes_by_phase(system: SystemModel, round_: int) -> dict[str, float]:
+    """Bytes (up + down) per ledger phase in ``round_``, phases without bytes left out."""
+    totals = system.ledger.round_totals(round_)["by_phase"]
+    return {
+        p: v["bytes_up"] + v["bytes_down"]
+        for p, v in sorted(totals.items())
+        if v["bytes_up"] + v["bytes_down"]
+    }
+
+
+# -------------------------------------------------------------------------------------- evaluation
+def pick_eval_devices(ctx: RunContext, devices: Sequence[int], k: int | None, purpose: str) -> list[int]:
+    """A fixed seeded sample of ``k`` devices (all when ``k`` is None), sorted."""
+    count = len(devices) if k is None else min(int(k), len(devices))
+    rng = ctx.seeds.rng(purpose, EVAL_DEVICES_STREAM)
+    return sorted(int(d) for d in rng.choice(np.asarray(devices, dtype=np.int64), size=count, replace=False))
+
+
+def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed seeded subset of ``samples`` test samples (all when None) for per-node accuracies."""
+    n_test = len(ctx.test_y)
+    m = n_test if samples is None else min(int(samples), n_test)
+    picked = np.sort(ctx.seeds.rng(purpose, TIER_TEST_STREAM).choice(n_test, size=m, replace=False))
+    index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
+    return ctx.test_x[index], ctx.test_y[index]
