@@ -33,6 +33,7 @@ from edgelearn.config_hardware import EdgeHardwareConfig as EdgeHardwareConfig
 from edgelearn.config_hardware import HardwareConfig
 from edgelearn.config_hardware import HardwareTierConfig as HardwareTierConfig
 from edgelearn.errors import ConfigError
+from edgelearn.extensions import registered
 from edgelearn.yamlsafe import AliasExpansionError, DuplicateKeyError, dump_yaml, load_yaml
 
 log = logging.getLogger(__name__)
@@ -827,12 +828,9 @@ def register_algorithm_config(name: str, config: type[Section], *, replace: bool
             f"algorithm {name!r}: declare {config.__name__}.name as `name: Literal[{name!r}] = {name!r}`",
             hint="the name field is how a config file picks the algorithm",
         )
-    members = [
-        m
-        for m in _section_type(RunConfig.model_fields["algorithm"].annotation).members
-        if m.model_fields["name"].default != name
-    ]
-    if len(members) != len(algorithm_names()) and not replace:
+    current = _section_type(RunConfig.model_fields["algorithm"].annotation).members
+    members = [m for m in current if m.model_fields["name"].default != name]
+    if len(members) < len(current) and not replace:
         raise ConfigError(
             f"algorithm {name!r} already has a config class",
             hint="pick another name, or pass replace=True to replace it on purpose",
@@ -1034,10 +1032,8 @@ def build_config(
                 f"invalid configuration in {source}:\n  - `plugins`: {exc.message}", hint=exc.hint
             ) from None
     algo = merged.get("algorithm")
-    if isinstance(algo, dict) and isinstance(algo.get("name"), str) and algo["name"] not in algorithm_names():
-        from edgelearn.extensions import load_entry_points
-
-        load_entry_points()  # an installed package may provide it
+    if isinstance(algo, dict) and "name" in algo:
+        registered(algo["name"], algorithm_names())  # an installed package may provide it
     if isinstance(algo, dict):
         algo = merged["algorithm"] = _switch_algorithm(data.get("algorithm"), algo, overrides, source)
     if isinstance(algo, dict) and "name" not in algo:

@@ -12,7 +12,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -123,6 +123,14 @@ def load_plugins(entries: Iterable[str], base_dir: str | Path | None = None) -> 
     for entry in canonical:
         load_plugin(entry)
     return canonical
+
+
+def registered(name: object, table: Container[str]) -> bool:
+    """Whether ``name`` is in the registry ``table``, after loading the installed plugins (once per process)
+    on a miss: an entry point may register it. The one lookup the registries of every layer share."""
+    if isinstance(name, str) and name not in table:
+        load_entry_points()
+    return isinstance(name, str) and name in table
 
 
 def load_entry_points() -> list[str]:

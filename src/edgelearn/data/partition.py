@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgelearn.errors import DataError
+from edgelearn.extensions import registered
 
 # Dirichlet redraws before the deterministic repair step takes over (the common reference code,
 # e.g. FedLab / NIID-Bench, redraws without bound until every client has enough samples).
@@ -179,11 +180,7 @@ def register_partitioner(
 def partition_method(method: str) -> str:
     """``method`` when it is a registered partitioner (installed plugins are loaded on a miss), else a
     DataError listing the known ones, so a misspelled ``partition.method`` fails before anything runs."""
-    if method not in PARTITION_METHODS:
-        from edgelearn.extensions import load_entry_points
-
-        load_entry_points()
-    if method not in PARTITION_METHODS:
+    if not registered(method, PARTITION_METHODS):
         raise DataError(
             f"partition.method {method!r} is not a registered partitioner",
             hint=f"use one of: {', '.join(PARTITION_METHODS)} (plugins register more: edgelearn list "

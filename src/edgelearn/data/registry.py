@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgelearn.errors import DataError
+from edgelearn.extensions import registered
 
 if TYPE_CHECKING:
     from edgelearn.data.dataset import DatasetBundle
@@ -88,11 +89,7 @@ DATASETS: dict[str, DatasetSpec] = {
 def dataset_name(name: str) -> str:
     """``name`` when it is a registered dataset (installed plugins are loaded on a miss), else a DataError
     listing the known ones, so a misspelled ``data.dataset`` fails before anything runs."""
-    if name not in DATASETS:
-        from edgelearn.extensions import load_entry_points
-
-        load_entry_points()
-    if name not in DATASETS:
+    if not registered(name, DATASETS):
         raise DataError(
             f"data.dataset {name!r} is not a registered dataset",
             hint=f"use one of: {', '.join(DATASETS)} (plugins register more: edgelearn list datasets)",

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from edgelearn.errors import ConfigError
+from edgelearn.extensions import registered
 from edgelearn.models import zoo
 from edgelearn.models.flops import MEASURE_DEVICE, count_flops
 
@@ -58,11 +59,7 @@ def model_summary(name: str) -> str:
 
 
 def _spec(name: str) -> _Spec:
-    if isinstance(name, str) and name not in _SPECS:
-        from edgelearn.extensions import load_entry_points
-
-        load_entry_points()  # an installed package may provide it
-    if not isinstance(name, str) or name not in _SPECS:
+    if not registered(name, _SPECS):
         raise ConfigError(
             f"model.name {name!r} is not a known model",
             hint=f"use one of: {', '.join(_SPECS)} (plugins register more: edgelearn list models)",
