@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from edgelearn.config import load_config
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgelearn.algorithms.fedagg import PHASE_MIGRATE_DECODE, PHASE_MIGRATE_EMBED
-from edgelearn.config import load_config
+from edgelearn.algorithms.fedagg.failover import PHASE_MIGRATE_DECODE, PHASE_MIGRATE_EMBED
 from edgelearn.report.io import read_metrics
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,10 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from edgelearn import runner
-from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
-from edgelearn.config import apply_overrides, build_config
+from edgelearn.algorithms.fedagg.algorithm import FedAgg
+from edgelearn.algorithms.fedagg.config import FedAggConfig
+from edgelearn.config import apply_overrides
 from edgelearn.data import DatasetBundle
 from edgelearn.engine.precision import autocast
+from edgelearn.run_config import build_config
 from edgelearn.runner import build_context
 
 FLOOR_SEED = 0

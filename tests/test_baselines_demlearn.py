@@ -20,8 +20,7 @@ from tiny import (
 )
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM
-from edgelearn.algorithms.demlearn import (
+from edgelearn.algorithms.demlearn.algorithm import (
     DISTANCE_FLOPS_PER_DIM,
     PHASE_BROADCAST,
     PHASE_CLUSTER,
@@ -37,6 +36,7 @@ from edgelearn.algorithms.demlearn import (
     parents,
     specialize,
 )
+from edgelearn.algorithms.kit.comm import AGG_FLOPS_PER_PARAM
 from edgelearn.checkpoint import decode, encode
 from edgelearn.engine import average_states
 from edgelearn.errors import DataError

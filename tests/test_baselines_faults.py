@@ -13,11 +13,17 @@ import torch
 from tiny import synthetic_context
 
 from edgelearn.algorithms.base import Algorithm, RunContext
-from edgelearn.algorithms.demlearn import PHASE_BROADCAST, PHASE_UPLOAD, DemLearn, DemLearnConfig
-from edgelearn.algorithms.feddkc import FedDKC, FedDKCConfig
-from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_SERVER_TRAIN, SERVER, FedGKT, FedGKTConfig
-from edgelearn.config import build_config
+from edgelearn.algorithms.demlearn.algorithm import PHASE_BROADCAST, PHASE_UPLOAD, DemLearn, DemLearnConfig
+from edgelearn.algorithms.feddkc.algorithm import FedDKC, FedDKCConfig
+from edgelearn.algorithms.fedgkt.algorithm import (
+    PHASE_FEATURES_UP,
+    PHASE_SERVER_TRAIN,
+    SERVER,
+    FedGKT,
+    FedGKTConfig,
+)
 from edgelearn.engine import StateDict, average_states
+from edgelearn.run_config import build_config
 from edgelearn.runner import run
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
 

@@ -21,14 +21,8 @@ from tiny import (
 )
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.feddkc import (
-    TARGET_KEY,
-    FedDKC,
-    FedDKCConfig,
-    kd_to_targets,
-    kkr_refine,
-)
-from edgelearn.algorithms.fedgkt import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER, ce_kd_loss
+from edgelearn.algorithms.feddkc.algorithm import TARGET_KEY, FedDKC, FedDKCConfig, kd_to_targets, kkr_refine
+from edgelearn.algorithms.fedgkt.algorithm import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER, ce_kd_loss
 from edgelearn.errors import ConfigError
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]

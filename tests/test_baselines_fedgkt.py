@@ -20,8 +20,8 @@ from tiny import (
 )
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.distill import TEACHER_KEY, teacher_logits
-from edgelearn.algorithms.fedgkt import (
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
+from edgelearn.algorithms.fedgkt.algorithm import (
     PHASE_CLIENT_EXTRACT,
     PHASE_CLIENT_TRAIN,
     PHASE_FEATURES_UP,
@@ -36,8 +36,8 @@ from edgelearn.algorithms.fedgkt import (
     charge_down_paths,
     split_model,
 )
+from edgelearn.algorithms.kit.distill import TEACHER_KEY, teacher_logits
 from edgelearn.checkpoint import decode, encode
-from edgelearn.config import FedAvgConfig
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model
 

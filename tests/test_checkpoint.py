@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from edgelearn.checkpoint import checkpoints, load_latest, read_checkpoint, save_checkpoint
-from edgelearn.config import build_config, load_config
 from edgelearn.errors import ConfigError, DataError, DivergenceError
+from edgelearn.run_config import build_config, load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

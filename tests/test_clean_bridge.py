@@ -15,11 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiny import synthetic_config
 
-from edgelearn.algorithms.bridge import device_train_index, heldout_images
-from edgelearn.config import build_config, load_config
+from edgelearn.algorithms.fedagg.bridge import device_train_index, heldout_images
 from edgelearn.data import load_dataset
 from edgelearn.data.idx import IDX_FILE_NAMES, write_idx
 from edgelearn.errors import ConfigError, DataError
+from edgelearn.run_config import build_config, load_config
 from edgelearn.runner import build_context, run
 
 ROOT = Path(__file__).resolve().parents[1]

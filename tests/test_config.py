@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from edgelearn.commands.demo import FEDAVG_DIGITS, HIERFAVG_DIGITS
-from edgelearn.config import RunConfig, apply_overrides, build_config, dump_config, load_config, read_yaml
+from edgelearn.config import apply_overrides, read_yaml
 from edgelearn.errors import ConfigError
+from edgelearn.run_config import RunConfig, build_config, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,10 +23,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from edgelearn.config import RunConfig, apply_overrides, build_config
+from edgelearn.config import apply_overrides
 from edgelearn.data.cifar import batch_arrays, read_cifar_batch, write_cifar_batch
 from edgelearn.data.idx import read_idx, write_idx
 from edgelearn.errors import ConfigError, DataError
+from edgelearn.run_config import RunConfig, build_config
 
 CONFIG_EXAMPLES = 2000
 FILE_EXAMPLES = 300

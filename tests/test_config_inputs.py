@@ -19,8 +19,9 @@ from pydantic import BaseModel
 
 from edgelearn.commands.sweep.spec import load_suite
 from edgelearn.commands.sweep.suite import check_suite
-from edgelearn.config import RunConfig, build_config, dump_config, load_config, parse_override, read_yaml
+from edgelearn.config import parse_override, read_yaml
 from edgelearn.errors import ConfigError
+from edgelearn.run_config import RunConfig, build_config, dump_config, load_config
 from edgelearn.yamlsafe import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,8 +350,8 @@ def test_absurd_physics_is_a_config_error_naming_the_key(override: str, key: str
 
 # ------------------------------------------------------------------------------ 9. autoencoder files
 def test_autoencoder_file_metadata_must_match_the_config() -> None:
-    from edgelearn.algorithms.fedagg import _check_autoencoder_meta
-    from edgelearn.config import AutoencoderConfig
+    from edgelearn.algorithms.fedagg.config import AutoencoderConfig
+    from edgelearn.algorithms.fedagg.pretrain import check_autoencoder_meta
     from edgelearn.models.autoencoder import ARCHITECTURE
 
     ac = AutoencoderConfig(path="ae.pt", embed_channels=8)
@@ -358,14 +359,14 @@ def test_autoencoder_file_metadata_must_match_the_config() -> None:
     with pytest.raises(
         ConfigError, match=r"embed_channels=4 but algorithm.autoencoder.embed_channels=8"
     ) as info:
-        _check_autoencoder_meta(meta, ac, (1, 8, 8))
+        check_autoencoder_meta(meta, ac, (1, 8, 8))
     assert "algorithm.autoencoder.path" in str(info.value)
     ok = AutoencoderConfig(path="ae.pt", embed_channels=4)
-    _check_autoencoder_meta(meta, ok, (1, 8, 8))
+    check_autoencoder_meta(meta, ok, (1, 8, 8))
     with pytest.raises(ConfigError, match=r"input shape \(1, 8, 8\).*has \(1, 28, 28\)"):
-        _check_autoencoder_meta(meta, ok, (1, 28, 28))
+        check_autoencoder_meta(meta, ok, (1, 28, 28))
     with pytest.raises(ConfigError, match="holds architecture 'unet'"):
-        _check_autoencoder_meta({**meta, "architecture": "unet"}, ok, (1, 8, 8))
+        check_autoencoder_meta({**meta, "architecture": "unet"}, ok, (1, 8, 8))
 
 
 def test_fedagg_refuses_an_autoencoder_file_of_other_embed_channels(tmp_path: Path) -> None:

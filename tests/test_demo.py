@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 
 from edgelearn.commands import demo
-from edgelearn.config import build_config
+from edgelearn.run_config import build_config
 from edgelearn.runner import run
 
 

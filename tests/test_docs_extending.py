@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from edgelearn.config import load_config
 from edgelearn.plugins import available
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from edgelearn.config import build_config
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor, make_executor
 from edgelearn.engine import auto as auto_module
 from edgelearn.engine.auto import MIN_PROBED_CLIENTS, PROBE_CLIENTS, PROBE_STEPS, AutoExecutor, size_bucket
 from edgelearn.engine.vmap import VmapExecutor
+from edgelearn.run_config import build_config
 
 CPU = torch.device("cpu")
 CLASSES = 3

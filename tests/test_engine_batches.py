@@ -15,7 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgelearn.algorithms import comm
+from edgelearn.algorithms.kit import comm
 from edgelearn.engine import ClientData, batch_schedule
 from edgelearn.engine.batches import batch_schedules
 from edgelearn.engine.vmap import _plan

@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from tiny import synthetic_config
 from torch import nn
 
-from edgelearn.algorithms.distill import teacher_logits
-from edgelearn.config import build_config
+from edgelearn.algorithms.kit.distill import teacher_logits
 from edgelearn.engine import ClientData, Cohort, LocalSpec, evaluate_state
 from edgelearn.engine.precision import PRECISIONS, autocast, current_precision, precision, set_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.vmap import VmapExecutor
 from edgelearn.errors import ConfigError
 from edgelearn.models.registry import build_model
+from edgelearn.run_config import build_config
 from edgelearn.runner import run
 
 CPU = torch.device("cpu")

@@ -27,11 +27,11 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 from tiny import local_ray  # noqa: E402
 
-from edgelearn.config import build_config  # noqa: E402
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor  # noqa: E402
 from edgelearn.engine.ray_executor import DEFAULT_CACHE_BYTES, RayExecutor, chunk_bounds  # noqa: E402
 from edgelearn.engine.ray_worker import GroupSums  # noqa: E402
 from edgelearn.errors import ConfigError, EdgelearnError  # noqa: E402
+from edgelearn.run_config import build_config  # noqa: E402
 from edgelearn.runner import run  # noqa: E402
 
 CPU = torch.device("cpu")

@@ -15,12 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from edgelearn.config import build_config
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor, make_executor
 from edgelearn.engine import vmap as vmap_module
 from edgelearn.engine.vmap import VmapExecutor, activation_bytes_per_sample, unsupported_reason
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model
+from edgelearn.run_config import build_config
 from edgelearn.runner import run
 
 CPU = torch.device("cpu")

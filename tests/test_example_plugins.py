@@ -20,7 +20,7 @@ import torch
 from tiny import local_ray
 
 from edgelearn.algorithms.registry import algorithm_class, make_algorithm
-from edgelearn.config import RunConfig, load_config
+from edgelearn.run_config import RunConfig, load_config
 from edgelearn.runner import build_context, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,8 +52,9 @@ PUBLIC = {
     "edgelearn.plugins",
     "edgelearn.config",
     "edgelearn.algorithms.base",
-    "edgelearn.algorithms.fedavg",
-    "edgelearn.algorithms.comm",
+    "edgelearn.algorithms.fedavg.algorithm",
+    "edgelearn.algorithms.fedavg.config",
+    "edgelearn.algorithms.kit.comm",
     "edgelearn.engine",
     "edgelearn.system",
 }

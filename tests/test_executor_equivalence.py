@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgelearn.config import build_config, load_config
+from edgelearn.run_config import build_config, load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

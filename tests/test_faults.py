@@ -16,10 +16,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgelearn.algorithms import make_algorithm
 from edgelearn.algorithms.base import local_spec
-from edgelearn.config import build_config
+from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError, DataError
+from edgelearn.run_config import build_config
 from edgelearn.runner import build_context, run
 from edgelearn.seeding import Seeds
 from edgelearn.system import (

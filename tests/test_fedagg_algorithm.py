@@ -25,23 +25,24 @@ from tiny import (
 )
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.distill import BRIDGE_KEY, TEACHER_KEY
-from edgelearn.algorithms.fedagg import (
-    DOWN,
+from edgelearn.algorithms.fedagg.algorithm import (
     PHASE_INIT_DECODE,
     PHASE_INIT_EMBED,
     PHASE_INIT_ENCODE,
+    FedAgg,
+)
+from edgelearn.algorithms.fedagg.bsbodp import (
+    DOWN,
     PHASE_LOGITS_DOWN,
     PHASE_LOGITS_UP,
-    PHASE_MIGRATE_DECODE,
-    PHASE_MIGRATE_EMBED,
     PHASE_STUDENT,
     PHASE_TEACHER,
     UP,
-    FedAgg,
-    FedAggConfig,
 )
-from edgelearn.algorithms.tiers import TIERS, default_tier_models
+from edgelearn.algorithms.fedagg.config import FedAggConfig
+from edgelearn.algorithms.fedagg.failover import PHASE_MIGRATE_DECODE, PHASE_MIGRATE_EMBED
+from edgelearn.algorithms.kit.distill import BRIDGE_KEY, TEACHER_KEY
+from edgelearn.algorithms.kit.tiers import TIERS, default_tier_models
 from edgelearn.data.dataset import index_digest
 from edgelearn.engine import evaluate_state
 from edgelearn.errors import ConfigError, DataError

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgelearn.algorithms.bridge import (
+from edgelearn.algorithms.fedagg.bridge import (
     FLOAT_BYTES,
     LABEL_BYTES,
     build_bridge_store,

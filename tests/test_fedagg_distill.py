@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from tiny import FEDAGG_HOLDOUT, synthetic_context, tiny_fedagg
 from torch import nn
 
-from edgelearn.algorithms import distill, fedagg
-from edgelearn.algorithms.distill import (
+from edgelearn.algorithms.fedagg import bsbodp
+from edgelearn.algorithms.fedagg.algorithm import FedAgg
+from edgelearn.algorithms.kit import distill
+from edgelearn.algorithms.kit.distill import (
     BRIDGE_KEY,
     KD_EPS,
     TEACHER_KEY,
@@ -27,7 +29,6 @@ from edgelearn.algorithms.distill import (
     spare_cpu_core,
     teacher_logits,
 )
-from edgelearn.algorithms.fedagg import FedAgg
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
@@ -199,7 +200,7 @@ def test_fedagg_reuse_and_prefetch_leave_every_model_bit_identical(monkeypatch: 
         calls.append(x.shape[0])
         return original(module, x, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fedagg, "teacher_logits", counting)
+    monkeypatch.setattr(bsbodp, "teacher_logits", counting)
     monkeypatch.setattr(distill, "teacher_logits", counting)
     for r in (1, 2):
         calls.clear()

@@ -11,14 +11,10 @@ import pytest
 import torch
 from tiny import FEDAGG_HOLDOUT, synthetic_context, tiny_fedagg
 
-from edgelearn.algorithms.bridge import logit_bytes
-from edgelearn.algorithms.fedagg import (
-    DOWN,
-    PHASE_MIGRATE_DECODE,
-    PHASE_MIGRATE_EMBED,
-    UP,
-    FedAgg,
-)
+from edgelearn.algorithms.fedagg.algorithm import FedAgg
+from edgelearn.algorithms.fedagg.bridge import logit_bytes
+from edgelearn.algorithms.fedagg.bsbodp import DOWN, UP
+from edgelearn.algorithms.fedagg.failover import PHASE_MIGRATE_DECODE, PHASE_MIGRATE_EMBED
 from edgelearn.checkpoint import decode, encode
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, PHASE_STRAGGLER_TRAIN
 

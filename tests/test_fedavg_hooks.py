@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgelearn.algorithms.fedavg import FedAvg
-from edgelearn.config import build_config
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
 from edgelearn.engine import CohortResult, LocalSpec, StateDict
+from edgelearn.run_config import build_config
 from edgelearn.runner import build_context
 
 TINY = [

@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgelearn.config import build_config, dump_config
 from edgelearn.errors import ConfigError
+from edgelearn.run_config import build_config, dump_config
 from edgelearn.seeding import Seeds
 from edgelearn.system import (
     ACCELERATOR,

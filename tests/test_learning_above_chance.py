@@ -11,7 +11,7 @@ from typing import Any
 from tiny import FEDAGG_MODELS, TWO_STAGE_CONFIG, TWO_STAGE_TINY
 
 from edgelearn.algorithms.registry import make_algorithm
-from edgelearn.config import RunConfig, build_config, load_config
+from edgelearn.run_config import RunConfig, build_config, load_config
 from edgelearn.runner import build_context
 
 DIGITS_TWO_EDGES = [

@@ -10,8 +10,7 @@ import torch
 from tiny import python_stdout
 from torch import nn
 
-from edgelearn.algorithms import make_algorithm
-from edgelearn.config import build_config
+from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError
 from edgelearn.models import (
     MODEL_NAMES,
@@ -23,6 +22,7 @@ from edgelearn.models import (
     zoo,
 )
 from edgelearn.models import flops as flops_module
+from edgelearn.run_config import build_config
 from edgelearn.runner import build_context
 
 

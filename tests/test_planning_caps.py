@@ -9,12 +9,12 @@ import math
 import pytest
 from tiny import TWO_STAGE_CONFIG, TWO_STAGE_TINY
 
-from edgelearn.config import load_config
 from edgelearn.errors import ConfigError
 from edgelearn.planning import SearchOptions, solve
 from edgelearn.planning.baselines import no_optimization, solve_baselines
 from edgelearn.planning.defaults import spec_problem
 from edgelearn.planning.search import log_grid, pre_round_limit
+from edgelearn.run_config import load_config
 
 
 @pytest.mark.parametrize("budget", [1e12, 1e30])

@@ -189,9 +189,9 @@ def test_step_grid_joins_log_and_even_spacing() -> None:
 def test_two_stage_with_form_p_plans_from_a_cached_pilot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from edgelearn.algorithms import two_stage
+    from edgelearn.algorithms.two_stage import algorithm as two_stage
     from edgelearn.commands.plan import plan_report
-    from edgelearn.config import load_config
+    from edgelearn.run_config import load_config
 
     overrides = [
         *TWO_STAGE_TINY,

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from edgelearn import extensions, plugins
-from edgelearn.config import FedAvgConfig, Section, algorithm_names, build_config, load_config
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
+from edgelearn.config import Section
 from edgelearn.errors import ConfigError, DataError
+from edgelearn.run_config import algorithm_names, build_config, load_config
 from edgelearn.runner import build_context, run
 
 PLUGIN_SOURCE = '''
@@ -27,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgelearn.algorithms.fedavg import FedAvg
-from edgelearn.config import FedAvgConfig
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
 from edgelearn.data.dataset import make_bundle
 from edgelearn.plugins import register_algorithm, register_dataset, register_model, register_partitioner
 
@@ -140,16 +142,18 @@ def test_registration_refuses_duplicates_and_bad_config_classes() -> None:
     class WrongName(Section):
         name: Literal["other"] = "other"
 
-    plugins.register_algorithm("good_c", "edgelearn.algorithms.fedavg:FedAvg", GoodConfig)
+    plugins.register_algorithm("good_c", "edgelearn.algorithms.fedavg.algorithm:FedAvg", GoodConfig)
     with pytest.raises(ConfigError, match="'good_c' is already registered"):
-        plugins.register_algorithm("good_c", "edgelearn.algorithms.fedavg:FedAvg", GoodConfig)
-    plugins.register_algorithm("good_c", "edgelearn.algorithms.fedavg:FedAvg", GoodConfig, replace=True)
+        plugins.register_algorithm("good_c", "edgelearn.algorithms.fedavg.algorithm:FedAvg", GoodConfig)
+    plugins.register_algorithm(
+        "good_c", "edgelearn.algorithms.fedavg.algorithm:FedAvg", GoodConfig, replace=True
+    )
     with pytest.raises(ConfigError, match=r"declare WrongName.name as `name: Literal\['bad_c'\]"):
-        plugins.register_algorithm("bad_c", "edgelearn.algorithms.fedavg:FedAvg", WrongName)
+        plugins.register_algorithm("bad_c", "edgelearn.algorithms.fedavg.algorithm:FedAvg", WrongName)
     with pytest.raises(ConfigError, match="must be a subclass of edgelearn.config.Section"):
-        plugins.register_algorithm("bad_c", "edgelearn.algorithms.fedavg:FedAvg", dict)  # type: ignore[arg-type]
+        plugins.register_algorithm("bad_c", "edgelearn.algorithms.fedavg.algorithm:FedAvg", dict)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="fedavg' is already registered"):
-        plugins.register_algorithm("fedavg", "edgelearn.algorithms.fedavg:FedAvg", FedAvgConfig)
+        plugins.register_algorithm("fedavg", "edgelearn.algorithms.fedavg.algorithm:FedAvg", FedAvgConfig)
     with pytest.raises(ConfigError, match="model 'mlp' is already registered"):
         plugins.register_model("mlp", lambda shape, classes: None)
     with pytest.raises(ConfigError, match="dataset 'digits' is already registered"):

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edgelearn.config import load_config
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,7 +26,6 @@ import yaml
 from edgelearn import cli, runner
 from edgelearn.checkpoint import checkpoints
 from edgelearn.commands.sweep.suite import run_suite
-from edgelearn.config import load_config
 from edgelearn.errors import ConfigError, Interrupted, OutputError
 from edgelearn.report.io import (
     LOCK_FILE,
@@ -36,6 +35,7 @@ from edgelearn.report.io import (
     locked_dir,
     remove_stale_temps,
 )
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

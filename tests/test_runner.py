@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgelearn.algorithms import make_algorithm
-from edgelearn.config import build_config
+from edgelearn.algorithms.registry import make_algorithm
+from edgelearn.run_config import build_config
 from edgelearn.runner import build_context, run
 
 SUMMARY_KEYS = {
@@ -167,7 +167,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 )
 def test_fashion_mnist_config_runs_end_to_end(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
-    from edgelearn.config import load_config
+    from edgelearn.run_config import load_config
 
     cfg = load_config(
         root / "configs/fedavg-fashion.yaml",

@@ -13,7 +13,7 @@ import pytest
 from tiny import python_stdout
 
 from edgelearn.algorithms import registry
-from edgelearn.algorithms.fedavg import FedAvg
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
 from edgelearn.data.builtin import digits_arrays
 from edgelearn.errors import ConfigError
 
@@ -23,8 +23,15 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "fedavg-digits.yaml"
 NOT_IMPORTED = (
     "cvxpy",  # two-stage's planner (edgelearn.planning) only
     "edgelearn.planning",
-    "edgelearn.algorithms.two_stage",
-    "edgelearn.algorithms.fedagg",
+    # other algorithms: a config imports every algorithm's config.py (pydantic only), never its algorithm
+    "edgelearn.algorithms.two_stage.algorithm",
+    "edgelearn.algorithms.fedagg.algorithm",
+    "edgelearn.algorithms.fedagg.bridge",
+    "edgelearn.algorithms.fedgkt.algorithm",
+    "edgelearn.algorithms.feddkc.algorithm",
+    "edgelearn.algorithms.demlearn.algorithm",
+    "edgelearn.algorithms.hierfavg.algorithm",
+    "edgelearn.algorithms.kit.distill",
     "edgelearn.commands",  # bench, sweep, demo, plan, pretrain-autoencoder: the CLI imports them lazily
     "ray",  # the Ray executor only
     "matplotlib",  # plots only (output.plots=false here)
@@ -72,7 +79,7 @@ def _run_modules(tmp_path: Path, *overrides: str) -> set[str]:
 
 def test_a_fedavg_run_imports_only_what_it_uses(tmp_path: Path) -> None:
     modules = _run_modules(tmp_path, "output.plots=false")
-    assert "edgelearn.algorithms.fedavg" in modules and "torch" in modules
+    assert "edgelearn.algorithms.fedavg.algorithm" in modules and "torch" in modules
     assert "edgelearn.engine.vmap" in modules  # the auto executor picked vmap for this MLP cohort
     assert sorted(m for m in NOT_IMPORTED if m in modules) == []
 
@@ -84,17 +91,20 @@ def test_plots_import_matplotlib_when_on(tmp_path: Path) -> None:
 
 
 def test_config_and_registry_import_no_algorithm() -> None:
+    """The run config imports every algorithm's config.py but no algorithm, and no torch."""
     code = (
         "import json, sys\n"
-        "import edgelearn.config, edgelearn.algorithms.registry as r\n"
+        "import edgelearn.run_config, edgelearn.algorithms.registry as r\n"
         "print(json.dumps(sorted(sys.modules)))\n"
         "r.algorithm_class('hierfavg')\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     before, after = python_stdout(code).strip().splitlines()
-    algorithm_modules = {f"edgelearn.algorithms.{name}" for name in ALGORITHM_NAMES}
+    algorithm_modules = {f"edgelearn.algorithms.{name}.algorithm" for name in ALGORITHM_NAMES}
+    config_modules = {f"edgelearn.algorithms.{name}.config" for name in ALGORITHM_NAMES}
     assert not algorithm_modules & set(json.loads(before))
-    assert set(json.loads(after)) & algorithm_modules == {"edgelearn.algorithms.hierfavg"}
+    assert config_modules <= set(json.loads(before)) and "torch" not in json.loads(before)
+    assert set(json.loads(after)) & algorithm_modules == {"edgelearn.algorithms.hierfavg.algorithm"}
 
 
 def test_registry_resolves_lazily_and_accepts_classes_and_references(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,12 +112,12 @@ def test_registry_resolves_lazily_and_accepts_classes_and_references(monkeypatch
     assert registry.algorithm_class("fedavg") is FedAvg
     assert registry.ALGORITHMS["fedavg"] is FedAvg  # the reference was replaced by the class
     registry.register("mine", FedAvg)
-    registry.register("mine_lazy", "edgelearn.algorithms.fedavg:FedAvg")
+    registry.register("mine_lazy", "edgelearn.algorithms.fedavg.algorithm:FedAvg")
     assert registry.algorithm_class("mine") is FedAvg
     assert registry.algorithm_class("mine_lazy") is FedAvg
     with pytest.raises(ConfigError, match="'nope' is not a known algorithm"):
         registry.algorithm_class("nope")
-    registry.register("broken", "edgelearn.algorithms.fedavg:NoSuchClass")
+    registry.register("broken", "edgelearn.algorithms.fedavg.algorithm:NoSuchClass")
     with pytest.raises(ConfigError, match="could not be loaded"):
         registry.algorithm_class("broken")
     with pytest.raises(ConfigError, match="package.module:ClassName"):

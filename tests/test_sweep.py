@@ -13,9 +13,9 @@ import yaml
 from edgelearn.commands.sweep.results import aggregate
 from edgelearn.commands.sweep.spec import cell_slug, cells, load_suite
 from edgelearn.commands.sweep.suite import run_suite
-from edgelearn.config import load_config
 from edgelearn.errors import ConfigError
 from edgelearn.report.io import read_summary
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tiny import TWO_STAGE_CONFIG, TWO_STAGE_TINY
 
-from edgelearn.config import load_config
+from edgelearn.run_config import load_config
 from edgelearn.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]

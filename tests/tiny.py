@@ -16,12 +16,12 @@ import torch
 from hypothesis import strategies as st
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.config import RunConfig, build_config
 from edgelearn.planning import BoundConstants, TwoStageProblem, minimum_budgets
+from edgelearn.run_config import RunConfig, build_config
 from edgelearn.runner import build_context
 
 if TYPE_CHECKING:
-    from edgelearn.algorithms.fedagg import FedAgg
+    from edgelearn.algorithms.fedagg.algorithm import FedAgg
 
 
 def python_stdout(code: str, *args: str) -> str:
@@ -84,7 +84,8 @@ FEDAGG_HOLDOUT = "data.holdout=32"
 def tiny_fedagg(ctx: RunContext, **cfg: Any) -> FedAgg:
     """FedAgg on ``ctx`` with :data:`FEDAGG_MODELS`, 2 rounds, batch 16 and a fast autoencoder pre-training
     (each overridable through ``cfg``), initialised."""
-    from edgelearn.algorithms.fedagg import FedAgg, FedAggConfig
+    from edgelearn.algorithms.fedagg.algorithm import FedAgg
+    from edgelearn.algorithms.fedagg.config import FedAggConfig
 
     settings: dict[str, Any] = {
         "rounds": 2,

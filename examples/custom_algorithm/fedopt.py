@@ -10,7 +10,7 @@ Algorithm 2, no bias correction)::
     x_{t+1} = x_t + eta m_t / (sqrt(v_t) + tau)
 
 with ``m_{-1} = 0`` and ``v_{-1} = tau^2`` (the paper asks for ``v_{-1} >= tau^2``). The step is
-:meth:`~edgelearn.algorithms.fedavg.FedAvg.server_update`, the one extension point overridden; the moments
+:meth:`~edgelearn.algorithms.fedavg.algorithm.FedAvg.server_update`, the one extension point overridden; the moments
 ``m`` and ``v`` are in ``checkpoint_attrs``, so a resumed run continues exactly. They apply to every floating
 entry of the model state (integer buffers, such as BatchNorm's batch counter, take the average).
 
@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from edgelearn.algorithms.fedavg import FedAvg
-from edgelearn.config import FedAvgConfig
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
 from edgelearn.engine import StateDict
 from edgelearn.plugins import register_algorithm
 

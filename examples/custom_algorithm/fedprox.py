@@ -4,7 +4,7 @@ Each device minimizes its loss plus the proximal term (mu / 2) ||w - w_global||^
 model near the round's global model and so limits client drift on heterogeneous (non-IID) data; mu = 0 is
 FedAvg. The engine already implements the term in every executor (``LocalSpec.prox_mu``: serial, vmap and
 Ray train the same objective), so FedProx is FedAvg with one extension point overridden:
-:meth:`~edgelearn.algorithms.fedavg.FedAvg.local_training`.
+:meth:`~edgelearn.algorithms.fedavg.algorithm.FedAvg.local_training`.
 
 The cloud keeps FedAvg's average weighted by local data size: FedProx's Algorithm 2 samples devices with
 probability p_k = n_k / n and averages them uniformly, whose expectation is that weighted average. Every
@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from edgelearn.algorithms.fedavg import FedAvg
-from edgelearn.config import FedAvgConfig
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
 from edgelearn.engine import LocalSpec
 from edgelearn.plugins import register_algorithm
 

@@ -44,9 +44,9 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from edgelearn.algorithms.comm import aggregate_cost
-from edgelearn.algorithms.fedavg import FedAvg
-from edgelearn.config import FedAvgConfig
+from edgelearn.algorithms.fedavg.algorithm import FedAvg
+from edgelearn.algorithms.fedavg.config import FedAvgConfig
+from edgelearn.algorithms.kit.comm import aggregate_cost
 from edgelearn.engine import CohortResult, StateDict
 from edgelearn.plugins import register_algorithm
 

@@ -77,7 +77,7 @@ def run(
     A run directory that already holds a run is refused unless --resume or --overwrite. Ctrl-C stops after
     the current round with a checkpoint (exit 130); --resume continues it.
     """
-    from edgelearn.config import load_config
+    from edgelearn.run_config import load_config
     from edgelearn.runner import run as run_experiment
 
     overrides = list(set_ or [])
@@ -115,7 +115,7 @@ def plan(
     import json
 
     from edgelearn.commands.plan import plan_report
-    from edgelearn.config import load_config
+    from edgelearn.run_config import load_config
 
     report_ = plan_report(load_config(config, list(set_ or [])))
     if as_json:
@@ -209,8 +209,8 @@ def pretrain_autoencoder(
 ) -> None:
     """Pre-train FedAgg's frozen bridge autoencoder on held-out data and save it with a checksum."""
     from edgelearn.commands.pretrain import pretrain_autoencoder_file
-    from edgelearn.config import load_config
     from edgelearn.report.progress import get_console
+    from edgelearn.run_config import load_config
 
     meta = pretrain_autoencoder_file(load_config(config, list(set_ or [])), out)
     meta.pop("train_indices")  # recorded in the file; `indices_sha256` names them here

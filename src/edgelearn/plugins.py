@@ -55,7 +55,7 @@ def register_algorithm(
     settings validated by ``config``, a :class:`~edgelearn.config.Section` whose ``name`` field is
     ``Literal[<name>]`` with that default. ``replace=True`` replaces an existing registration."""
     from edgelearn.algorithms import registry
-    from edgelearn.config import register_algorithm_config
+    from edgelearn.run_config import register_algorithm_config
 
     if name in registry.ALGORITHMS and not replace:
         raise ConfigError(
@@ -131,9 +131,9 @@ def isolated() -> Iterator[None]:
     classes, models, datasets, partitioners, hardware profiles, loaded plugin files), e.g. around a test:
     registries are process-wide, so a name registered by one test would otherwise leak into the next."""
     from edgelearn.algorithms import registry as algorithms
-    from edgelearn.config import RunConfig
     from edgelearn.data.registry import DATASETS
     from edgelearn.models import registry as models
+    from edgelearn.run_config import RunConfig
     from edgelearn.system import catalog
 
     part = importlib.import_module("edgelearn.data.partition")
@@ -175,7 +175,7 @@ def available(kind: str) -> list[tuple[str, str]]:
     load_entry_points()
     if kind == "algorithms":
         from edgelearn.algorithms.registry import ALGORITHMS
-        from edgelearn.config import algorithm_config
+        from edgelearn.run_config import algorithm_config
 
         return [(n, _first_line(algorithm_config(n).__doc__)) for n in ALGORITHMS]
     if kind == "models":

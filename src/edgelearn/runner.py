@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgelearn.algorithms import RunContext, make_algorithm
-from edgelearn.algorithms.registry import algorithm_class
+from edgelearn.algorithms.base import RunContext
+from edgelearn.algorithms.registry import algorithm_class, make_algorithm
 from edgelearn.checkpoint import (
     checkpoints,
     load_latest,
@@ -27,7 +27,7 @@ from edgelearn.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
-from edgelearn.config import RunConfig, build_config, dump_config, read_yaml
+from edgelearn.config import read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
 from edgelearn.data.dataset import DatasetBundle, index_digest, split_holdout, subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
@@ -50,6 +50,7 @@ from edgelearn.report.io import (
     write_json_atomic,
 )
 from edgelearn.report.progress import progress_bar
+from edgelearn.run_config import RunConfig, build_config, dump_config
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
 from edgelearn.system.faults import FaultModel

@@ -5,14 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from edgelearn.algorithms.tiers import resolve_tier_models
-from edgelearn.config import RunConfig
+from edgelearn.algorithms.kit.tiers import resolve_tier_models
 from edgelearn.data import DatasetBundle
 from edgelearn.engine import ClientData, Cohort, CohortResult, Executor, LocalSpec, StateDict, evaluate_state
 from edgelearn.engine.threads import Workload
@@ -20,6 +19,9 @@ from edgelearn.errors import DivergenceError
 from edgelearn.models import ModelInfo
 from edgelearn.seeding import Seeds
 from edgelearn.system import SystemModel, Topology
+
+if TYPE_CHECKING:  # the run config is assembled above the algorithms
+    from edgelearn.run_config import RunConfig
 
 
 @dataclass

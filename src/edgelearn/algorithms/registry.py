@@ -17,13 +17,13 @@ if TYPE_CHECKING:
     from edgelearn.algorithms.base import Algorithm, RunContext
 
 ALGORITHMS: dict[str, type[Algorithm] | str] = {
-    "fedavg": "edgelearn.algorithms.fedavg:FedAvg",
-    "hierfavg": "edgelearn.algorithms.hierfavg:HierFAVG",
-    "two_stage": "edgelearn.algorithms.two_stage:TwoStage",
-    "fedagg": "edgelearn.algorithms.fedagg:FedAgg",
-    "fedgkt": "edgelearn.algorithms.fedgkt:FedGKT",
-    "feddkc": "edgelearn.algorithms.feddkc:FedDKC",
-    "demlearn": "edgelearn.algorithms.demlearn:DemLearn",
+    "fedavg": "edgelearn.algorithms.fedavg.algorithm:FedAvg",
+    "hierfavg": "edgelearn.algorithms.hierfavg.algorithm:HierFAVG",
+    "two_stage": "edgelearn.algorithms.two_stage.algorithm:TwoStage",
+    "fedagg": "edgelearn.algorithms.fedagg.algorithm:FedAgg",
+    "fedgkt": "edgelearn.algorithms.fedgkt.algorithm:FedGKT",
+    "feddkc": "edgelearn.algorithms.feddkc.algorithm:FedDKC",
+    "demlearn": "edgelearn.algorithms.demlearn.algorithm:DemLearn",
 }
 """Name -> algorithm class, or a ``"package.module:ClassName"`` reference imported on first lookup."""
 

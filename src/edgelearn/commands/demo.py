@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgelearn.config import RunConfig, build_config
+from edgelearn.run_config import RunConfig, build_config
 
 # The demo's two runs, identical to configs/fedavg-digits.yaml and configs/hierfavg-digits.yaml (a test
 # keeps them in sync).

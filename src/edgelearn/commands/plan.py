@@ -1,7 +1,7 @@
 """``edgelearn plan`` and the sweep's ``kind: landscape`` experiments: two-stage planning without training.
 
 Both build a whole run context (:func:`edgelearn.runner.build_context`: data, shift, topology, the bound
-constants) and let :class:`~edgelearn.algorithms.two_stage.TwoStage` make its plans from it, so they sit
+constants) and let :class:`~edgelearn.algorithms.two_stage.algorithm.TwoStage` make its plans from it, so they sit
 above the runner, not in the algorithm's module (which the runner imports).
 """
 
@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from edgelearn.algorithms.two_stage import TwoStage
-from edgelearn.config import RunConfig, load_config
+from edgelearn.algorithms.two_stage.algorithm import TwoStage
 from edgelearn.errors import ConfigError
 from edgelearn.planning.bound import get_bound
 from edgelearn.planning.feasibility import CheapestPoint
 from edgelearn.planning.search import InnerSolver, ft_round_limit, log_grid, pre_round_limit
+from edgelearn.run_config import RunConfig, load_config
 from edgelearn.runner import build_context
 
 

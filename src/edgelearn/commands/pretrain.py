@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgelearn.algorithms.fedagg import pretrain_autoencoder
-from edgelearn.config import AutoencoderConfig, FedAggConfig, RunConfig
+from edgelearn.algorithms.fedagg.config import AutoencoderConfig, FedAggConfig
+from edgelearn.algorithms.fedagg.pretrain import pretrain_autoencoder
 from edgelearn.errors import ConfigError
 from edgelearn.models.autoencoder import save_autoencoder
 from edgelearn.report.io import ensure_writable_file
+from edgelearn.run_config import RunConfig
 from edgelearn.runner import build_context
 
 

@@ -8,7 +8,7 @@ A100, an accelerator, because a datacenter prices a FLOP at ~1e-11 J, not at the
 with the paper's kappa would.
 
 :func:`resolve_tier` turns what a config gives for a tier (a profile, a kind, numbers) into the full set of
-fields; the config layer (``edgelearn.config_hardware``) calls it, so a saved config.yaml shows each tier's
+fields; the config layer (``edgelearn.config.hardware``) calls it, so a saved config.yaml shows each tier's
 profile and every number used.
 """
 

@@ -65,8 +65,8 @@ def build_fedavg(
     config: Mapping[str, Any], label: str, threads: int | str
 ) -> tuple[Any, Any, CountingExecutor]:
     """Config -> run context -> FedAvg (initialised), with the executor wrapped in a counter."""
-    from edgelearn.algorithms import make_algorithm
-    from edgelearn.config import build_config
+    from edgelearn.algorithms.registry import make_algorithm
+    from edgelearn.run_config import build_config
     from edgelearn.runner import build_context
 
     cfg = build_config(

@@ -41,7 +41,7 @@ def run_one(base: Path, overrides: list[str], out: Path, progress: bool) -> None
     """One run into ``out``: skipped when finished, resumed when a checkpoint is there, else started. A run
     that diverges is recorded in ``DIVERGED_FILE`` (its metrics count as missing), not raised: one unstable
     cell must not stop a sweep."""
-    from edgelearn.config import load_config
+    from edgelearn.run_config import load_config
     from edgelearn.runner import run
 
     if run_finished(out):

@@ -161,9 +161,9 @@ def run_experiment(
 
 def _load_checked(base: Path, overrides: Sequence[str], where: str) -> Any:
     """The run config of ``base`` with ``overrides``; a ConfigError that names ``where`` in the suite."""
-    from edgelearn.config import load_config
     from edgelearn.data.partition import partition_method
     from edgelearn.data.registry import dataset_name
+    from edgelearn.run_config import load_config
 
     try:
         cfg = load_config(base, list(overrides))

@@ -26,9 +26,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edgelearn.algorithms.distill import KD_EPS
-from edgelearn.algorithms.fedgkt import FedGKT, ce_kd_loss
-from edgelearn.config import FedDKCConfig
+from edgelearn.algorithms.feddkc.config import FedDKCConfig
+from edgelearn.algorithms.fedgkt.algorithm import FedGKT, ce_kd_loss
+from edgelearn.algorithms.kit.distill import KD_EPS
 from edgelearn.engine import ClientData, LossFn
 from edgelearn.errors import ConfigError
 

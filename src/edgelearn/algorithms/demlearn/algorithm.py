@@ -68,10 +68,16 @@ import torch
 from scipy.cluster.hierarchy import linkage as scipy_linkage
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
-from edgelearn.algorithms.comm import AGG_FLOPS_PER_PARAM, fault_stats, planned_samples, send_down, send_up
-from edgelearn.algorithms.kit import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
-from edgelearn.algorithms.tiers import make_arch, resolve_tier_models
-from edgelearn.config import DemLearnConfig
+from edgelearn.algorithms.demlearn.config import DemLearnConfig
+from edgelearn.algorithms.kit.comm import (
+    AGG_FLOPS_PER_PARAM,
+    fault_stats,
+    planned_samples,
+    send_down,
+    send_up,
+)
+from edgelearn.algorithms.kit.nodes import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
+from edgelearn.algorithms.kit.tiers import make_arch, resolve_tier_models
 from edgelearn.engine import Cohort, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads, screened_counts

@@ -29,15 +29,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from edgelearn.algorithms.base import Algorithm
-from edgelearn.algorithms.comm import fault_stats
-from edgelearn.config import RunConfig
+from edgelearn.algorithms.kit.comm import fault_stats
 from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
@@ -51,6 +50,9 @@ from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
 from edgelearn.system import Topology
 from edgelearn.system.faults import FaultModel
+
+if TYPE_CHECKING:  # the run config is assembled above the algorithms
+    from edgelearn.run_config import RunConfig
 
 logger = logging.getLogger(__name__)
 

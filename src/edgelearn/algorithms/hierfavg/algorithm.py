@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
-from edgelearn.algorithms.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
+from edgelearn.algorithms.kit.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
 from edgelearn.engine import StateDict, average_states, clone_state
 from edgelearn.system.faults import FaultModel, charge_lost, charge_stragglers, screen_uploads
 

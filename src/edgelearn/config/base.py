@@ -1,8 +1,8 @@
 """The base of every config section (unknown keys are errors, a boolean is never a number) and the numeric
 field types the sections share.
 
-Split from ``edgelearn.config`` so section modules such as ``edgelearn.config_hardware`` can build on it
-without importing ``edgelearn.config`` (which imports them).
+Every section of the package and of plugins derives from :class:`Section`: the shared sections in this
+package, each algorithm's own in ``edgelearn/algorithms/<name>/config.py``.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
-from edgelearn.algorithms.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
+from edgelearn.algorithms.kit.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
 from edgelearn.engine import CohortResult, LocalSpec, StateDict
 from edgelearn.system.faults import (
     FaultModel,

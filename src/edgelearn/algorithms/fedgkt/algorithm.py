@@ -54,10 +54,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
-from edgelearn.algorithms.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
-from edgelearn.algorithms.comm import fault_stats, planned_samples
-from edgelearn.algorithms.distill import TEACHER_KEY, kd_per_sample, teacher_logits
-from edgelearn.algorithms.kit import (
+from edgelearn.algorithms.fedagg.bridge import FLOAT_BYTES, LABEL_BYTES, charge_paths
+from edgelearn.algorithms.fedgkt.config import FedGKTConfig
+from edgelearn.algorithms.kit.comm import fault_stats, planned_samples
+from edgelearn.algorithms.kit.distill import TEACHER_KEY, kd_per_sample, teacher_logits
+from edgelearn.algorithms.kit.nodes import (
     SERVER,
     NodeModels,
     bytes_by_phase,
@@ -65,8 +66,8 @@ from edgelearn.algorithms.kit import (
     pick_eval_devices,
     tier_test_subset,
 )
-from edgelearn.algorithms.tiers import TierArch, make_arch, resolve_tier_models
-from edgelearn.config import FedGKTConfig, Section
+from edgelearn.algorithms.kit.tiers import TierArch, make_arch, resolve_tier_models
+from edgelearn.config import Section
 from edgelearn.engine import (
     ClientData,
     Cohort,

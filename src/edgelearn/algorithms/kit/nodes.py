@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.tiers import TierArch, make_arch
+from edgelearn.algorithms.kit.tiers import TierArch, make_arch
 from edgelearn.config import ModelConfig
 from edgelearn.engine import StateDict
 from edgelearn.system import SystemModel, Topology

@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_serializer, model_validator
 from pydantic_core import PydanticCustomError
 
-from edgelearn.config_base import SECTION_KEY_PROBLEM, FloatOrRange, Section
+from edgelearn.config.base import SECTION_KEY_PROBLEM, FloatOrRange, Section
 
 NonNegFloat = Annotated[float, Field(ge=0)]
 NonNegFloatOrRange = NonNegFloat | tuple[NonNegFloat, NonNegFloat]

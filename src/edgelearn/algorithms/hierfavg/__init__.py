@@ -1,0 +1,4 @@
+"""HierFAVG (Liu et al., ICC 2020): ``algorithm.py`` the algorithm, ``config.py`` its settings.
+
+Importing this package imports nothing else: a config loads its ``config.py`` without torch.
+"""
