@@ -14,14 +14,12 @@ from tiny import synthetic_context
 
 from edgelearn.algorithms.base import Algorithm, RunContext
 from edgelearn.algorithms.demlearn.algorithm import PHASE_BROADCAST, PHASE_UPLOAD, DemLearn, DemLearnConfig
-from edgelearn.algorithms.feddkc.algorithm import FedDKC, FedDKCConfig
-from edgelearn.algorithms.fedgkt.algorithm import (
-    PHASE_FEATURES_UP,
-    PHASE_SERVER_TRAIN,
-    SERVER,
-    FedGKT,
-    FedGKTConfig,
-)
+from edgelearn.algorithms.feddkc.algorithm import FedDKC
+from edgelearn.algorithms.feddkc.config import FedDKCConfig
+from edgelearn.algorithms.fedgkt.algorithm import FedGKT
+from edgelearn.algorithms.fedgkt.config import FedGKTConfig
+from edgelearn.algorithms.kit.nodes import SERVER
+from edgelearn.algorithms.kit.split import PHASE_FEATURES_UP, PHASE_SERVER_TRAIN
 from edgelearn.engine import StateDict, average_states
 from edgelearn.run_config import build_config
 from edgelearn.runner import run

@@ -21,8 +21,11 @@ from tiny import (
 )
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.feddkc.algorithm import TARGET_KEY, FedDKC, FedDKCConfig, kd_to_targets, kkr_refine
-from edgelearn.algorithms.fedgkt.algorithm import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN, SERVER, ce_kd_loss
+from edgelearn.algorithms.feddkc.algorithm import TARGET_KEY, FedDKC, kkr_refine
+from edgelearn.algorithms.feddkc.config import FedDKCConfig
+from edgelearn.algorithms.kit.distill import ce_kd_loss, kd_to_targets
+from edgelearn.algorithms.kit.nodes import SERVER
+from edgelearn.algorithms.kit.split import PHASE_FEATURES_UP, PHASE_LOGITS_DOWN
 from edgelearn.errors import ConfigError
 
 TWO_EDGES = ["topology.devices=null", "topology.edges=2", "topology.devices_per_edge=3"]

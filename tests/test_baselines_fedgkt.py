@@ -21,22 +21,20 @@ from tiny import (
 
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.fedavg.config import FedAvgConfig
-from edgelearn.algorithms.fedgkt.algorithm import (
+from edgelearn.algorithms.fedgkt.algorithm import FedGKT
+from edgelearn.algorithms.fedgkt.config import FedGKTConfig
+from edgelearn.algorithms.kit.distill import TEACHER_KEY, ce_kd_loss, teacher_logits
+from edgelearn.algorithms.kit.nodes import SERVER
+from edgelearn.algorithms.kit.split import (
     PHASE_CLIENT_EXTRACT,
     PHASE_CLIENT_TRAIN,
     PHASE_FEATURES_UP,
     PHASE_LOGITS_DOWN,
     PHASE_SERVER_LOGITS,
     PHASE_SERVER_TRAIN,
-    SERVER,
-    FedGKT,
-    FedGKTConfig,
     SplitModel,
-    ce_kd_loss,
-    charge_down_paths,
     split_model,
 )
-from edgelearn.algorithms.kit.distill import TEACHER_KEY, teacher_logits
 from edgelearn.checkpoint import decode, encode
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import build_model
@@ -238,22 +236,6 @@ def test_no_parameter_is_shared_between_nodes() -> None:
     algo.run_round(1)
     algo.run_round(2)
     assert len(set(storages())) == len(storages())
-
-
-def test_charge_down_paths_sums_shared_links_and_sends_top_first() -> None:
-    ctx = make_ctx()
-    topo = ctx.topology
-    edge = topo.edges[0]
-    a, b = topo.children(edge)[:2]
-    ctx.system.begin_round(7)
-    load = charge_down_paths(
-        ctx.system, [(topo.path_to_root(a), 100.0), (topo.path_to_root(b), 30.0)], phase="x"
-    )
-    assert load == {(0, edge): 130.0, (edge, a): 100.0, (edge, b): 30.0}
-    events = ctx.system.ledger.events(7)
-    assert events["src"].tolist() == [0, edge, edge]
-    assert events["bytes"].tolist() == [130.0, 100.0, 30.0]
-    assert events["t_start"][1] >= events["t_end"][0]  # the edge forwards after it has received
 
 
 def test_same_seed_same_models_and_checkpoint_round_trip() -> None:

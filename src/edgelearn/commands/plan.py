@@ -1,8 +1,8 @@
 """``edgelearn plan`` and the sweep's ``kind: landscape`` experiments: two-stage planning without training.
 
 Both build a whole run context (:func:`edgelearn.runner.build_context`: data, shift, topology, the bound
-constants) and let :class:`~edgelearn.algorithms.two_stage.algorithm.TwoStage` make its plans from it, so they sit
-above the runner, not in the algorithm's module (which the runner imports).
+constants) and let :class:`~edgelearn.algorithms.two_stage.algorithm.TwoStage` make its plans from it, so
+they sit above the runner, not in the algorithm's module (which the runner imports).
 """
 
 from __future__ import annotations

@@ -76,7 +76,14 @@ from edgelearn.algorithms.kit.comm import (
     send_down,
     send_up,
 )
-from edgelearn.algorithms.kit.nodes import SERVER, bytes_by_phase, pick_eval_devices, tier_test_subset
+from edgelearn.algorithms.kit.nodes import (
+    SERVER,
+    accuracy_by_tier,
+    bytes_by_phase,
+    mean_accuracy,
+    pick_eval_devices,
+    tier_test_subset,
+)
 from edgelearn.algorithms.kit.tiers import make_arch, resolve_tier_models
 from edgelearn.engine import Cohort, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
@@ -450,16 +457,11 @@ class DemLearn(Algorithm):
         """Root accuracy and loss (full test set) and ``accuracy_by_tier`` (module docstring)."""
         acc, loss = self._accuracy(self.cloud_state, self.ctx.test_x, self.ctx.test_y)
         x, y = self.tier_test
-        dev_acc = [self._accuracy(self.device_states[d], x, y)[0] for d in self.eval_devices]
-        return {
-            "accuracy": acc,
-            "loss": loss,
-            "accuracy_by_tier": {
-                "cloud": acc,
-                "edge": None,
-                "device": float(np.mean(dev_acc)) if dev_acc else None,
-            },
-        }
+        module = self._module  # built by the root's evaluation above
+        assert module is not None
+        members = ((module, self.device_states[d]) for d in self.eval_devices)
+        devices = mean_accuracy(members, x, y, self.ctx.cfg.eval.batch_size)
+        return {"accuracy": acc, "loss": loss, "accuracy_by_tier": accuracy_by_tier(acc, None, devices)}
 
     def summary_extras(self) -> dict[str, Any]:
         """summary.json entries: the model every tier runs, the latest hierarchy and the fault totals."""

@@ -27,14 +27,13 @@ from edgelearn.algorithms.fedagg.bridge import (
     BridgeStore,
     build_bridge_store,
     sample_bytes,
-    upload_to_root,
 )
 from edgelearn.algorithms.fedagg.bsbodp import BSBODP, DOWN, UP
 from edgelearn.algorithms.fedagg.config import AutoencoderConfig, FedAggConfig
 from edgelearn.algorithms.fedagg.failover import Failover
 from edgelearn.algorithms.fedagg.pretrain import load_or_pretrain
-from edgelearn.algorithms.kit.comm import fault_stats
-from edgelearn.algorithms.kit.nodes import NodeModels
+from edgelearn.algorithms.kit.comm import fault_stats, route
+from edgelearn.algorithms.kit.nodes import NodeModels, accuracy_by_tier, mean_accuracy
 from edgelearn.algorithms.kit.tiers import resolve_tier_models
 from edgelearn.config import ModelConfig
 from edgelearn.engine import StateDict, evaluate_state
@@ -126,7 +125,8 @@ class FedAgg(BSBODP, Failover, Algorithm):
         counts = {d: self.store.count(ctx.ordinal(d)) for d in topo.devices}
         holders = [d for d, k in counts.items() if k > 0]
         system.compute(holders, [self.enc_flops * counts[d] for d in holders], phase=PHASE_INIT_ENCODE)
-        upload_to_root(system, counts, self.bytes_per_sample, phase=PHASE_INIT_EMBED)
+        sizes = [float(counts[d] * self.bytes_per_sample) for d in holders]
+        route(system, holders, sizes, direction="up", phase=PHASE_INIT_EMBED)
         # Every node decodes the embeddings it stores once (devices their own, for the leaf loss).
         decoders = [n for n in range(topo.num_nodes) if self.count(n) > 0]
         system.compute(decoders, [self.dec_flops * self.count(n) for n in decoders], phase=PHASE_INIT_DECODE)
@@ -267,28 +267,16 @@ class FedAgg(BSBODP, Failover, Algorithm):
             **({"faults": faults.totals()} if faults.enabled else {}),
         }
 
-    def _accuracy(self, node: int, full: bool = False) -> tuple[float, float]:
-        """Test accuracy and loss of ``node``'s model (the full test set, or the fixed tier subset)."""
-        x, y = (self.ctx.test_x, self.ctx.test_y) if full else self.tier_test
-        return evaluate_state(self.models.module(node), None, x, y, self.ctx.cfg.eval.batch_size)
-
     def evaluate(self) -> dict[str, Any]:
         """Cloud accuracy and loss (full test set), plus ``accuracy_by_tier``: cloud, the mean over edges
         and the mean over the evaluated devices (a fixed seeded sample of ``eval_devices``), both tested on a
         fixed seeded subset of ``tier_eval_samples`` test samples, so many devices stay cheap to evaluate."""
-        acc, loss = self._accuracy(0, full=True)
-        edges = self.ctx.topology.edges
-        edge_acc = [self._accuracy(e)[0] for e in edges]
-        dev_acc = [self._accuracy(d)[0] for d in self.eval_devices]
-        return {
-            "accuracy": acc,
-            "loss": loss,
-            "accuracy_by_tier": {
-                "cloud": acc,
-                "edge": float(np.mean(edge_acc)) if edge_acc else None,
-                "device": float(np.mean(dev_acc)) if dev_acc else None,
-            },
-        }
+        ctx, batch = self.ctx, self.ctx.cfg.eval.batch_size
+        acc, loss = evaluate_state(self.models.module(0), None, ctx.test_x, ctx.test_y, batch)
+        x, y = self.tier_test
+        edges = mean_accuracy(((self.models.module(e), None) for e in ctx.topology.edges), x, y, batch)
+        devices = mean_accuracy(((self.models.module(d), None) for d in self.eval_devices), x, y, batch)
+        return {"accuracy": acc, "loss": loss, "accuracy_by_tier": accuracy_by_tier(acc, edges, devices)}
 
 
 def _pairs(items: Iterable[tuple[int, int]]) -> np.ndarray:

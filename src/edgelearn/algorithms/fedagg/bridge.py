@@ -9,25 +9,20 @@ slice and costs no copy). Reusable by any algorithm that ships per-sample payloa
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from edgelearn.algorithms.kit.comm import FLOAT_BYTES, LABEL_BYTES
 from edgelearn.data import ArrayDataset, DatasetBundle
 from edgelearn.data.dataset import index_digest
 from edgelearn.engine import ClientData
 from edgelearn.errors import DataError
 from edgelearn.models.autoencoder import ARCHITECTURE, Autoencoder, pretrain_autoencoder, reconstruction_mse
-from edgelearn.system import SystemModel
 
-FLOAT_BYTES = 4
-"""Embeddings and logits travel as float32."""
-LABEL_BYTES = 8
-"""A label travels as one int64, as the official demo keeps labels (torch's default integer tensor)."""
 ENCODE_BATCH_SIZE = 4096
 """Samples per no-grad encoder/decoder pass at INIT."""
 
@@ -116,43 +111,6 @@ def build_bridge_store(
         bridges=torch.cat(bridge_parts).to(x.device),
         labels=labels,
         offsets=offsets,
-    )
-
-
-def charge_paths(
-    system: SystemModel, flows: Iterable[tuple[Sequence[int], float]], *, phase: str
-) -> dict[tuple[int, int], float]:
-    """Send each flow ``(path, nbytes)`` hop by hop along ``path`` (child -> parent links, upward).
-
-    Loads of flows sharing a link add up; links are sent one tree level at a time, deepest first, so a relay
-    forwards only after it has received. Returns the bytes charged per (child, parent) link.
-    """
-    load: dict[tuple[int, int], float] = defaultdict(float)
-    for path, nbytes in flows:
-        for child, parent in zip(path[:-1], path[1:]):
-            load[(int(child), int(parent))] += float(nbytes)
-    links = sorted(load)
-    depth = system.topology.depth
-    for d in sorted({depth(c) for c, _ in links}, reverse=True):
-        level = [link for link in links if depth(link[0]) == d]
-        system.transmit(
-            np.array([c for c, _ in level], dtype=np.int64),
-            np.array([p for _, p in level], dtype=np.int64),
-            np.array([load[link] for link in level], dtype=np.float64),
-            phase=phase,
-        )
-    return dict(load)
-
-
-def upload_to_root(
-    system: SystemModel, samples: Mapping[int, int], per_sample_bytes: int, *, phase: str
-) -> dict[tuple[int, int], float]:
-    """Every node in ``samples`` sends that many samples' payload up to the cloud, hop by hop."""
-    topo = system.topology
-    return charge_paths(
-        system,
-        ((topo.path_to_root(int(n)), float(k) * per_sample_bytes) for n, k in samples.items() if k > 0),
-        phase=phase,
     )
 
 

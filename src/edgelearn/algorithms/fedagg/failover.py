@@ -32,13 +32,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edgelearn.algorithms.fedagg.bridge import (
-    charge_paths,
-    logit_bytes,
-)
+from edgelearn.algorithms.fedagg.bridge import logit_bytes
 from edgelearn.algorithms.fedagg.bsbodp import LEAF_STEP_PASSES, PHASE_LOGITS_DOWN, PHASE_TEACHER
 from edgelearn.algorithms.fedagg.config import FedAggConfig
 from edgelearn.algorithms.fedagg.subtree import SubtreeViews
+from edgelearn.algorithms.kit.comm import route
 from edgelearn.algorithms.kit.nodes import NodeModels, charge_cut_and_lost
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.system import Tier
@@ -211,7 +209,9 @@ class Failover(SubtreeViews):
         new_path = topo.path_to_root(node)
         if new_path == old_path:
             return {}
-        flows: list[tuple[list[int], float]] = []
+        ends: list[int] = []
+        tops: list[int] = []
+        sizes: list[float] = []
         decoded: dict[int, int] = defaultdict(int)
         for device in topo.subtree_devices(node):
             held = self.holders[device]
@@ -220,10 +220,12 @@ class Failover(SubtreeViews):
             held.update(receivers)
             samples = self.store.count(self.ctx.ordinal(device))
             if receivers and samples:
-                flows.append((new_path[:stop], float(samples * self.bytes_per_sample)))
+                ends.append(device)
+                tops.append(new_path[stop - 1])  # the last node on the path that receives them
+                sizes.append(float(samples * self.bytes_per_sample))
                 for r in receivers:
                     decoded[r] += samples
-        load = charge_paths(system, flows, phase=PHASE_MIGRATE_EMBED)
+        load = route(system, ends, sizes, top=tops, direction="up", phase=PHASE_MIGRATE_EMBED)
         if decoded:
             work = [float(self.dec_flops * k) for k in decoded.values()]
             system.compute(list(decoded), work, phase=PHASE_MIGRATE_DECODE)

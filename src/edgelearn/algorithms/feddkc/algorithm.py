@@ -1,9 +1,10 @@
 """FedDKC (Wu et al., "Exploring the Distributed Knowledge Congruence in Proxy-data-free Federated
 Distillation", ACM TIST 2024): FedGKT with the clients' knowledge refined before the server distils it.
 
-Everything is FedGKT's (:mod:`edgelearn.algorithms.fedgkt`: devices are clients, the cloud is the server,
-edges relay, the same ledger phases and payloads) except the server's KD target. Heterogeneous clients send
-logits of very different confidence; KKR (kernel-based knowledge refinement, paper_fedagg.md §12.1) maps each
+Everything is FedGKT's (:mod:`edgelearn.algorithms.kit.split`, as FedGKT runs it: devices are clients, the
+cloud is the server, edges relay, the same ledger phases and payloads) except the server's KD target.
+Heterogeneous clients send logits of very different confidence; KKR (kernel-based knowledge refinement,
+paper_fedagg.md §12.1) maps each
 client's softened probability vector linearly so that its peak probability is the same for every client,
 ``peak`` (0.12 in FedAgg's runs). As the authors' code (FedICT ``utils.DistributedKnowledgeCongruence`` inside
 ``DKC_KL_Loss``) does it, per sample with ``C`` classes::
@@ -27,12 +28,10 @@ import torch
 import torch.nn.functional as F
 
 from edgelearn.algorithms.feddkc.config import FedDKCConfig
-from edgelearn.algorithms.fedgkt.algorithm import FedGKT, ce_kd_loss
-from edgelearn.algorithms.kit.distill import KD_EPS
+from edgelearn.algorithms.kit.distill import KD_EPS, ce_kd_loss, kd_to_targets
+from edgelearn.algorithms.kit.split import SplitTransfer
 from edgelearn.engine import ClientData, LossFn
 from edgelearn.errors import ConfigError
-
-# ========================================= end of the config block ==========================================
 
 TARGET_KEY = "target"
 """Extra-tensor key of the refined (probability) targets the server distils."""
@@ -63,15 +62,8 @@ def kkr_refine(logits: torch.Tensor, peak: float, *, T: float, logit_scale: floa
     return torch.where(bad, fallback, refined)
 
 
-def kd_to_targets(student_logits: torch.Tensor, targets: torch.Tensor, T: float) -> torch.Tensor:
-    """Per-sample ``T^2 * KL(targets || softmax(s / T))`` for given target probabilities (0 log 0 = 0)."""
-    log_q = F.log_softmax(student_logits / T, dim=1)
-    t = targets.detach()
-    return (T * T) * (torch.special.xlogy(t, t) - t * log_q).sum(dim=1)
-
-
-class FedDKC(FedGKT):
-    """FedGKT whose server distils KKR-refined client knowledge (module docstring)."""
+class FedDKC(SplitTransfer):
+    """FedGKT's split transfer whose server distils KKR-refined client knowledge (module docstring)."""
 
     name = "feddkc"
     config_class = FedDKCConfig

@@ -6,14 +6,14 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from edgelearn.algorithms.fedgkt.config import FedGKTConfig
+from edgelearn.algorithms.kit.split_config import SplitTransferConfig
 from edgelearn.config.base import PositiveFloat
 
 
-class FedDKCConfig(FedGKTConfig):
+class FedDKCConfig(SplitTransferConfig):
     """FedDKC: FedGKT whose server distils KKR-refined client knowledge (FedAgg §12.1 defaults)."""
 
-    name: Literal["feddkc"] = "feddkc"  # type: ignore[assignment]
+    name: Literal["feddkc"] = "feddkc"
     peak: Annotated[float, Field(gt=0, lt=1)] = Field(
         0.12, description="KKR: peak probability of every refined vector (FedAgg §12.1: T = 0.12)"
     )

@@ -2,44 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, ClassVar, Literal
+from typing import Literal
 
-from pydantic import Field
-
-from edgelearn.config.base import PositiveFloat, PositiveInt, Section
-from edgelearn.config.local import MOVED_TO_LOCAL, PaperLocalConfig
-from edgelearn.config.sections import TierModelsConfig
+from edgelearn.algorithms.kit.split_config import SplitTransferConfig
 
 
-class FedGKTConfig(Section):
-    """FedGKT: client extractor + head on devices, a large server model on their features in the cloud.
-
-    Defaults: beta 1.5 and the shared lr 1e-3 / batch 8 of FedAgg's baseline runs (paper_fedagg.md §12.1);
-    T 3 and one client and one server epoch per round (FedGKT/FedICT code defaults).
-    """
+class FedGKTConfig(SplitTransferConfig):
+    """FedGKT: client extractor + head on devices, a large server model on their features in the cloud
+    (defaults: :mod:`edgelearn.algorithms.kit.split_config`)."""
 
     name: Literal["fedgkt"] = "fedgkt"
-    renamed: ClassVar[Mapping[str, str]] = {**MOVED_TO_LOCAL, "client_epochs": "local.epochs"}
-    rounds: PositiveInt = Field(30, description="rounds (client training, upload, server training, download)")
-    models: TierModelsConfig = Field(
-        TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
-    )
-    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg §12.1: 1.5)")
-    T: PositiveFloat = Field(3.0, description="distillation temperature (FedGKT code: 3)")
-    server_loss: Literal["paper", "fedml"] = Field(
-        "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
-    )
-    local: PaperLocalConfig = Field(
-        PaperLocalConfig(),
-        description="SGD of clients (epochs or steps) and server (lr, momentum, batch): FedAgg §12.1's lr "
-        "1e-3 / batch 8, FedGKT code's momentum 0.9 and 1 local epoch",
-    )
-    server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
-    teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")
-    eval_devices: PositiveInt | None = Field(
-        20, description="devices whose extractors feed the test set to the server (seeded); None = all"
-    )
-    tier_eval_samples: PositiveInt | None = Field(
-        2000, description="device models are tested on a fixed seeded subset of this many test samples"
-    )

@@ -1,4 +1,4 @@
-"""Knowledge-distillation losses and teacher inference shared by FedAgg and the KD baselines.
+"""Knowledge-distillation losses and teacher inference shared by FedAgg, FedGKT, FedDKC and plugins.
 
 ``kd_per_sample`` is the official FedAgg code's ``KL_Loss(T)`` (paper_fedagg.md §4.3) per sample:
 ``T^2 * sum_c p_c (log p_c - log q_c)`` with ``q = softmax(s / T)`` and ``p = softmax(z / T) + 1e-7``; its
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgelearn.engine.cohort import LossFn
 from edgelearn.engine.precision import autocast
 from edgelearn.engine.threads import usable_cores
 
@@ -54,15 +55,37 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
     return kd_per_sample(student_logits, teacher_logits, T).mean()
 
 
-def non_leaf_loss(beta: float, T: float) -> Callable[[Apply, Mapping[str, torch.Tensor]], torch.Tensor]:
-    """Eq. (2): ``CE(s, y) + beta * KD_T(s, z)`` on bridge samples ``x`` with teacher logits ``teacher``."""
+def ce_kd_loss(
+    ce_weight: float,
+    kd_weight: float,
+    T: float,
+    kd: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = kd_per_sample,
+    key: str = TEACHER_KEY,
+) -> LossFn:
+    """Per-sample ``ce_weight * CE(s, y) + kd_weight * kd(s, batch[key], T)``: by default KD_T towards the
+    batch's ``teacher`` logits (FedDKC passes its refined target probabilities instead)."""
 
-    def loss(apply: Apply, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def loss(
+        apply: Callable[[torch.Tensor], torch.Tensor], batch: Mapping[str, torch.Tensor]
+    ) -> torch.Tensor:
         logits = apply(batch["x"])
         ce = F.cross_entropy(logits, batch["y"], reduction="none")
-        return ce + beta * kd_per_sample(logits, batch[TEACHER_KEY], T)
+        return ce_weight * ce + kd_weight * kd(logits, batch[key], T)
 
     return loss
+
+
+def kd_to_targets(student_logits: torch.Tensor, targets: torch.Tensor, T: float) -> torch.Tensor:
+    """Per-sample ``T^2 * KL(targets || softmax(s / T))`` for given target probabilities (0 log 0 = 0)."""
+    log_q = F.log_softmax(student_logits / T, dim=1)
+    t = targets.detach()
+    return (T * T) * (torch.special.xlogy(t, t) - t * log_q).sum(dim=1)
+
+
+def non_leaf_loss(beta: float, T: float) -> Callable[[Apply, Mapping[str, torch.Tensor]], torch.Tensor]:
+    """Eq. (2) of FedAgg: ``CE(s, y) + beta * KD_T(s, z)`` on bridge samples ``x`` with teacher logits
+    ``teacher`` (FedGKT's client loss too)."""
+    return ce_kd_loss(1.0, beta, T)
 
 
 def leaf_loss(

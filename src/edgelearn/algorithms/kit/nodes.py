@@ -1,12 +1,12 @@
 """Machinery the tier algorithms share and no algorithm owns: every node's own model (:class:`NodeModels`),
-charging uploads whose size differs per device under faults, per-phase byte counts, and the fixed seeded
-samples that per-node evaluation uses. FedAgg (Wu et al., INFOCOM 2024), FedGKT (He et al., NeurIPS 2020),
-FedDKC and DemLearn import it instead of each other, and so can a plugin algorithm.
+charging uploads whose size differs per device under faults, per-phase byte counts, the fixed seeded samples
+of per-node evaluation and the tier accuracies. FedAgg (Wu et al., INFOCOM 2024), FedGKT (He et al.,
+NeurIPS 2020), FedDKC and DemLearn import it instead of each other, and so can a plugin algorithm.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from torch import nn
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.kit.tiers import TierArch, make_arch
 from edgelearn.config import ModelConfig
-from edgelearn.engine import StateDict
+from edgelearn.engine import StateDict, evaluate_state
 from edgelearn.system import SystemModel, Topology
 from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers
 
@@ -139,3 +139,21 @@ def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tupl
     picked = np.sort(ctx.seeds.rng(purpose, TIER_TEST_STREAM).choice(n_test, size=m, replace=False))
     index = torch.as_tensor(picked, dtype=torch.long, device=ctx.test_y.device)
     return ctx.test_x[index], ctx.test_y[index]
+
+
+def mean_accuracy(
+    models: Iterable[tuple[nn.Module, StateDict | None]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None,
+) -> float | None:
+    """Mean test accuracy of several node models on ``(x, y)`` (each a module, with the state to load or
+    None for the module's own); None when there are none (a tier without models)."""
+    accuracies = [evaluate_state(module, state, x, y, batch_size)[0] for module, state in models]
+    return float(np.mean(accuracies)) if accuracies else None
+
+
+def accuracy_by_tier(cloud: float, edge: float | None, device: float | None) -> dict[str, float | None]:
+    """The ``accuracy_by_tier`` metric every tier algorithm reports: the delivered model's accuracy and the
+    mean accuracy of the edge and device models (None for a tier without models)."""
+    return {"cloud": cloud, "edge": edge, "device": device}
