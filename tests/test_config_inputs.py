@@ -49,7 +49,7 @@ def test_switch_drops_file_keys_another_algorithm_knows_and_logs_them(
 ) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("algorithm: {name: fedavg, clients_per_round: 10, local: {lr: 0.2, epochs: 3}}\n")
-    with caplog.at_level(logging.INFO, logger="edgelearn.config"):
+    with caplog.at_level(logging.INFO, logger="edgelearn.run_config"):
         cfg = load_config(path, ["algorithm.name=fedagg"])  # clients_per_round is FedAvg's alone
     assert cfg.algorithm.name == "fedagg"
     assert "ignoring keys only other algorithms use: ['clients_per_round']" in caplog.text
