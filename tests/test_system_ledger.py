@@ -66,8 +66,9 @@ def test_round_totals_and_events() -> None:
     assert dicts[-1] == {
         "kind": "transmit", "round": 1, "node": 1, "tier": "edge", "src": 1, "dst": 0, "direction": "up",
         "flops": 0.0, "bytes": 7.0, "seconds": 2.0, "joules": 2.0, "t_start": 5.0, "t_end": 7.0,
-        "phase": "train",
+        "phase": "train", "batch": 3,
     }  # fmt: skip
+    assert led.events()["batch"].tolist() == [0, 0, 1, 1, 2, 2, 3]  # one number per record call
     json.dumps(dicts)
 
 

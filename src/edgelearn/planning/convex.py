@@ -28,6 +28,7 @@ from edgelearn.planning.allocation import (
 )
 from edgelearn.planning.bound import AffineParts
 from edgelearn.planning.closed_form import upload_power
+from edgelearn.planning.cones import dvfs_energy_cone, radio_energy_cone
 from edgelearn.planning.plan import FEASIBILITY_RTOL, predict_costs
 from edgelearn.planning.problem import TwoStageProblem
 
@@ -135,7 +136,7 @@ class ConvexInner:
                 x0 >= c_server / pb.f_max_server,
                 x0 <= c_server * pb.batch_cap_pre / pb.f_max_server,
                 t0 >= x0,
-                cp.PowCone3D(s0, t0, x0, 1.0 / 3.0),
+                dvfs_energy_cone(s0, t0, x0),
             ]
             for name in ("mE", "mT", "oM"):
                 params[name] = cp.Parameter(nonneg=True, name=name)
@@ -157,9 +158,9 @@ class ConvexInner:
                 x >= np.broadcast_to(x_min, (r, k)),
                 x <= np.broadcast_to(x_max, (r, k)),
                 t >= x,
-                cp.PowCone3D(cp.vec(s, order="C"), cp.vec(t, order="C"), cp.vec(x, order="C"), 1.0 / 3.0),
+                dvfs_energy_cone(s, t, x),
                 tau >= tau_min,
-                cp.ExpCone(np.full(r * k, math.log(2.0)), cp.vec(tau, order="C"), cp.vec(u, order="C")),
+                radio_energy_cone(tau, u),
                 t + cp.multiply(np.broadcast_to(c_up, (r, k)), tau) <= deadline @ np.ones((1, k)),
             ]
             for name in ("nE", "nT", "oN"):

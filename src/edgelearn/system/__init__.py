@@ -41,7 +41,7 @@ from edgelearn.system.hardware import (
     profile_arrays,
 )
 from edgelearn.system.ledger import Ledger, VirtualClock
-from edgelearn.system.model import SystemModel
+from edgelearn.system.model import OperatingPoint, SystemModel
 from edgelearn.system.topology import Node, Tier, Topology
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "HardwareSpec",
     "Ledger",
     "Node",
+    "OperatingPoint",
     "SystemModel",
     "Tier",
     "Topology",

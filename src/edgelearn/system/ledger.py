@@ -41,6 +41,7 @@ _COLUMNS: dict[str, Any] = {
     "t_start": np.float64,
     "t_end": np.float64,
     "phase": np.int32,
+    "batch": np.int64,
 }
 METRICS: tuple[str, ...] = ("energy_j", "compute_j", "transmit_j", "bytes_up", "bytes_down", "flops")
 
@@ -135,6 +136,9 @@ class Ledger:
         self._phases: list[str] = []
         self._phase_code: dict[str, int] = {}
         self._size = 0
+        self._batches = 0
+        """Record calls so far: each event's ``batch`` column numbers the call that recorded it, so a round's
+        work can be replayed with the clock's batch semantics (a transmit batch is concurrent)."""
         self._cols = {name: np.empty(INITIAL_CAPACITY, dtype=dt) for name, dt in _COLUMNS.items()}
 
     def __len__(self) -> int:
@@ -150,6 +154,8 @@ class Ledger:
         return self._phase_code[phase]
 
     def _append(self, values: dict[str, Any]) -> None:
+        values = {**values, "batch": self._batches}
+        self._batches += 1
         arrays = np.broadcast_arrays(*(np.asarray(v) for v in values.values()))
         n = arrays[0].size
         need = self._size + n
@@ -328,7 +334,11 @@ class Ledger:
         try:
             if state["version"] != STATE_VERSION:
                 raise DataError(f"ledger state: version {state['version']!r}, expected {STATE_VERSION}")
-            columns = {n: np.asarray(state["columns"][n], dtype=dt) for n, dt in _COLUMNS.items()}
+            saved = state["columns"]
+            columns = {n: np.asarray(saved[n], dtype=dt) for n, dt in _COLUMNS.items() if n != "batch"}
+            # checkpoints written before the batch column: one batch per event (each replayed on its own)
+            count = next(iter(columns.values())).shape[0] if columns else 0
+            columns["batch"] = np.asarray(saved.get("batch", np.arange(count)), dtype=np.int64)
             phases = [str(p) for p in state["phases"]]
             tiers = np.array([TIER_CODE[Tier(t)] for t in state["node_tiers"]], dtype=np.int8)
         except (KeyError, TypeError, ValueError) as exc:
@@ -349,3 +359,4 @@ class Ledger:
             n: np.concatenate([c, np.empty(INITIAL_CAPACITY, dtype=c.dtype)]) for n, c in columns.items()
         }
         self._size = size
+        self._batches = int(columns["batch"].max()) + 1 if size else 0

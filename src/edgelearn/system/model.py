@@ -9,6 +9,7 @@ FLOP/s and power), transmissions by the channel's Shannon rate (§3.3 of the sam
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,25 @@ overflows delay sums."""
 MAX_JOULES_PER_FLOP = 1.0
 """Most energy per FLOP accepted at full speed (kappa x cycles_per_flop x f_max^2 or power_w / flops_per_s,
 J); real chips: 1e-12 to 1e-9."""
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Per-node clocks and per-link transmit powers chosen by a resource plan (NaN: full speed / p_max).
+
+    ``freq_hz[n]`` is DVFS node n's clock; ``uplink_power_w[n]`` the power node n sends to its parent with,
+    ``downlink_power_w[n]`` the power its parent sends to it with (links are named by their child node).
+    """
+
+    freq_hz: np.ndarray
+    uplink_power_w: np.ndarray
+    downlink_power_w: np.ndarray
+
+    @classmethod
+    def full_speed(cls, num_nodes: int) -> OperatingPoint:
+        """Every node at full clock and every link at p_max (what no plan means)."""
+        nan = np.full(int(num_nodes), np.nan)
+        return cls(nan.copy(), nan.copy(), nan.copy())
 
 
 PRICED_BY: dict[str, tuple[str, ...]] = {
@@ -108,6 +128,9 @@ class SystemModel:
         """Device, link and edge faults (system/faults.py); the default injects none."""
         self.round = 0
         self._round_start = 0.0
+        self.operating_point: OperatingPoint | None = None
+        """Clocks and transmit powers a resource plan chose (:meth:`set_operating_point`): used wherever an
+        algorithm charges work without naming a clock or a power; None = full clock and p_max."""
 
     @classmethod
     def build(
@@ -237,6 +260,9 @@ class SystemModel:
             raise ValueError("compute: flops must be finite and >= 0")
         if freq_hz is None:
             rate = self._full_rate[ids]
+            if self.operating_point is not None:
+                planned = self.operating_point.freq_hz[ids]
+                rate = np.where(np.isfinite(planned), planned, rate)
         else:
             self.require_dvfs(ids, "a CPU clock (freq_hz)")
             rate = np.broadcast_to(np.asarray(freq_hz, dtype=np.float64), shape).ravel()
@@ -281,6 +307,11 @@ class SystemModel:
             raise ValueError(f"transmit: nodes {int(s[i])} -> {int(d[i])} are not a parent-child link")
         if power_w is None:
             power = self.p_max_w[s]
+            if self.operating_point is not None:
+                op = self.operating_point
+                planned = np.where(up, op.uplink_power_w[s], op.downlink_power_w[d])
+                # a link the plan did not know (a migration re-parented it) falls back to p_max
+                power = np.where(np.isfinite(planned), np.minimum(planned, power), power)
         else:
             power = np.broadcast_to(np.asarray(power_w, dtype=np.float64), shape).ravel()
             self._check_limit(power, self.p_max_w[s], s, "transmit", "power_w")
@@ -296,6 +327,38 @@ class SystemModel:
         return seconds.reshape(shape), joules.reshape(shape)
 
     # ------------------------------------------------------------------ helpers
+    def set_operating_point(self, point: OperatingPoint | None) -> None:
+        """Charge later work at ``point``'s clocks and powers wherever an algorithm names none (None: full
+        clock and p_max again). Every setting must be within its node's limits: a clock only on a DVFS node,
+        in (0, f_max]; a power in (0, p_max] of the sender (the node for its uplink, its parent for its
+        downlink); NaN leaves a node or link at full speed / p_max."""
+        if point is None:
+            self.operating_point = None
+            return
+        n = self.topology.num_nodes
+        arrays = {}
+        for name in ("freq_hz", "uplink_power_w", "downlink_power_w"):
+            value = np.asarray(getattr(point, name), dtype=np.float64)
+            if value.shape != (n,):
+                raise ValueError(f"operating point: {name} has shape {value.shape}, the tree has {n} nodes")
+            arrays[name] = value
+        ids = np.arange(n)
+        freq = arrays["freq_hz"]
+        set_freq = np.isfinite(freq)
+        if set_freq.any():
+            self.require_dvfs(ids[set_freq], "a planned clock")
+            self._check_limit(
+                freq[set_freq], self.f_max_hz[set_freq], ids[set_freq], "operating point", "freq_hz"
+            )
+        parents = np.where(self.topology.parent_array >= 0, self.topology.parent_array, 0)
+        for name, sender in (("uplink_power_w", ids), ("downlink_power_w", parents)):
+            power, given = arrays[name], np.isfinite(arrays[name])
+            if given.any():
+                self._check_limit(
+                    power[given], self.p_max_w[sender[given]], ids[given], "operating point", name
+                )
+        self.operating_point = OperatingPoint(**arrays)
+
     def attach_faults(self, faults: FaultModel) -> None:
         """Use ``faults`` from now on (built from the ``faults`` config section)."""
         if faults.topology is not self.topology:

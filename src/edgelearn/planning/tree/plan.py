@@ -1,0 +1,228 @@
+"""A resource plan for one recorded round of any algorithm: the planner's operating point, what it is
+predicted to cost, and the schemes it is compared with on the same budgets.
+
+Objectives (``plan.objective``): ``delay`` (shortest round under ``round_energy_j``), ``energy`` (least energy
+under ``round_delay_s``) or ``weighted`` (energy + ``weight_j_per_s`` x delay, under whichever budgets are
+given). A ``delay`` plan then spends no energy it does not need: among the operating points within 1e-6 of
+the shortest delay it takes the least energy (and an ``energy`` plan the shortest delay within 1e-6 of the
+least energy), so no scheme matches it on its objective and beats it on the other measure.
+
+Schemes, each priced by replaying the profile at its operating point (the numbers a run records):
+``planned`` (clocks and powers jointly), ``max_speed`` (every clock at f_max, every radio at p_max: what a
+run without a plan does), ``clocks_only`` and ``powers_only`` (the planner's parts alone, the other part at
+full speed). Bandwidth stays the channel's equal share per server and the association the config's tree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgelearn.errors import ConfigError
+from edgelearn.planning.plan import FEASIBILITY_RTOL
+from edgelearn.planning.tree.inner import Objective, Parts, Terms, price, solve
+from edgelearn.planning.tree.profile import RoundProfile
+from edgelearn.system import OperatingPoint, SystemModel
+
+LEXICOGRAPHIC_RTOL = 1e-6
+"""How far the second pass of a plan may move its objective (relative) to improve the other measure."""
+
+SCHEMES: dict[str, Parts | None] = {
+    "planned": "joint",
+    "max_speed": None,
+    "clocks_only": "clocks",
+    "powers_only": "powers",
+}
+"""Scheme name -> what it optimizes (None: nothing, full speed)."""
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What a plan must respect and minimize, per round."""
+
+    objective: Objective
+    energy_j: float | None = None
+    delay_s: float | None = None
+    weight_j_per_s: float = 1.0
+
+    def value(self, energy_j: float, delay_s: float) -> float:
+        """The objective of a round costing ``energy_j`` and ``delay_s``."""
+        if self.objective == "delay":
+            return delay_s
+        if self.objective == "energy":
+            return energy_j
+        return energy_j + self.weight_j_per_s * delay_s
+
+    def feasible(self, energy_j: float, delay_s: float) -> bool:
+        """Within both budgets, up to :data:`~edgelearn.planning.plan.FEASIBILITY_RTOL`."""
+        ok_e = self.energy_j is None or energy_j <= self.energy_j * (1 + FEASIBILITY_RTOL)
+        ok_t = self.delay_s is None or delay_s <= self.delay_s * (1 + FEASIBILITY_RTOL)
+        return bool(ok_e and ok_t)
+
+
+@dataclass
+class TreePlan:
+    """The planned operating point, its predicted cost, and every scheme's cost on the same budgets."""
+
+    budgets: Budgets
+    point: OperatingPoint
+    predicted: dict[str, Any]
+    schemes: dict[str, dict[str, Any]]
+    profile: dict[str, Any]
+    solve_s: float
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        """Whether the planned point is within the budgets."""
+        return bool(self.schemes["planned"]["feasible"])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: ``feasible``, ``objective``, ``energy_j``, ``delay_s`` (predicted per round), the chosen
+        ``settings``, and ``schemes`` with each baseline's ``objective`` / ``energy_j`` / ``delay_s``."""
+        b = self.budgets
+        return {
+            "feasible": self.feasible,
+            "objective": b.objective,
+            "objective_value": self.schemes["planned"]["objective"],
+            "energy_j": self.predicted["energy_j"],
+            "delay_s": self.predicted["delay_s"],
+            "budgets": {
+                "round_energy_j": b.energy_j,
+                "round_delay_s": b.delay_s,
+                "weight_j_per_s": b.weight_j_per_s,
+            },
+            "settings": self.settings,
+            "schemes": self.schemes,
+            "profile": self.profile,
+            "solve_s": self.solve_s,
+        }
+
+
+def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> TreePlan:
+    """Plan ``profile`` on ``system`` (its hardware, channel and tree) for ``budgets``; ConfigError naming
+    the smallest feasible budgets when none can be met."""
+    full = profile.replay(system, None)
+    if full["energy_j"] <= 0 or full["delay_s"] <= 0:
+        raise ConfigError(
+            f"plan: round {profile.round} costs no energy or time to plan",
+            hint="profile a round in which the algorithm trains (plan.profile_round)",
+        )
+    graph = profile.graph()
+    terms = price(graph, system, profile.round)
+    _check_budgets(budgets, terms, full)
+    scale = (full["delay_s"], full["energy_j"])
+    schemes: dict[str, dict[str, Any]] = {}
+    points: dict[str, OperatingPoint] = {}
+    solve_s = 0.0
+    for name, parts in SCHEMES.items():
+        if parts is None:
+            point = OperatingPoint.full_speed(system.topology.num_nodes)
+            status = "fixed"
+        else:
+            point, status, seconds = _lexicographic(profile, terms, system, budgets, scale, parts)
+            solve_s += seconds
+        cost = profile.replay(system, point)
+        schemes[name] = {
+            "objective": budgets.value(cost["energy_j"], cost["delay_s"]),
+            "energy_j": cost["energy_j"],
+            "delay_s": cost["delay_s"],
+            "feasible": budgets.feasible(cost["energy_j"], cost["delay_s"]) and status != "infeasible",
+            "status": status,
+        }
+        points[name] = point
+    best = points["planned"]
+    return TreePlan(
+        budgets=budgets,
+        point=best,
+        predicted=profile.replay(system, best),
+        schemes=schemes,
+        profile={"round": profile.round, "events": graph.size, "precedence_pairs": int(graph.before.size)},
+        solve_s=solve_s,
+        settings=settings_summary(system, best),
+    )
+
+
+def _lexicographic(
+    profile: RoundProfile,
+    terms: Terms,
+    system: SystemModel,
+    budgets: Budgets,
+    scale: tuple[float, float],
+    parts: Parts,
+) -> tuple[OperatingPoint, str, float]:
+    """Solve for the objective, then (delay or energy objectives) improve the other measure without moving
+    the objective by more than :data:`LEXICOGRAPHIC_RTOL`."""
+    kw = {"energy_j": budgets.energy_j, "delay_s": budgets.delay_s, "scale": scale, "parts": parts}
+    first = solve(terms, system, objective=budgets.objective, weight_j_per_s=budgets.weight_j_per_s, **kw)
+    if first.status not in ("optimal", "optimal_inaccurate") or budgets.objective == "weighted":
+        return first.point, first.status, first.solve_s
+    reached = profile.replay(system, first.point)
+    loose = 1.0 + LEXICOGRAPHIC_RTOL
+    if budgets.objective == "delay":  # the least energy that keeps the delay reached
+        second = solve(
+            terms, system, objective="energy", delay_s=reached["delay_s"] * loose, energy_j=budgets.energy_j,
+            scale=scale, parts=parts,
+        )  # fmt: skip
+    else:  # the shortest delay that keeps the energy reached
+        second = solve(
+            terms, system, objective="delay", energy_j=reached["energy_j"] * loose, delay_s=budgets.delay_s,
+            scale=scale, parts=parts,
+        )  # fmt: skip
+    if second.status not in ("optimal", "optimal_inaccurate"):
+        return first.point, first.status, first.solve_s + second.solve_s
+    return second.point, second.status, first.solve_s + second.solve_s
+
+
+def _check_budgets(budgets: Budgets, terms: Terms, full: dict[str, Any]) -> None:
+    """ConfigError naming the smallest feasible budgets when ``budgets`` cannot be met by any setting."""
+    problems = []
+    if budgets.objective == "delay" and budgets.energy_j is None:
+        problems.append("plan.objective delay needs plan.round_energy_j (the per-round energy budget)")
+    if budgets.objective == "energy" and budgets.delay_s is None:
+        problems.append("plan.objective energy needs plan.round_delay_s (the per-round delay budget)")
+    floor = terms.min_energy_j()
+    if budgets.energy_j is not None and budgets.energy_j <= floor:
+        problems.append(
+            f"plan.round_energy_j={budgets.energy_j:.6g} J is at or below the least energy any clocks and "
+            f"powers can reach, {floor:.6g} J (accelerators, wired links and each radio's Shannon floor); "
+            f"give more than {floor:.6g} J (full speed costs {full['energy_j']:.6g} J)"
+        )
+    if budgets.delay_s is not None and budgets.delay_s < full["delay_s"] * (1 - FEASIBILITY_RTOL):
+        problems.append(
+            f"plan.round_delay_s={budgets.delay_s:.6g} s is below the round's delay at full clock and "
+            f"power, {full['delay_s']:.6g} s; give at least {full['delay_s']:.6g} s"
+        )
+    if problems:
+        raise ConfigError(
+            "infeasible plan:\n  - " + "\n  - ".join(problems),
+            hint="raise the budgets (plan.round_energy_j, plan.round_delay_s) or change plan.objective",
+        )
+
+
+def settings_summary(system: SystemModel, point: OperatingPoint) -> dict[str, Any]:
+    """Per tier: the clocks (GHz) and transmit powers (W) chosen, as min / mean / max over planned nodes."""
+    topo = system.topology
+    tiers = np.array([n.tier.value for n in topo.nodes])
+    out: dict[str, Any] = {}
+    for tier in dict.fromkeys(tiers.tolist()):
+        mine = tiers == tier
+        entry: dict[str, Any] = {}
+        for label, values, unit in (
+            ("clock_ghz", point.freq_hz, 1e-9),
+            ("uplink_power_w", point.uplink_power_w, 1.0),
+            ("downlink_power_w", point.downlink_power_w, 1.0),
+        ):
+            v = values[mine & np.isfinite(values)] * unit
+            if v.size:
+                entry[label] = {
+                    "min": float(v.min()),
+                    "mean": float(v.mean()),
+                    "max": float(v.max()),
+                    "nodes": int(v.size),
+                }
+        if entry:
+            out[tier] = entry
+    return out
