@@ -38,7 +38,7 @@ from edgelearn.models.autoencoder import (
 
 def test_demo_architecture_has_the_papers_parameter_counts() -> None:
     model = Autoencoder((3, 32, 32))
-    assert num_params(model.encoder) == 1948  # 1.90 Ki (paper_fedagg.md §2.3)
+    assert num_params(model.encoder) == 1948  # 1.90 Ki (Wu et al., INFOCOM 2024, Table I)
     assert num_params(model.decoder) == 2531  # 2.47 Ki
     assert model.embed_shape == (4, 8, 8) and model.embed_numel == 256
 

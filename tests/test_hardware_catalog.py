@@ -68,7 +68,7 @@ def system(topology: Topology, specs: dict[Tier, HardwareSpec]) -> SystemModel:
 
 # ------------------------------------------------------------------------------ hand-computed charges
 def test_dvfs_node_by_hand() -> None:
-    """cycles = FLOPs x cpf, delay = cycles / f, energy = kappa x cycles x f^2 (Lyu et al. §3.2)."""
+    """cycles = FLOPs x cpf, delay = cycles / f, energy = kappa x cycles x f^2 (Lyu et al.'s DVFS model)."""
     f, kappa, cpf = 2e9, 3e-28, 0.5
     sm = system(Topology.flat(1), {Tier.DEVICE: HardwareSpec(f_max_hz=f, kappa=kappa, cycles_per_flop=cpf)})
     sm.begin_round(0)

@@ -1,5 +1,5 @@
-"""Baseline schemes of spec §8.5: each obeys its definition, fits the same budgets, and never beats the
-joint design on the bound."""
+"""Baseline schemes: each obeys its definition, fits the same budgets, and never beats the joint design on
+the bound."""
 
 from __future__ import annotations
 

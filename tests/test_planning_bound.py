@@ -37,7 +37,7 @@ def test_form_a_hand_value() -> None:
 
 
 def test_form_a_equal_steps_matches_simplified_formula() -> None:
-    # spec §4.2 with eta~ = eta = 0.05:
+    # form A with eta~ = eta = 0.05 simplifies to
     # 2 Delta / (eta (M+N)) + M / (M+N) delta^2 + L eta / (M+N) (sum sigma~^2 / D + sum sigma^2 / B)
     eta = 0.05
     expected = 2 * 1.5 / (eta * 30) + 10 / 30 * 0.25 + 2 * eta / 30 * (3 * S_PRE + 4 * S_FT)

@@ -1,4 +1,5 @@
-"""Closed forms of spec §6.4: server clock, device compute/upload split, time <-> power maps."""
+"""Closed forms of the optimum (our derivation): server clock, device compute/upload split, time <-> power
+maps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TwoStageProblem construction and validation, the §3 cost prediction, and Plan serialisation."""
+"""TwoStageProblem construction and validation, the cost prediction, and Plan serialisation."""
 
 from __future__ import annotations
 

@@ -139,7 +139,7 @@ def test_sca_and_convex_report_infeasible_rounds() -> None:
 def test_closed_forms_match_convex_solution() -> None:
     pb = single_device(2.0, 10.0)
     alloc = solve_inner(pb, 20, 10)
-    assert 0 < alloc.f_server < pb.f_max_server  # interior, so the §6.4 formula applies
+    assert 0 < alloc.f_server < pb.f_max_server  # interior, so the closed form applies
     expected = server_frequency(alloc.lambda_energy, alloc.lambda_delay, pb.kappa_server, pb.f_max_server)
     assert alloc.f_server == pytest.approx(expected, rel=1e-3)
     gains = pb.gains()
@@ -188,8 +188,9 @@ def test_rounding_costs_little_against_the_relaxation() -> None:
 
 
 def test_spec_sanity_run_values() -> None:
-    # spec §9 (E = 50 J, T = 100 s, delta^2 = 0.5): Phi(1114, 143) ~ 0.527 and fine-tuning only ~ 0.644;
-    # the full search must do at least as well as the spec's grid optimum
+    # our sanity run of the planner (E = 50 J, T = 100 s, delta^2 = 0.5), first done on a 19 x 14 grid:
+    # Phi(1114, 143) ~ 0.527 and fine-tuning only ~ 0.644; the full search must do at least as well as that
+    # grid optimum
     pb = spec_problem(10)
     assert solve_inner(pb, 1114, 143).bound == pytest.approx(0.527, abs=2e-3)
     assert solve_inner(pb, 0, 143).bound == pytest.approx(0.644, abs=2e-3)

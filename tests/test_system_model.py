@@ -94,7 +94,8 @@ def test_round_energy_and_bytes_by_tier() -> None:
 
 
 def test_default_physics_round_energy_recomputed_by_hand() -> None:
-    """FEEL round of paper_two_stage.md §3.4 with the §8.3 defaults, 3 devices at 100 m from one edge."""
+    """A FEEL fine-tuning round of the two-stage model with the default physics, 3 devices at 100 m from
+    one edge."""
     topo = Topology.hierarchical(1, 3)  # 0 cloud, 1 edge0, 2-4 devices
     sm = SystemModel.build(topo, None, ChannelSpec(distance_m=100.0), Seeds(1))
     flops, q_bytes = np.array([4e9, 8e9, 2e9]), 87_200  # ~21.8k fp32 parameters

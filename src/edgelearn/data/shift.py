@@ -1,7 +1,8 @@
 """General (server) vs task (device) data with a controllable distribution shift, and its Wasserstein-1 size.
 
-Two-stage edge learning (paper_two_stage.md §8.2) pre-trains on an edge server's stored *general* data and
-fine-tunes on the devices' *task* data. From one dataset we carve both, then shift the task side:
+Two-stage edge learning (Lyu et al., arXiv 2404.00836) pre-trains on an edge server's stored *general* data
+and fine-tunes on the devices' *task* data, and measures their shift by a Wasserstein distance. From one
+dataset we carve both, then shift the task side (our constructions):
 
 - ``label``: task class prior = (1 - level) * uniform + level * uniform over the first half of the classes;
 - ``rotation``: task images rotated by ``level * max_rotation_deg`` degrees;
@@ -136,9 +137,10 @@ def wasserstein1(
 ) -> float:
     """Exact Wasserstein-1 distance between equal-size uniform subsamples of ``a`` and ``b``.
 
-    Ground cost ||x - x'||_2 + label_cost * [y != y'] (paper_two_stage.md §8.4; label_cost defaults to the
-    median feature distance so a label mismatch weighs like a typical image difference). With equal sizes and
-    uniform weights the optimal transport plan is a permutation, so the assignment problem solves it exactly.
+    Ground cost ||x - x'||_2 + label_cost * [y != y'] (our metric on labelled samples; label_cost defaults to
+    the median feature distance so a label mismatch weighs like a typical image difference). With equal sizes
+    and uniform weights the optimal transport plan is a permutation, so the assignment problem solves it
+    exactly.
     """
     n = min(samples, len(a), len(b))
     if n < 1:

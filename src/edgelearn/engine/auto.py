@@ -3,9 +3,9 @@
 Default mode ``"rule"`` is deterministic, so a config and seed reproduce bit for bit: cohorts with fewer than
 ``MIN_PROBED_CLIENTS`` clients holding data, or models vmap cannot train exactly, go to serial; otherwise
 vmap on CUDA, and on CPU vmap only for models of at most ``RULE_CPU_MAX_PARAMS`` parameters. The threshold
-comes from measurements on a 2-core CPU (anchors.md §3 and this package's benchmarks): vmap won 4.5-10x for
-MLPs of 10k-25k parameters and lost (0.6x) for a 100k-parameter MLP, whose per-client work already saturates
-the cores.
+comes from our measurements on a 2-core CPU (100-500 clients, 10 local SGD steps at batch 32, and
+``benchmarks/bench.py``): vmap won 4.5-10x for MLPs of 10k-25k parameters and lost (0.6x) for a
+100k-parameter MLP, whose per-client work already saturates the cores.
 
 Mode ``"probe"`` measures instead (never assumes): for each (architecture, cohort-size bucket, device) the
 first cohort seen is probed. ``PROBE_CLIENTS`` of its clients (evenly spaced over those with data) each run

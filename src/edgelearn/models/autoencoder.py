@@ -1,6 +1,7 @@
-"""FedAgg's frozen bridge-sample autoencoder (paper_fedagg.md §3.2), adapted to any image shape.
+"""FedAgg's frozen bridge-sample autoencoder (Wu et al., INFOCOM 2024), adapted to any image shape.
 
-Architecture of the official demo (encoder 1.90 Ki / decoder 2.47 Ki parameters on 3x32x32):
+Architecture of the official demo (github.com/wuzhiyuan2000/FedAgg, ``autoencoder_pretrained.py``; encoder
+1.90 Ki / decoder 2.47 Ki parameters on 3x32x32, as in the paper's Table I):
 
 * encoder: conv3x3(C->16)+BN+ReLU+maxpool2 -> conv3x3(16->8)+BN+ReLU+maxpool2 -> conv3x3(8->4)+ReLU
 * decoder: conv3x3(4->8)+ReLU -> conv3x3(8->8)+BN+ReLU -> up2 -> conv3x3(8->16)+BN+ReLU -> up2

@@ -37,7 +37,7 @@ use 32 groups for ImageNet widths; 8 keeps >= 2 channels per group at the 16-cha
 MLP_DEFAULT_HIDDEN: tuple[int, ...] = (128,)
 """Default MLP hidden widths: one hidden layer of 128 units."""
 
-# --- cnn_small: the classic MNIST CNN of the two-stage paper (§8.2): 2 conv (5x5, 10/20 ch) + 2 FC. -------
+# --- cnn_small: the PyTorch-example MNIST CNN (our two-stage model): 2 conv (5x5, 10/20 ch) + 2 FC. --------
 SMALL_CNN_CHANNELS: tuple[int, int] = (10, 20)
 SMALL_CNN_KERNEL = 5
 SMALL_CNN_FC_HIDDEN = 50

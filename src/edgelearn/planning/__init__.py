@@ -1,10 +1,18 @@
-"""Joint resource planning for two-stage edge learning (paper_two_stage.md §3-§9).
+"""Joint resource planning for two-stage edge learning (Lyu et al., arXiv 2404.00836, problem (P1)).
 
-Describe the system and budgets as a :class:`TwoStageProblem`, pick a convergence bound (form "A" of spec
-§4.2 by default, or "B", "C", or your own :class:`Bound`), then :func:`solve` returns a feasible
-:class:`Plan` (rounds, integer batches, clocks, powers, predicted energy and delay); :func:`solve_baselines`
-returns the §8.5 comparison schemes on the same budgets. :func:`estimate_constants` (torch) measures the
-bound constants from a model and data. Everything except ``estimate_constants`` is numpy + cvxpy only.
+Describe the system and budgets as a :class:`TwoStageProblem`, pick a convergence bound (form "A", our
+step-weighted bound, by default, or "B", "C", or your own :class:`Bound`), then :func:`solve` returns a
+feasible :class:`Plan` (rounds, integer batches, clocks, powers, predicted energy and delay);
+:func:`solve_baselines` returns the baseline schemes on the same budgets. :func:`estimate_constants` (torch)
+measures the bound constants from a model and data. Everything except ``estimate_constants`` is numpy +
+cvxpy only.
+
+Provenance: only the paper's abstract and third-party summaries were available to us. From them
+come the problem (P1) (minimise a bound on the average squared gradient norm under energy, delay and power
+constraints, over rounds, batches, clocks and powers of both stages), the Wasserstein shift term, and the
+solution route (SCA at fixed rounds, then a 2-D search over M and N). The cost formulas, the bounds, the
+convex reformulation, the closed forms and the default values are our reconstruction in the usual form of
+federated edge learning (FEEL) papers; each docstring says which.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Continuous inner solutions (`Allocation`) and their rounding to integer batches (`round_to_plan`).
 
 An allocation describes the fine-tuning stage as R round groups of ``multiplicity`` identical rounds each:
-R = 1 and multiplicity N with static channels (the symmetric reduction of spec §6.3), R = N and
-multiplicity 1 with per-round channel gains.
+R = 1 and multiplicity N with static channels (our symmetric reduction: the convex inner problem is
+symmetric across rounds, so identical rounds are optimal), R = N and multiplicity 1 with per-round channel
+gains.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class Allocation:
     lambda_delay: float = math.nan
     """Multiplier of the delay budget (objective units per s)."""
     verified: bool = False
-    """Whether the continuous solution met the original §3 constraints (relative 1e-6)."""
+    """Whether the continuous solution met the original constraints of (P1) (relative 1e-6)."""
     parts: AffineParts | None = field(default=None, repr=False)
 
 
@@ -150,13 +151,14 @@ def round_to_plan(
     solve_time_s: float | None = None,
 ) -> Plan:
     """Integer batches for a feasible continuous allocation, with clocks and powers recomputed so both
-    budgets still hold (spec §6.1 last step, Q11).
+    budgets still hold (our handling of integer batches: relax, round, re-optimise).
 
     Batches are rounded down (this never breaks a budget: at the same compute time and round deadline a
     smaller batch needs a lower clock), each device's split of its round deadline into compute and upload
-    time is re-optimised in closed form (§6.4), then batches are raised by one sample again, best bound gain
-    per joule first, while the energy budget allows (round deadlines, hence delays, stay fixed). The result
-    is re-verified with :func:`predict_costs`; a plan that still broke a budget would be marked infeasible.
+    time is re-optimised in closed form (``closed_form.py``), then batches are raised by one sample again,
+    best bound gain per joule first, while the energy budget allows (round deadlines, hence delays, stay
+    fixed). The result is re-verified with :func:`predict_costs`; a plan that still broke a budget would be
+    marked infeasible.
     """
     e_budget = problem.energy_j if energy_j is None else energy_j
     t_budget = problem.delay_s if delay_s is None else delay_s

@@ -1,4 +1,7 @@
-"""Baseline schemes on the same budgets as the joint design (paper_two_stage.md §8.5), each as a `Plan`.
+"""Baseline schemes on the same budgets as the joint design, each as a `Plan`.
+
+Lyu et al. (arXiv 2404.00836) compare with benchmarks whose definitions were not available to us; these
+five are our choice of the usual comparisons.
 
 * ``finetune_only``: M = 0, N and all resources optimised (FEEL from scratch).
 * ``pretrain_only``: N = 0, M and the server's resources optimised. Its bound is the chosen form at N = 0:
@@ -41,17 +44,16 @@ from edgelearn.planning.search import (
 )
 
 NO_OPT_BATCH_PRE = 64
-"""Pre-training batch of the no-optimisation baseline. A guess [G]: a common SGD mini-batch; the spec
-gives no value."""
+"""Pre-training batch of the no-optimisation baseline. Our guess: a common SGD mini-batch."""
 
 NO_OPT_BATCH_FT = 32
-"""Per-device fine-tuning batch of the no-optimisation baseline. A guess [G] (typical FEEL local batch)."""
+"""Per-device fine-tuning batch of the no-optimisation baseline. Our guess (typical FEEL local batch)."""
 
 FIXED_RATIO_DEFAULT = 1.0
-"""M / N of the fixed-ratio baseline (spec §8.5: "for example M = N")."""
+"""M / N of the fixed-ratio baseline (our default: M = N)."""
 
 SEPARATE_SHARE_DEFAULT = 0.5
-"""Share of both budgets given to pre-training by the separate design (spec §8.5: 50/50)."""
+"""Share of both budgets given to pre-training by the separate design (our default: 50/50)."""
 
 NO_OPT_MAX_CANDIDATES = 20_000
 """The no-optimisation baseline scores at most this many values of M (log-spaced beyond that)."""
@@ -352,8 +354,8 @@ def solve_baselines(
     options: SearchOptions | None = None,
     schemes: Sequence[str] = BASELINE_SCHEMES,
 ) -> dict[str, Plan]:
-    """The baseline schemes of spec §8.5 named in ``schemes`` (default: all, keyed by
-    :data:`BASELINE_SCHEMES`) on the problem's budgets."""
+    """The baseline schemes named in ``schemes`` (default: all, keyed by :data:`BASELINE_SCHEMES`) on the
+    problem's budgets."""
     kw: dict[str, Any] = {"bound": bound, "options": options}
     solvers: dict[str, Callable[[], Plan]] = {
         "finetune_only": lambda: finetune_only(problem, method=method, **kw),

@@ -1,11 +1,15 @@
-"""Convergence bounds of two-stage edge learning as pluggable objectives (paper_two_stage.md §4, §5).
+"""Convergence bounds of two-stage edge learning as pluggable objectives of problem (P1).
+
+Lyu et al. (arXiv 2404.00836) minimise a bound on the average squared gradient norm; their bound was not
+available to us, so every form here is ours: A derived from the four assumption types the paper names, B
+and C alternatives it might use instead, D and E our extensions.
 
 A bound maps (M, N, the two inverse-batch sums, the constants, the step sizes) to a number the planner
 minimises. The planner only ever calls :meth:`Bound.value`, and relies on one structural property that all
 three forms below have: for fixed (M, N) the value is affine and non-decreasing in the two inverse-batch
 sums ``S_pre = sum_m 1/D~^(m)`` and ``S_ft = sum_n 1/sum_k B~_k^(n)``. :func:`affine_parts` recovers that
-affine structure (the "J decomposition" of spec §5) by evaluation, so a user-written bound needs no extra
-methods.
+affine structure (at fixed (M, N) the planner minimises only the batch-dependent part J) by evaluation, so
+a user-written bound needs no extra methods.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ AFFINE_CHECK_RTOL = 1e-6
 """Relative tolerance of that affinity check."""
 
 CONDITION_NUMBER_DEFAULT = 100.0
-"""L / mu for form B's Polyak-Lojasiewicz constant mu. A guess [G]: the spec has no PL constant; 100 keeps
+"""L / mu for form B's Polyak-Lojasiewicz constant mu. Our guess (form A needs no PL constant); 100 keeps
 pre-training useful for a few hundred rounds at eta = 0.05, L ~ 1-10."""
 
 
@@ -115,7 +119,7 @@ def affine_parts(
 
     Evaluates the bound at (0, 0), (1, 0), (0, 1) and checks affinity at a fourth point; a bound that is not
     affine or decreases with an inverse-batch sum raises ConfigError (the planner's inner problem would not
-    be the convex program of spec §6.3 otherwise).
+    be our exact convex program, ``convex.py``, otherwise).
     """
     offset = bound.value(M, N, 0.0, 0.0, constants, eta_pre, eta_ft)
     if not math.isfinite(offset):
@@ -209,10 +213,13 @@ class _PLBound:
 
 @dataclass(frozen=True)
 class StepWeightedBound:
-    """Form A (spec §4.2, the default): step-weighted average of ||grad F||^2 over all M + N rounds,
+    """Form A (our derivation, the default): step-weighted average of ||grad F||^2 over all M + N rounds,
 
     Phi = (2 Delta + M eta~ delta^2 + L eta~^2 sigma~^2 S_pre + L eta^2 sigma^2 S_ft) / (M eta~ + N eta).
-    With N = 0 (pre-training only) it bounds the average over the M pre-training iterates.
+    With N = 0 (pre-training only) it bounds the average over the M pre-training iterates. Derived for
+    eta~, eta <= 1/L from a lower-bounded loss, L-smoothness, bounded per-sample gradient variance and
+    gradients Lipschitz in the data (delta = L_xi W1(general, task) bounds ||grad F - grad F~||); the
+    derivation telescopes the per-step descent over both stages.
     """
 
     name: str = "A"
@@ -227,7 +234,7 @@ class StepWeightedBound:
         eta_pre: float,
         eta_ft: float,
     ) -> float:
-        """Phi of spec §4.2."""
+        """Phi as documented on the class."""
         c = constants
         head = 2.0 * c.Delta + M * eta_pre * c.delta**2
         return _iterate_average(c, M, N, head, eta_pre, eta_ft, inv_batch_pre_sum, inv_batch_ft_sum)
@@ -235,8 +242,8 @@ class StepWeightedBound:
 
 @dataclass(frozen=True)
 class FineTuneGapBound(_PLBound):
-    """Form B (reconstruction of spec §4 alternative B): average of ||grad F||^2 over the N fine-tuning
-    rounds only, pre-training entering through the gap F(w~^(M)) - F*, which shrinks under a PL condition.
+    """Form B (our alternative to A): average of ||grad F||^2 over the N fine-tuning rounds only,
+    pre-training entering through the gap F(w~^(M)) - F*, which shrinks under a PL condition.
 
     With mu = L / condition_number and rho = 1 - mu eta~, the pre-training recursion
     gap_{m+1} <= rho gap_m + eta~ delta^2 / 2 + L eta~^2 sigma~^2 / (2 D~) gives
@@ -270,8 +277,8 @@ class FineTuneGapBound(_PLBound):
 
 @dataclass(frozen=True)
 class StageWiseBound:
-    """Form C (reconstruction of spec §4 alternative C): stage-wise gradients, ||grad F~||^2 while
-    pre-training and ||grad F||^2 while fine-tuning, joined through eps = sup |F - F~| (= G W1):
+    """Form C (our alternative to A): stage-wise gradients, ||grad F~||^2 while pre-training and
+    ||grad F||^2 while fine-tuning, joined through eps = sup |F - F~| (= G W1):
 
     Phi_C = (2 Delta + 4 eps [M >= 1] + L eta~^2 sigma~^2 S_pre + L eta^2 sigma^2 S_ft) / (M eta~ + N eta).
     The shift enters once (two loss switches at w~^(0) and w~^(M)), not scaled by M. Needs
@@ -340,7 +347,7 @@ class WarmStartBound(_PLBound):
 
 @dataclass(frozen=True)
 class LastIterateBound(_PLBound):
-    """Form E (our derivation; spec §10's "last-iterate guarantee" extension): the expected task-loss gap
+    """Form E (our derivation, a last-iterate guarantee the paper does not give): the expected task-loss gap
     of the delivered model, E F(w^(N)) - F*, under a PL condition on both losses.
 
     Pre-training gives D's gap_M; each fine-tuning round contracts it, gap_{n+1} <= rho gap_n +

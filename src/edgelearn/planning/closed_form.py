@@ -1,4 +1,8 @@
-"""Closed-form pieces of the optimum (paper_two_stage.md §6.4) and the time <-> frequency/power maps of §6.3.
+"""Closed-form pieces of the optimum and the time <-> frequency/power maps of the exact convex program.
+
+Both are our derivations (not in Lyu et al., arXiv 2404.00836): with the change of variables from
+(clock, power) to (compute time, upload time), the inner problem at fixed (M, N) is convex (``convex.py``),
+and its stationarity conditions give the forms below.
 
 All functions are vectorised over numpy arrays (broadcasting). Notation: a = N0 W / h (power at SNR 1),
 c = q / W (upload time at 1 bit/s/Hz), so an upload of duration tau needs p = a (2^(c / tau) - 1) and
@@ -18,7 +22,7 @@ BISECTION_STEPS = 80
 
 
 def server_frequency(lambda_energy: float, lambda_delay: float, kappa: float, f_max: float) -> float:
-    """Optimal ES clock f~* = min(f~_max, (lambda_T / (2 lambda_E kappa~))^(1/3)) (spec §6.4).
+    """Optimal ES clock f~* = min(f~_max, (lambda_T / (2 lambda_E kappa~))^(1/3)) (our derivation).
 
     ``lambda_energy`` and ``lambda_delay`` are the multipliers of the energy (per J) and delay (per s)
     budgets; the result does not depend on the batch size.
@@ -29,12 +33,12 @@ def server_frequency(lambda_energy: float, lambda_delay: float, kappa: float, f_
 
 
 def upload_power(tau: np.ndarray | float, a: np.ndarray | float, c: np.ndarray | float) -> np.ndarray:
-    """Transmit power that uploads in ``tau`` seconds: p = a (2^(c / tau) - 1) (spec §6.3)."""
+    """Transmit power that uploads in ``tau`` seconds: p = a (2^(c / tau) - 1) (inverse Shannon rate)."""
     return np.asarray(a) * np.expm1(LN2 * np.asarray(c) / np.asarray(tau))
 
 
 def upload_time(p: np.ndarray | float, a: np.ndarray | float, c: np.ndarray | float) -> np.ndarray:
-    """Upload time at power ``p``: tau = c / log2(1 + p / a) = q / R (spec §3.3)."""
+    """Upload time at power ``p``: tau = c / log2(1 + p / a) = q / R (Shannon rate)."""
     return np.asarray(c) * LN2 / np.log1p(np.asarray(p) / np.asarray(a))
 
 
@@ -52,7 +56,7 @@ def upload_energy_slope(tau: np.ndarray | float, a: np.ndarray | float, c: np.nd
 def compute_energy_at_time(
     cycles: np.ndarray | float, t: np.ndarray | float, kappa: np.ndarray | float
 ) -> np.ndarray:
-    """Compute energy when ``cycles`` must finish in ``t`` seconds: kappa cycles^3 / t^2 (spec §6.3)."""
+    """Compute energy when ``cycles`` must finish in ``t`` seconds: kappa cycles^3 / t^2 (f = cycles / t)."""
     cyc = np.asarray(cycles, dtype=np.float64)
     return np.asarray(kappa) * cyc**3 / np.asarray(t, dtype=np.float64) ** 2
 
@@ -85,7 +89,7 @@ def device_split(
     tau_min: np.ndarray | float,
 ) -> DeviceSplit:
     """Minimise kappa cycles^3 / t^2 + E_com(tau) s.t. t + tau <= deadline, t >= cycles / f_max,
-    tau >= tau_min (spec §6.4).
+    tau >= tau_min (our derivation).
 
     The device finishes exactly at the deadline; the split solves the stationarity condition
     2 kappa (cycles / t)^3 = -dE_com/dtau, i.e. f^3 = -E_com'(tau) / (2 kappa), by bisection on tau.

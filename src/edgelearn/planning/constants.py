@@ -1,9 +1,9 @@
-"""Estimate the bound constants (paper_two_stage.md §8.4) from a model and data, with torch.func.
+"""Estimate the bound constants from a model and data, with torch.func (our estimation procedure).
 
 * L: power iteration on Hessian-vector products (forward-over-reverse) of the task loss, max over states.
 * sigma^2, sigma~^2: mean squared deviation of per-sample gradients (vmap(grad)) from their mean, on a
   subsample of each distribution, at the given state.
-* Delta: the task loss at the given state (F* taken as 0, spec §8.4).
+* Delta: the task loss at the given state (F* taken as 0: cross-entropy is >= 0).
 * delta: max over states of ||grad F - grad F~|| with large-batch gradients; loss_gap: max |F - F~|.
 
 Deterministic for a given seed (subsamples and the power-iteration start come from a seeded generator).
@@ -277,8 +277,8 @@ def pilot_run(
 
     The shift between general and task data shows in the gradients only once the model has learned
     something (at a random init both losses sit near ln(classes)), so delta, L and the loss gap are maxima
-    over these states too (spec §8.4); the general losses along the way measure how fast pre-training
-    makes progress (:func:`pl_constant`). ``model`` is left unchanged; batches come from a seeded generator.
+    over these states too; the general losses along the way measure how fast pre-training makes progress
+    (:func:`pl_constant`). ``model`` is left unchanged; batches come from a seeded generator.
     """
     gen_x, gen_y = _check_data("general", general)
     if steps < 1 or count < 1 or batch_size < 1:

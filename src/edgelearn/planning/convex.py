@@ -1,4 +1,5 @@
-"""Exact convex inner solve for fixed (M, N) (paper_two_stage.md §6.3), with cvxpy.
+"""Exact convex inner solve for fixed (M, N), with cvxpy: our reformulation of the inner problem, not the
+paper's route (Lyu et al., arXiv 2404.00836, use SCA; ``sca.py``), and at least as good as any SCA point.
 
 Variables are times, not clocks and powers: x = compute time at f_max (proportional to the batch), t = the
 actual compute time (so f = f_max x / t and E_cmp = kappa f_max^3 x^3 / t^2, a power-cone perspective), and
@@ -103,7 +104,7 @@ class _Program:
 
 
 class ConvexInner:
-    """Compiled §6.3 programs for one round structure: static channels (one round group of multiplicity N)
+    """Compiled convex programs for one round structure: static channels (one round group of multiplicity N)
     or per-round gains for exactly ``rounds`` fine-tuning rounds."""
 
     def __init__(
@@ -248,7 +249,7 @@ class ConvexInner:
         status: str,
     ) -> Allocation:
         """Clocks, powers and batches from the solver's times (clipped to their limits), checked against
-        the original §3 constraints (``verified``)."""
+        the original constraints of (P1) (``verified``)."""
         pb = self.problem
         v = prog.variables
         k = self.gains.shape[1]

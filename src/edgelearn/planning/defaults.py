@@ -1,7 +1,10 @@
-"""A ready-made problem with the default parameters of paper_two_stage.md §8.3 (for demos, tests, benchmarks).
+"""A ready-made two-stage problem with our default parameters (for demos, tests, benchmarks).
 
-The lead's config layer builds problems from a run's system model; this helper only reproduces the spec's
-numerical setting without any of that machinery.
+The defaults are the usual FEEL simulation values (1 MHz shared by 10 devices at U[50, 250] m, 3GPP path
+loss, 1 GHz devices and a 5 GHz server, kappa 1e-28, C = 1e6 cycles per MNIST sample, step sizes 0.05): Lyu
+et al. (arXiv 2404.00836) simulate MNIST and CIFAR-derived tasks, but their parameter table was not
+available to us. The lead's config layer builds problems from a run's system model; this helper only
+reproduces this numerical setting without any of that machinery.
 """
 
 from __future__ import annotations
@@ -16,25 +19,26 @@ from edgelearn.system.costs import db_to_linear, dbm_to_w, path_loss_db
 from edgelearn.system.hardware import DEVICE_F_MAX_HZ, DEVICE_P_MAX_W, EDGE_F_MAX_HZ, KAPPA_DEFAULT
 
 CYCLES_PER_SAMPLE = 1e6
-"""C = C~ = 1e6 cycles per sample (paper_two_stage.md §8.3, MNIST CNN)."""
+"""C = C~ = 1e6 cycles per sample (our default for the MNIST CNN, a usual FEEL value)."""
 
 MODEL_PARAMS = 21_840
-"""Parameters of the §8.2 MNIST CNN; the gradient payload is 32 bits each."""
+"""Parameters of our MNIST CNN (``cnn_small``); the gradient payload is 32 bits each."""
 
 BITS_PER_PARAM = 32
-"""fp32 gradients (spec §3.3)."""
+"""fp32 gradients (payload q = 32 bits x parameters)."""
 
 STEP_SIZE = 0.05
-"""eta = eta~ = 0.05 (spec §8.3)."""
+"""eta = eta~ = 0.05 (our default; the bound needs eta <= 1/L)."""
 
 SAMPLES_PER_DEVICE = 600
-"""Task samples per device (spec §8.2, MNIST)."""
+"""Task samples per device (our MNIST split: 10 devices x 600)."""
 
 GENERAL_SIZE = 50_000
-"""General samples stored at the server (most of the MNIST training set, spec §8.2)."""
+"""General samples stored at the server (most of the MNIST training set; our choice)."""
 
 SPEC_CONSTANTS = BoundConstants(L=1.0, sigma2_task=10.0, sigma2_general=10.0, Delta=2.3, delta=0.5**0.5)
-"""The constants of the spec's §9 sanity run (delta^2 = 0.5)."""
+"""Bound constants of our sanity run of the planner (L = 1, sigma^2 = 10, Delta = 2.3, delta^2 = 0.5;
+tests/test_planning_solver.py checks its values)."""
 
 
 def spec_problem(
@@ -47,7 +51,7 @@ def spec_problem(
     fading_rounds: int | None = None,
     bandwidth_hz: float = BANDWIDTH_HZ,
 ) -> TwoStageProblem:
-    """The §8.3 system with K devices at distances U[50, 250] m (seeded); Rayleigh fading drawn for
+    """The default system with K devices at distances U[50, 250] m (seeded); Rayleigh fading drawn for
     ``fading_rounds`` rounds when given (per-round gains), else static path-loss gains."""
     seeds = Seeds(seed)
     distance = seeds.rng("channel").uniform(*DEVICE_DISTANCE_M, size=num_devices)

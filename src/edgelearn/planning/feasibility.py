@@ -2,8 +2,9 @@
 
 Every round costs the least with batch size 1, so the smallest energy that M pre-training and N
 fine-tuning rounds can need within a delay budget is a one-dimensional convex problem (how to split the
-delay between the stages), with each device's split of its round deadline in closed form (§6.4). The
-outer search uses these to bound M and N (spec §6.1) and the CLI to say which budgets would be feasible.
+delay between the stages), with each device's split of its round deadline in closed form (our derivation,
+``closed_form.py``). The outer search over M and N (Lyu et al.'s 2-D search) uses these to bound M and N,
+and the CLI to say which budgets would be feasible.
 """
 
 from __future__ import annotations

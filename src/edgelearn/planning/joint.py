@@ -1,5 +1,5 @@
-"""The joint design's public entry point, `solve` (paper_two_stage.md §5-6): the outer search of `search.py`,
-then no worse than any baseline scheme of `baselines.py` on its own bound.
+"""The joint design's public entry point, `solve` (problem (P1) of Lyu et al., arXiv 2404.00836): the outer
+search of `search.py`, then no worse than any baseline scheme of `baselines.py` on its own bound.
 
 `solve` lives here, above both, because the baselines reuse the searcher of `search.py` while the joint
 design compares its plan with theirs: with `solve` in `search.py` the two modules imported each other.
@@ -46,7 +46,7 @@ def solve(
     options: SearchOptions | None = None,
     candidates: Mapping[str, Plan] | None = None,
 ) -> Plan:
-    """Jointly optimise rounds, batches, clocks and powers of both stages (problem (P1), spec §5-6).
+    """Jointly optimise rounds, batches, clocks and powers of both stages (problem (P1) of Lyu et al.).
 
     ``candidates``: the baseline schemes' plans under the same problem, bound and options when the caller has
     them already (a report that shows them), so :func:`no_worse_than_baselines` does not solve them again.

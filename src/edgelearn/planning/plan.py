@@ -1,4 +1,4 @@
-"""The planner's output (`Plan`) and the §3 cost model that predicts a plan's energy and delay.
+"""The planner's output (`Plan`) and the cost model that predicts a plan's energy and delay (as in (P1)).
 
 `predict_costs` is the single source of truth for predicted energy and delay: the optimizer verifies every
 plan with it and the executor compares the ledger against it. It uses the same formulas as
@@ -63,7 +63,7 @@ def predict_costs(
     f_devices: np.ndarray,
     p_devices: np.ndarray,
 ) -> CostBreakdown:
-    """Energy and delay of M pre-training and N fine-tuning rounds from the §3 formulas.
+    """Energy and delay of M pre-training and N fine-tuning rounds from the cost formulas of this module.
 
     ``batch_ft``, ``f_devices`` and ``p_devices`` are (K,) (the same every round, static channels) or
     (N, K) (one row per round, matched with ``problem.gains(N)``). Batches may be fractional (the optimizer
@@ -179,7 +179,7 @@ class Plan:
         return self.batch_ft, self.f_devices, self.p_devices
 
     def predict(self, problem: TwoStageProblem) -> CostBreakdown:
-        """Recompute this plan's energy and delay from the §3 formulas for ``problem``."""
+        """Recompute this plan's energy and delay from the cost formulas for ``problem``."""
         return predict_costs(
             problem,
             self.M,

@@ -1,5 +1,5 @@
-"""Form P: a planning objective calibrated on a pilot run, not derived from a bound (our addition; spec §4
-asks for the bound to stay pluggable).
+"""Form P: a planning objective calibrated on a pilot run, not derived from a bound (our addition; the
+planner keeps the objective pluggable).
 
 The analytic forms A-E rank plans by constants (L, sigma^2, delta) that are worst-case suprema; on
 Fashion-MNIST none of them ranks pre-train-then-fine-tune plans the way training does (docs/reproduction.md,

@@ -1,8 +1,9 @@
-"""Inputs of the two-stage planning problem (P1) of paper_two_stage.md §3 and §5, as plain numpy arrays.
+"""Inputs of the two-stage planning problem (P1) (Lyu et al., arXiv 2404.00836), as plain numpy arrays.
 
-One edge server pre-trains on general data; K devices fine-tune by FEEL with FDMA uploads. Channels are
-static (``gain`` of shape (K,)) or given per fine-tuning round (shape (R, K), e.g. Rayleigh fading known in
-advance); with per-round gains a plan can have at most R fine-tuning rounds.
+One edge server pre-trains on general data; K devices fine-tune by FEEL with FDMA uploads (our
+reconstruction of the paper's system model: equal bandwidth shares, Shannon-rate uploads, DVFS compute).
+Channels are static (``gain`` of shape (K,)) or given per fine-tuning round (shape (R, K), e.g. Rayleigh
+fading known in advance); with per-round gains a plan can have at most R fine-tuning rounds.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from edgelearn.errors import BudgetError, ConfigError
 from edgelearn.planning.bound import BoundConstants
 
 MAX_BATCH_PRE = 5000
-"""Pre-training batch cap D~ <= 5000 (paper_two_stage.md §8.3)."""
+"""Pre-training batch cap D~ <= 5000 (our default)."""
 
 MAX_BATCH_FT = 1000
-"""Per-device fine-tuning batch cap B~_k <= min(1000, |D_k|) (paper_two_stage.md §8.3)."""
+"""Per-device fine-tuning batch cap B~_k <= min(1000, |D_k|) (our default)."""
 
 ArrayIn = float | Sequence[float] | np.ndarray
 
@@ -60,7 +61,7 @@ class TwoStageProblem:
 
     Units: Hz, cycles per sample, W, W/Hz, bits, J, s. ``gain`` is the channel power gain h_k (shape (K,)) or
     h_k^(n) per fine-tuning round (shape (R, K)). ``downlink_s`` is a constant delay added to every
-    fine-tuning round (spec §3.3, default 0: downlink neglected).
+    fine-tuning round (default 0: the downlink broadcast is neglected, our reading of the paper's model).
     """
 
     f_max_server: float
@@ -236,7 +237,7 @@ class TwoStageProblem:
 
     @property
     def bound_valid(self) -> bool:
-        """Whether both step sizes satisfy eta <= 1/L, the condition of the §4.2 theorem."""
+        """Whether both step sizes satisfy eta <= 1/L, the condition of bound form A (``bound.py``)."""
         inv_l = 1.0 / self.constants.L
         return self.eta_pre <= inv_l and self.eta_ft <= inv_l
 
@@ -255,7 +256,7 @@ class TwoStageProblem:
         return self.gain[:r]
 
     def noise_over_gain(self, gains: np.ndarray) -> np.ndarray:
-        """a = N0 W_k / h_k: the power that gives SNR 1, so p = a (2^(q / (W tau)) - 1) (spec §6.3)."""
+        """a = N0 W_k / h_k: the power that gives SNR 1, so p = a (2^(q / (W tau)) - 1)."""
         return self.noise_psd * self.bandwidth / gains
 
     def upload_bit_time(self) -> np.ndarray:
@@ -263,7 +264,7 @@ class TwoStageProblem:
         return self.payload_bits / self.bandwidth
 
     def min_upload_time(self, gains: np.ndarray) -> np.ndarray:
-        """tau_min = q / (W_k log2(1 + P_max h_k / (N0 W_k))): the upload time at full power (spec §6.3)."""
+        """tau_min = q / (W_k log2(1 + P_max h_k / (N0 W_k))): the upload time at full power."""
         return self.upload_bit_time() / np.log2(1.0 + self.p_max / self.noise_over_gain(gains))
 
     def with_budgets(self, energy_j: float | None = None, delay_s: float | None = None) -> TwoStageProblem:

@@ -1,5 +1,6 @@
-"""Successive convex approximation in the original variables (paper_two_stage.md §6.2): the paper's route,
-kept as a cross-check of the exact convex program.
+"""Successive convex approximation in the original variables: the paper's route (Lyu et al., arXiv
+2404.00836, solve the inner problem at fixed M, N by SCA), kept as a cross-check of the exact convex program.
+The surrogates below are ours; the paper's own were not available to us.
 
 Variables are batches, clock fractions phi = f / f_max and power fractions rho = p / P_max. The three
 non-convex products are replaced by AM-GM upper bounds x y <= (c/2) x^2 + y^2 / (2c), tight at the current
@@ -32,7 +33,7 @@ from edgelearn.planning.plan import FEASIBILITY_RTOL, predict_costs
 from edgelearn.planning.problem import TwoStageProblem
 
 SCA_RTOL = 1e-4
-"""Stop when J decreases by less than this fraction in one iteration (spec §6.2)."""
+"""Stop when J decreases by less than this fraction in one iteration (our choice)."""
 
 SCA_MAX_ITERATIONS = 200
 """Safety cap on SCA iterations per phase."""
@@ -244,7 +245,7 @@ class ScaInner:
         energy_j: float | None = None,
         delay_s: float | None = None,
     ) -> Allocation:
-        """A KKT point of the inner problem at (M, N) by SCA (spec §6.2), or an infeasible Allocation."""
+        """A KKT point of the inner problem at (M, N) by SCA, or an infeasible Allocation."""
         pb = self.problem
         start = time.perf_counter()
         e_budget, t_budget, multiplicity = inner_budgets(

@@ -1,4 +1,4 @@
-"""Outer search over the integer round counts (paper_two_stage.md §6.1): the machinery behind `solve`.
+"""Outer search over the integer round counts M, N (Lyu et al.'s 2-D search): the machinery behind `solve`.
 
 A coarse log-spaced grid over (M, N) is evaluated best-first by a cheap lower bound of the objective
 (the bound with every batch at the largest size the budgets allow), skipping cells that cannot beat the
@@ -30,10 +30,12 @@ from edgelearn.planning.problem import TwoStageProblem
 from edgelearn.planning.sca import ScaInner
 
 METHODS: tuple[str, ...] = ("convex", "sca")
-"""Inner solvers: the exact convex program (§6.3, default) or SCA in the original variables (§6.2)."""
+"""Inner solvers: the exact convex program (our reformulation, default) or SCA in the original variables
+(the paper's route)."""
 
 GRID_PRE_DEFAULT = 16
-"""Coarse-grid points for M (0 plus log-spaced values); spec §6.1 suggests about 20 x 15."""
+"""Coarse-grid points for M (0 plus log-spaced values); our first sanity run of the planner used about
+20 x 15."""
 
 GRID_FT_DEFAULT = 12
 """Coarse-grid points for N (log-spaced from 1)."""
@@ -59,7 +61,7 @@ and the plan report names it when it binds, see ``TwoStage.round_caps``)."""
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """Tuning knobs of the outer search (defaults follow spec §6.1)."""
+    """Tuning knobs of the outer search (our defaults)."""
 
     grid_pre: int = GRID_PRE_DEFAULT
     grid_ft: int = GRID_FT_DEFAULT
@@ -69,8 +71,8 @@ class SearchOptions:
     max_ft_rounds: int | None = None
     """Cap on N (None: only the budgets and, with per-round gains, the rows of ``gain`` limit it)."""
     min_ft_rounds: int = 1
-    """Least N of the joint design: 1 per spec §6.1 (the devices always fine-tune); 0 also admits pure
-    pre-training plans."""
+    """Least N of the joint design: 1 (our reading of the paper's scheme: the devices always fine-tune);
+    0 also admits pure pre-training plans."""
 
     def __post_init__(self) -> None:
         for name in ("grid_pre", "grid_ft", "grid_line", "max_pre_rounds"):

@@ -3,9 +3,9 @@ edge boards, a Xeon edge server, datacenter GPUs, each citing its datasheet or m
 registered at run time with :func:`register_hardware_profile`, and the per-tier defaults built from them.
 
 Tier defaults (:data:`TIER_DEFAULT_PROFILES`): devices and edge servers are the paper's DVFS nodes (Lyu et
-al., arXiv:2404.00836, §3.2 and its simulation settings), which the two-stage planner needs; the cloud is an
-A100, an accelerator, because a datacenter prices a FLOP at ~1e-11 J, not at the ~1e-8 J a 20 GHz DVFS CPU
-with the paper's kappa would.
+al., arXiv:2404.00836: its DVFS compute model and simulation settings), which the two-stage planner needs;
+the cloud is an A100, an accelerator, because a datacenter prices a FLOP at ~1e-11 J, not at the ~1e-8 J a
+20 GHz DVFS CPU with the paper's kappa would.
 
 :func:`resolve_tier` turns what a config gives for a tier (a profile, a kind, numbers) into the full set of
 fields; the config layer (``edgelearn.config.hardware``) calls it, so a saved config.yaml shows each tier's

@@ -1,5 +1,6 @@
 """Links between each node and its parent: wireless (devices, FDMA + path loss + optional Rayleigh fading,
-Shannon rate) or wired backhaul (server to server, fixed rate). Defaults: paper_two_stage.md §3.3 and §8.3.
+Shannon rate) or wired backhaul (server to server, fixed rate). Defaults: the two-stage setting (Lyu et al.,
+arXiv:2404.00836), with the usual FEEL values where its own were not available to us.
 """
 
 from __future__ import annotations
@@ -26,20 +27,20 @@ Range = tuple[float, float]
 NodeIds = int | Sequence[int] | np.ndarray
 
 BANDWIDTH_HZ = 1e6
-"""Total bandwidth W = 1 MHz per parent server, split equally over its wireless children (§3.3, §8.3)."""
+"""Total bandwidth W = 1 MHz per parent server, split equally over its wireless children (FDMA)."""
 
 NOISE_PSD_DBM_PER_HZ = -174.0
-"""Noise power spectral density N0 = -174 dBm/Hz (paper_two_stage.md §8.3)."""
+"""Noise power spectral density N0 = -174 dBm/Hz (thermal noise at room temperature)."""
 
 DEVICE_DISTANCE_M: Range = (50.0, 250.0)
-"""Device to edge-server distance d ~ U[50, 250] m (paper_two_stage.md §8.3)."""
+"""Device to edge-server distance d ~ U[50, 250] m (a usual FEEL small-cell setting)."""
 
 DEVICE_TO_CLOUD_DISTANCE_M: Range = (200.0, 500.0)
 """Distance of a device attached straight to the cloud's base station. A project choice (macro cell,
-further away than an edge small cell); set it to (50, 250) to mimic the §8.3 single-server setting."""
+further away than an edge small cell); set it to (50, 250) to mimic the two-stage single-server setting."""
 
 BACKHAUL_RATE_BPS = 1e8
-"""Wired server-to-server link, 100 Mbit/s. A project choice (the spec has no backhaul)."""
+"""Wired server-to-server link, 100 Mbit/s. A project choice (the two-stage model has no backhaul)."""
 
 FADING_CACHE_ROUNDS = 4
 """How many rounds of fading draws are kept in memory (older rounds are redrawn on demand, identically)."""

@@ -1,9 +1,10 @@
 """Pure cost formulas (compute/transmit delay and energy, Shannon rate, unit conversions).
 
 Every function accepts Python floats or numpy arrays (broadcasting) and returns a float for scalar input,
-an array otherwise (except :func:`compute_cost`, which always returns arrays). Formulas follow Lyu et al.,
-arXiv:2404.00836, §3.2 (DVFS compute) and §3.3 (communication); accelerators are priced by sustained FLOP/s
-and active power (``system/hardware.py``).
+an array otherwise (except :func:`compute_cost`, which always returns arrays). Formulas follow the system
+model of two-stage edge learning (Lyu et al., arXiv:2404.00836) as we reconstruct it in the usual FEEL form:
+DVFS compute (delay cycles / f, energy kappa cycles f^2) and Shannon-rate uploads (delay q / R, energy
+p q / R); accelerators are priced by sustained FLOP/s and active power (``system/hardware.py``).
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ import numpy as np
 ArrayLike = float | np.ndarray
 
 PATH_LOSS_A_DB = 128.1
-"""Path-loss intercept at 1 km, dB (paper_two_stage.md §3.5/§8.3: 128.1 + 37.6 log10(d_km))."""
+"""Path-loss intercept at 1 km, dB: 128.1 + 37.6 log10(d_km), the 3GPP TR 36.814 macro-cell model that
+FEEL simulations commonly use."""
 
 PATH_LOSS_B_DB = 37.6
-"""Path-loss slope, dB per decade of distance (paper_two_stage.md §8.3)."""
+"""Path-loss slope, dB per decade of distance (3GPP TR 36.814, as above)."""
 
 METRES_PER_KM = 1000.0
 MW_PER_W_DB = 30.0
@@ -36,12 +38,12 @@ def compute_cycles(flops: ArrayLike, cycles_per_flop: ArrayLike) -> ArrayLike:
 
 
 def compute_delay(cycles: ArrayLike, f_hz: ArrayLike) -> ArrayLike:
-    """Seconds to run ``cycles`` at clock ``f_hz``: cycles / f (§3.2)."""
+    """Seconds to run ``cycles`` at clock ``f_hz``: cycles / f (DVFS model)."""
     return _out(np.divide(cycles, f_hz, dtype=np.float64))
 
 
 def compute_energy(kappa: ArrayLike, cycles: ArrayLike, f_hz: ArrayLike) -> ArrayLike:
-    """Joules of dynamic CPU power for ``cycles`` at ``f_hz``: kappa * cycles * f^2 (§3.2)."""
+    """Joules of dynamic CPU power for ``cycles`` at ``f_hz``: kappa * cycles * f^2 (DVFS model)."""
     f = np.asarray(f_hz, dtype=np.float64)
     return _out(np.asarray(kappa, dtype=np.float64) * np.asarray(cycles, dtype=np.float64) * f * f)
 
@@ -58,7 +60,7 @@ def compute_cost(
 
     A node does work = flops x work_per_flop at ``rate`` work per second, so seconds = work / rate. DVFS
     nodes (``dvfs`` True): work is CPU cycles (work_per_flop = cycles_per_flop), rate the clock f, and
-    joules = kappa x cycles x f^2 (§3.2), the same operations as :func:`compute_cycles`,
+    joules = kappa x cycles x f^2 (DVFS model), the same operations as :func:`compute_cycles`,
     :func:`compute_delay` and :func:`compute_energy`, so results match them bit for bit. Accelerators:
     work_per_flop = 1, rate = flops_per_s, joules = power_w x seconds. The other kind's coefficient
     (``power_w`` of a DVFS node, ``kappa`` of an accelerator) is ignored, NaN allowed.
@@ -72,7 +74,7 @@ def compute_cost(
 
 
 def transmit_delay(bits: ArrayLike, rate_bps: ArrayLike) -> ArrayLike:
-    """Seconds to send ``bits`` at ``rate_bps``: bits / rate (§3.3).
+    """Seconds to send ``bits`` at ``rate_bps``: bits / rate.
 
     Zero bits take zero seconds whatever the rate; a positive payload over a zero rate takes ``inf``
     (an unusable link), which callers should treat as a dropped/infeasible transmission.
@@ -84,14 +86,14 @@ def transmit_delay(bits: ArrayLike, rate_bps: ArrayLike) -> ArrayLike:
 
 
 def transmit_energy(power_w: ArrayLike, seconds: ArrayLike) -> ArrayLike:
-    """Joules radiated at ``power_w`` for ``seconds``: p * t (§3.3: E = p q / R)."""
+    """Joules radiated at ``power_w`` for ``seconds``: p * t (E = p q / R for an upload of q bits)."""
     return _out(np.multiply(power_w, seconds, dtype=np.float64))
 
 
 def shannon_rate(
     bandwidth_hz: ArrayLike, power_w: ArrayLike, gain: ArrayLike, noise_psd_w_per_hz: ArrayLike
 ) -> ArrayLike:
-    """Achievable rate in bit/s: B log2(1 + p g / (N0 B)) (§3.3); zero bandwidth gives zero rate."""
+    """Achievable rate in bit/s: B log2(1 + p g / (N0 B)); zero bandwidth gives zero rate."""
     b = np.asarray(bandwidth_hz, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = (

@@ -2,7 +2,7 @@
 
 * ``dvfs``: a CPU under dynamic voltage and frequency scaling, the compute model of Lyu et al., "Rethinking
   Resource Management in Edge Learning: A Joint Pre-training and Fine-tuning Design Paradigm"
-  (arXiv:2404.00836), §3.2: cycles = FLOPs x cycles_per_flop, delay = cycles / f and energy =
+  (arXiv:2404.00836), system model: cycles = FLOPs x cycles_per_flop, delay = cycles / f and energy =
   kappa x cycles x f^2 at a clock f <= f_max_hz (dynamic CMOS power kappa f^3). The two-stage planner
   chooses these clocks; devices and edge servers use this kind by default.
 * ``accelerator``: a GPU, an NPU board or a multi-core CPU server, priced by its sustained throughput and

@@ -2,8 +2,8 @@
 
 Algorithms never compute physics themselves: they say "node i ran F FLOPs" or "node i sent B bytes to its
 parent", and the system model turns that into seconds and joules: compute by the node's hardware kind
-(``system/hardware.py``: the DVFS CPU model of Lyu et al., arXiv:2404.00836, §3.2, or an accelerator's
-FLOP/s and power), transmissions by the channel's Shannon rate (§3.3 of the same paper).
+(``system/hardware.py``: the DVFS CPU model of Lyu et al., arXiv:2404.00836, or an accelerator's FLOP/s
+and power), transmissions by the channel's Shannon rate (the same paper's system model).
 """
 
 from __future__ import annotations

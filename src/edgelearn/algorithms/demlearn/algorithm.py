@@ -14,7 +14,8 @@ group and device model moves toward its parent's. One round:
    downloads its parent group's model and sets ``(1 - alpha) * own + alpha * parent's``.
 
 The delivered ("cloud-side") model is the root's generalized model, the mean of all device models, as in
-FedAgg's Table II where DemLearn runs the device model M1 on every tier (paper_fedagg.md §8, §12.1).
+FedAgg's Table II where DemLearn runs the device model M1 on every tier (Wu et al., INFOCOM 2024, §VI,
+Table II: the cloud-side model is the one tested).
 
 Assumptions, each taken from the official code (github.com/nhatminh/Dem-AI, ``Setting.py``,
 ``serverbase_dem.py``, ``hierrachical_clustering.py``) where the paper leaves it open:
@@ -32,9 +33,10 @@ Assumptions, each taken from the official code (github.com/nhatminh/Dem-AI, ``Se
 * Specialization mixes with ``alpha = 0.7`` (``alpha_factor`` for Fashion-MNIST and CIFAR-10; 0.6 on MNIST);
   the root keeps its generalized model.
 * Local learning: ``local_epochs = 2`` (``LOCAL_EPOCH``), plain SGD (``DemProx_SGD``, no momentum), FedAgg's
-  shared lr 1e-3 and batch 8 (§12.1), ``levels = 3`` (``K_Levels``; FedAgg does not state lv for CIFAR-10, §16
-  Q7). ``mu > 0`` gives DemLearn-P's proximal term, but anchored at the start of local training (the
-  engine's FedProx term; the code anchors at the parent group's model): default ``mu = 0``, plain DemLearn.
+  shared lr 1e-3 and batch 8 (Wu et al., INFOCOM 2024, §VI), ``levels = 3`` (``K_Levels``; FedAgg does not
+  state lv for CIFAR-10, and lv = 3 is DemLearn's best on CIFAR-100 in its Table III). ``mu > 0`` gives
+  DemLearn-P's proximal term, but anchored at the start of local training (the engine's FedProx term; the
+  code anchors at the parent group's model): default ``mu = 0``, plain DemLearn.
 * Physical mapping: the hierarchy is logical and lives in the cloud (the edges only relay). Each distinct
   group model a device needs crosses its edge's backhaul once and each device link once; the mixing runs on
   the device. Downlink transfers follow ``channel.include_downlink`` as FedAvg's broadcast does.

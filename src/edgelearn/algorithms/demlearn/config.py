@@ -23,7 +23,8 @@ class DemLearnConfig(Section):
     """DemLearn: hierarchical clustering of device models, generalization up, specialization down.
 
     Defaults from the official code's Setting.py (levels 3, alpha 0.7, 2 local epochs, plain SGD) and FedAgg's
-    shared lr 1e-3 / batch 8 (paper_fedagg.md §12.1); see the module docstring of algorithms/demlearn.py.
+    shared lr 1e-3 / batch 8 (Wu et al., INFOCOM 2024, §VI); see the module docstring of
+    algorithms/demlearn/algorithm.py.
     """
 
     name: Literal["demlearn"] = "demlearn"
@@ -41,7 +42,8 @@ class DemLearnConfig(Section):
     )
     local: DemLearnLocalConfig = Field(
         DemLearnLocalConfig(),
-        description="local SGD: lr 1e-3, batch 8 (FedAgg §12.1), 2 epochs (Dem-AI LOCAL_EPOCH), no momentum",
+        description="local SGD: lr 1e-3, batch 8 (FedAgg paper §VI), 2 epochs (Dem-AI LOCAL_EPOCH), "
+        "no momentum",
     )
     recluster_every: PositiveInt = Field(1, description="rounds between re-clusterings (Dem-AI: 1)")
     linkage: Literal["average", "complete", "single", "ward"] = Field(

@@ -1,8 +1,8 @@
 """FedAgg (Wu et al., INFOCOM 2024): agglomerative federated learning over device -> edge -> cloud.
 
 Every node owns a model of its tier's architecture (small on devices, larger on edges, largest in the cloud);
-parameters are never averaged or exchanged. Each parent-child pair runs BSBODP (paper_fedagg.md §4): first
-downward distillation (child = student of the parent's logits), then upward (parent = student of the
+parameters are never averaged or exchanged. Each parent-child pair runs BSBODP (the paper's Algorithms 1-2):
+first downward distillation (child = student of the parent's logits), then upward (parent = student of the
 child's logits), both on the bridge samples of the child's subtree. Leaf students add cross-entropy on their
 real data (Eq. 4), non-leaf students use CE + beta * KD_T (Eq. 2). Only embeddings + labels (once, at INIT)
 and logits (every round) ever move.

@@ -1,5 +1,6 @@
-"""Bridge samples (paper_fedagg.md §3): embeddings computed once on the devices, sent up the tree with their
-labels hop by hop, and decoded once into the shared transfer set that parents and children distil on.
+"""Bridge samples (Wu et al., INFOCOM 2024, §IV; Algorithm 2's INIT): embeddings computed once on the
+devices, sent up the tree with their labels hop by hop, and decoded once into the shared transfer set that
+parents and children distil on.
 
 The decoder is frozen, so ``dec(enc(x))`` never changes: :func:`build_bridge_store` encodes every device's
 samples and decodes them once at INIT, without gradients, in large batches, and every node then reads its
@@ -88,7 +89,8 @@ def build_bridge_store(
     """Encode each device's samples and decode them once (frozen autoencoder, eval mode, no gradients).
 
     ``scale="data"`` maps the decoder's [0, 1] output to the data's range (so bridge and real samples share
-    a scale); ``"unit"`` keeps the raw sigmoid output as the official demo does (§10 item 6).
+    a scale); ``"unit"`` keeps the raw sigmoid output as the official demo does (its real inputs are
+    normalised, its bridge samples not).
     """
     if scale not in ("data", "unit"):
         raise DataError(f"bridge scale must be 'data' or 'unit', got {scale!r}")

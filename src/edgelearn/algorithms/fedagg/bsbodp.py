@@ -6,10 +6,11 @@ Schedules (one round = one ``FEDAGG_TRAIN(root)``):
 * ``parallel`` (Algorithm 2 with children in parallel): levels of parents, deepest first; at each level every
   child of every parent there learns from its parent at once (devices as one executor cohort, edges as
   another), then every parent learns from the union of its children's subtree bridge samples in one pass.
-* ``sequential`` (the official demo, §5.2): depth first, child by child: ``DIR(child, parent)`` then
-  ``DIR(parent, child)`` over that child's subtree, a non-leaf child finishing its own subtree first.
+* ``sequential`` (the official demo's ``train_FedAgg``): depth first, child by child: ``DIR(child,
+  parent)`` then ``DIR(parent, child)`` over that child's subtree, a non-leaf child finishing its own
+  subtree first.
 
-Deviations from the demo, on purpose: every device has its own model (the demo shares 15, §10 item 1);
+Deviations from the demo, on purpose: every device has its own model (the demo's 225 devices share 15);
 teachers infer in eval mode under no_grad (``demo_compat: true`` restores train-mode teachers); bridge samples
 are mapped to the data's scale (``bridge_scale: unit`` restores the raw [0, 1] decoder output).
 """

@@ -66,7 +66,7 @@ class MigrationConfig(Section):
 
 
 class FedAggConfig(Section):
-    """FedAgg with BSBODP; defaults are the paper's (beta 10, gamma 1, T 3, lr 1e-3, batch 8, §6)."""
+    """FedAgg with BSBODP; defaults are the paper's (beta 10, gamma 1, T 3, lr 1e-3, batch 8; §VI)."""
 
     name: Literal["fedagg"] = "fedagg"
     renamed: ClassVar[Mapping[str, str]] = MOVED_TO_LOCAL

@@ -3,11 +3,10 @@ Distillation", ACM TIST 2024): FedGKT with the clients' knowledge refined before
 
 Everything is FedGKT's (:mod:`edgelearn.algorithms.kit.split`, as FedGKT runs it: devices are clients, the
 cloud is the server, edges relay, the same ledger phases and payloads) except the server's KD target.
-Heterogeneous clients send logits of very different confidence; KKR (kernel-based knowledge refinement,
-paper_fedagg.md §12.1) maps each
-client's softened probability vector linearly so that its peak probability is the same for every client,
-``peak`` (0.12 in FedAgg's runs). As the authors' code (FedICT ``utils.DistributedKnowledgeCongruence`` inside
-``DKC_KL_Loss``) does it, per sample with ``C`` classes::
+Heterogeneous clients send logits of very different confidence; KKR (kernel-based knowledge refinement)
+maps each client's softened probability vector linearly so that its peak probability is the same for every
+client, ``peak`` (T = 0.12 in FedAgg's runs, Wu et al., INFOCOM 2024, §VI). As the authors' code (FedICT
+``utils.DistributedKnowledgeCongruence`` inside ``DKC_KL_Loss``) does it, per sample with ``C`` classes::
 
     p   = softmax(z / (logit_scale * T)) + 1e-7          # logit_scale = S (0.05), T = KD temperature (3)
     m   = max_c p_c

@@ -13,11 +13,11 @@ Algorithm 1:
    inherits);
 4. the server infers its logits on every client's features and sends each client its own, hop by hop down.
 
-Mapping onto the tree (the layout of FedAgg's experiments, paper_fedagg.md §12.1): devices are the clients,
-the cloud is the single server, edge servers only relay. Per-tier models: ``models.device`` is the client
-(split after its convolutional body: the extractor is everything before the global pooling + FC head),
-``models.cloud`` is the server, built for the feature shape; ``models.edge`` is unused. Defaults as FedAgg's
-per-tier defaults (:func:`~edgelearn.algorithms.kit.tiers.resolve_tier_models`).
+Mapping onto the tree (the layout of FedAgg's FedGKT baseline, Wu et al., INFOCOM 2024, §VI): devices are
+the clients, the cloud is the single server, edge servers only relay. Per-tier models: ``models.device`` is
+the client (split after its convolutional body: the extractor is everything before the global pooling + FC
+head), ``models.cloud`` is the server, built for the feature shape; ``models.edge`` is unused. Defaults as
+FedAgg's per-tier defaults (:func:`~edgelearn.algorithms.kit.tiers.resolve_tier_models`).
 
 The delivered model is FedGKT's own test-time model: a client's extractor followed by the server. As in
 FedGKT's evaluation (each client extracts its test samples, the server classifies the pooled features), the

@@ -1,10 +1,11 @@
 """Knowledge-distillation losses and teacher inference shared by FedAgg, FedGKT, FedDKC and plugins.
 
-``kd_per_sample`` is the official FedAgg code's ``KL_Loss(T)`` (paper_fedagg.md §4.3) per sample:
-``T^2 * sum_c p_c (log p_c - log q_c)`` with ``q = softmax(s / T)`` and ``p = softmax(z / T) + 1e-7``; its
-mean over a batch equals PyTorch's ``KLDivLoss(reduction="batchmean")`` times ``T^2``, i.e.
-KL(teacher || student). The loss factories return per-sample losses (shape (B,), pure torch ops) as the
-engine's :data:`~edgelearn.engine.LossFn` contract asks, so any executor (serial or vmap) can run them.
+``kd_per_sample`` is the official FedAgg code's ``KL_Loss(T)`` (github.com/wuzhiyuan2000/FedAgg,
+``utils.py``) per sample: ``T^2 * sum_c p_c (log p_c - log q_c)`` with ``q = softmax(s / T)`` and
+``p = softmax(z / T) + 1e-7``; its mean over a batch equals PyTorch's ``KLDivLoss(reduction="batchmean")``
+times ``T^2``, i.e. KL(teacher || student). The loss factories return per-sample losses (shape (B,), pure
+torch ops) as the engine's :data:`~edgelearn.engine.LossFn` contract asks, so any executor (serial or vmap)
+can run them.
 """
 
 from __future__ import annotations

@@ -27,15 +27,15 @@ class SplitTransferConfig(Section):
     models: TierModelsConfig = Field(
         TierModelsConfig(), description="device = client (split into extractor + head), cloud = server"
     )
-    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg §12.1: 1.5)")
+    beta: Annotated[float, Field(ge=0)] = Field(1.5, description="KD weight (FedAgg paper §VI: 1.5)")
     T: PositiveFloat = Field(3.0, description="distillation temperature (FedGKT code: 3)")
     server_loss: Literal["paper", "fedml"] = Field(
         "paper", description="paper = CE + beta * KD (FedGKT Eq. 6); fedml = KD + beta * CE (FedML code)"
     )
     local: PaperLocalConfig = Field(
         PaperLocalConfig(),
-        description="SGD of clients (epochs or steps) and server (lr, momentum, batch): FedAgg §12.1's lr "
-        "1e-3 / batch 8, FedGKT code's momentum 0.9 and 1 local epoch",
+        description="SGD of clients (epochs or steps) and server (lr, momentum, batch): FedAgg paper §VI's "
+        "lr 1e-3 / batch 8, FedGKT code's momentum 0.9 and 1 local epoch",
     )
     server_epochs: PositiveInt = Field(1, description="server epochs over all features per round (code: 1)")
     teacher_batch_size: PositiveInt = Field(128, description="samples per no-grad inference pass")

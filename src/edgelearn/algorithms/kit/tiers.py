@@ -21,9 +21,10 @@ TIERS: tuple[str, ...] = ("device", "edge", "cloud")
 LARGE_IMAGE_MIN_SIDE = 32
 """Images from this side on (CIFAR) get the larger defaults."""
 
-# Default models per tier: a small CNN / a small ResNet / a wider ResNet (the issue's sizing; the paper uses a
-# 3-layer CNN / ResNet-10 / ResNet-18 on CIFAR, §2.3). Parameters on 1x28x28: cnn_small ~22k, resnet8 ~78k,
-# resnet14 width 2 ~0.70M; on 3x32x32 resnet14 ~0.18M and resnet20 width 2 ~1.1M.
+# Default models per tier: a small CNN / a small ResNet / a wider ResNet (the issue's sizing; FedAgg uses a
+# 3-layer CNN / ResNet-10 / ResNet-18 on CIFAR, Wu et al., INFOCOM 2024, Table I). Parameters on 1x28x28:
+# cnn_small ~22k, resnet8 ~78k, resnet14 width 2 ~0.70M; on 3x32x32 resnet14 ~0.18M and resnet20 width 2
+# ~1.1M.
 DEFAULT_MODELS: Mapping[str, tuple[str, Mapping[str, Any]]] = {
     "device": ("cnn_small", {}),
     "edge": ("resnet8", {}),

@@ -1,5 +1,4 @@
-"""Two-stage edge learning with joint resource management (Lyu et al., arXiv 2404.00836; spec
-``paper_two_stage.md``).
+"""Two-stage edge learning with joint resource management (Lyu et al., arXiv 2404.00836).
 
 The edge server pre-trains on its stored general data (M rounds of centralised SGD with batch D~ at clock
 f~), then the devices fine-tune by federated edge learning (N rounds; each device takes one gradient on a
@@ -181,7 +180,7 @@ class TwoStage(Algorithm):
         ctx = self.ctx
         if ctx.cfg.channel.include_downlink:
             raise ConfigError(
-                "two_stage neglects the model broadcast, as its system model does (paper_two_stage.md §3.3)",
+                "two_stage neglects the model broadcast, as its planning model does",
                 hint="set channel.include_downlink: false",
             )
         topo = ctx.topology
@@ -194,7 +193,7 @@ class TwoStage(Algorithm):
                 hint="use topology.devices: K (devices under one server) or topology.edges: 1",
             )
         self.server = parents.pop()
-        # the planner chooses CPU clocks (the DVFS model of Lyu et al. §3.2): the server and devices need one
+        # the planner chooses CPU clocks (the DVFS model of Lyu et al.): the server and devices need one
         ctx.system.require_dvfs([self.server, *self.devices.tolist()], "the two-stage planner's clock choice")
         general = ctx.extras["general"]
         self.general = ClientData(
@@ -420,7 +419,7 @@ class TwoStage(Algorithm):
             start_of=np.zeros(len(data), dtype=np.int64),
             group_of=np.zeros(len(data), dtype=np.int64),
             num_groups=1,
-            # aggregation weighted by batch size (spec §3.1); a lost gradient has weight 0
+            # aggregation weighted by batch size (our reading of the paper); a lost gradient has weight 0
             weights=(batches if weights is None else weights).astype(np.float64),
             seeds=seeds,
             batch_sizes=batches,

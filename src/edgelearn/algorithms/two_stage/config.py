@@ -27,7 +27,7 @@ held to ``max_pre_rounds`` / ``max_ft_rounds`` (reported when they bind)."""
 
 
 class BudgetConfig(Section):
-    """Total budgets over both stages (paper_two_stage.md §5)."""
+    """Total energy and delay budgets over both stages (the constraints of problem (P1))."""
 
     energy_j: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 20.0
     delay_s: Annotated[float, Field(gt=0, le=BUDGET_MAX)] = 60.0
@@ -67,9 +67,9 @@ class CalibrationConfig(Section):
 
 class PlannedLocalConfig(Section):
     """Fine-tuning SGD whose batch sizes and step counts the two-stage plan chooses: only the step size is
-    set here (Lyu et al., arXiv 2404.00836, §8.3: 0.05); the planner's bound assumes plain SGD."""
+    set here (our default 0.05); the planner's bound assumes plain SGD."""
 
-    lr: PositiveFloat = Field(0.05, description="fine-tuning step size eta (spec §8.3)")
+    lr: PositiveFloat = Field(0.05, description="fine-tuning step size eta")
 
 
 class TwoStageConfig(Section):
@@ -79,25 +79,25 @@ class TwoStageConfig(Section):
     renamed: ClassVar[Mapping[str, str]] = {"eta_ft": "local.lr"}
     scheme: Literal[
         "optimized", "finetune_only", "pretrain_only", "fixed_ratio", "no_optimization", "separate"
-    ] = Field("optimized", description="the joint design or one of the baseline schemes (spec §8.5)")
+    ] = Field("optimized", description="the joint design or one of the baseline schemes")
     shift: ShiftConfig = ShiftConfig()
     budget: BudgetConfig = BudgetConfig()
-    eta_pre: PositiveFloat = Field(0.05, description="pre-training step size (spec §8.3)")
+    eta_pre: PositiveFloat = Field(0.05, description="pre-training step size eta~")
     local: PlannedLocalConfig = Field(
         PlannedLocalConfig(),
         description="devices' fine-tuning SGD (its batches and steps come from the plan)",
     )
     bound: Literal["A", "B", "C", "D", "E", "P"] = Field(
         "A",
-        description="bound form: A (spec §4.2), B, C (§4 alternatives), D (warm start), E (last iterate), "
-        "P (not a bound: the task error predicted from a pilot run, `calibration`)",
+        description="bound form: A (step-weighted, ours), B, C (alternatives), D (warm start), "
+        "E (last iterate), P (not a bound: the task error predicted from a pilot run, `calibration`)",
     )
     calibration: CalibrationConfig = CalibrationConfig()
     method: Literal["convex", "sca"] = Field(
-        "convex", description="inner solver: exact convex (6.3) or SCA (6.2)"
+        "convex", description="inner solver: exact convex (our reformulation) or SCA (the paper's)"
     )
-    max_batch_pre: PositiveInt = Field(5000, description="cap on the pre-training batch (spec §8.3)")
-    max_batch_ft: PositiveInt = Field(1000, description="cap on a device's batch (spec §8.3; also |D_k|)")
+    max_batch_pre: PositiveInt = Field(5000, description="cap on the pre-training batch")
+    max_batch_ft: PositiveInt = Field(1000, description="cap on a device's batch (also |D_k|)")
     max_ft_rounds: PositiveInt = Field(
         500,
         description="most fine-tuning rounds any scheme may plan (keep small with fading: one program per N, "
@@ -112,7 +112,7 @@ class TwoStageConfig(Section):
     pilot_steps: NonNegInt = Field(
         300,
         description="SGD steps of a pilot pre-training on general data whose checkpoints join the estimate "
-        "of delta and L (spec §8.4: max over checkpoints; at an untrained model the shift barely shows in "
+        "of delta and L (max over checkpoints: at an untrained model the shift barely shows in "
         "the gradients); 0 = estimate at the initial model only. Planning-time work, not charged to budgets",
     )
     pilot_batch: PositiveInt = Field(64, description="batch of the pilot pre-training")
@@ -125,7 +125,7 @@ class TwoStageConfig(Section):
     joint_min_ft_rounds: Literal[0, 1] = Field(
         0,
         description="least N the joint design considers: 0 lets it pick pure pre-training when the bound "
-        "prefers it (so it is never worse in bound than a baseline); 1 = spec §6.1's loop from N = 1",
+        "prefers it (so it is never worse in bound than a baseline); 1 = the devices always fine-tune",
     )
     pretrain_log_points: PositiveInt = Field(
         20, description="pre-training steps are run and logged in at most this many chunks (runner rounds)"
