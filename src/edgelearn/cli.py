@@ -105,13 +105,17 @@ def demo(
 
 @app.command()
 def plan(
-    config: Annotated[Path, typer.Argument(help="a two-stage YAML config (configs/two_stage/...)")],
+    config: Annotated[
+        Path,
+        typer.Argument(help="a two-stage config, or any algorithm's with a plan: section (configs/plan/)"),
+    ],
     set_: SetOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="print the Plan and the baseline schemes as JSON")
     ] = False,
 ) -> None:
-    """Solve a two-stage config's resource plan (rounds, batches, clocks, powers) without training."""
+    """Solve a config's resource plan without training: two-stage's rounds, batches, clocks and powers, or
+    any algorithm's clocks and transmit powers for a recorded round (its ``plan:`` section)."""
     import json
 
     from edgelearn.commands.plan import plan_report
@@ -122,8 +126,11 @@ def plan(
         print(json.dumps(report_, indent=2))
         return
     from edgelearn.report.progress import get_console
-    from edgelearn.report.tables import plans_table
+    from edgelearn.report.tables import plans_table, tree_plans_table
 
+    if report_.get("planner") == "tree":
+        get_console().print(tree_plans_table(report_))
+        return
     table = plans_table(report_, title=f"Two-stage plans on the same budgets ({report_['devices']} devices)")
     console = get_console()
     console.print(table)

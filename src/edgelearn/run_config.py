@@ -37,6 +37,7 @@ from edgelearn.config.loading import (
     section_type,
     unknown_everywhere,
 )
+from edgelearn.config.plan import PlanConfig
 from edgelearn.config.sections import (
     ChannelConfig,
     DataConfig,
@@ -95,6 +96,9 @@ class RunConfig(Section):
     eval: EvalConfig = EvalConfig()
     output: OutputConfig = OutputConfig()
     faults: FaultsConfig = FaultsConfig()
+    plan: PlanConfig | None = Field(
+        None, description="plan clocks and transmit powers before the run (planning/tree); None = full speed"
+    )
 
 
 def algorithm_configs() -> list[type[Section]]:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from edgelearn.checkpoint import (
 )
 from edgelearn.config import read_yaml
 from edgelearn.data import load_dataset, partition, partition_stats
-from edgelearn.data.dataset import DatasetBundle, index_digest, split_holdout, subsample_train
+from edgelearn.data.dataset import split_holdout, split_summary, subsample_train
 from edgelearn.engine import ClientData, make_executor, resolve_device
 from edgelearn.engine.precision import set_precision
 from edgelearn.engine.threads import apply_threads, choose_threads
@@ -43,6 +43,7 @@ from edgelearn.report.io import (
     append_jsonl,
     ensure_writable_dir,
     locked_dir,
+    plain_json,
     read_metrics,
     remove_stale_temps,
     rounds_to,
@@ -54,6 +55,9 @@ from edgelearn.run_config import RunConfig, build_config, dump_config
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
 from edgelearn.system.faults import FaultModel
+
+if TYPE_CHECKING:
+    from edgelearn.planning.tree.plan import TreePlan
 
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
@@ -420,6 +424,9 @@ def _run(
     """The round loop of :func:`run` (checkpoints, metrics, summary, plots)."""
     ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
+    plan = tree_plan(cfg) if cfg.plan is not None else None
+    if plan is not None:
+        ctx.system.set_operating_point(plan.point)  # INIT and every round run at the planned point
     algo = make_algorithm(ctx)
     algo.init()
     rounds = algo.rounds
@@ -465,7 +472,7 @@ def _run(
                         hint="lower the learning rate; the last good checkpoint is kept (--resume)",
                     )
                 best = max(best, ev["accuracy"])
-                last = _jsonable(
+                last = plain_json(
                     {
                         "round": r,
                         **ev,
@@ -512,14 +519,15 @@ def _run(
             for tier, section in cfg.hardware  # the numbers are in config.yaml
         },
         "partition": partition_stats(ctx.parts, ctx.bundle.train.y, ctx.bundle.num_classes),
-        "data_split": data_split(ctx.bundle),
+        "data_split": split_summary(ctx.bundle),
         "executor": ctx.executor.name,
         "torch_threads": ctx.torch_threads,
         "device": str(ctx.device),
         "data_source": ctx.bundle.source,
         **algo.summary_extras(),
+        **({"plan": _plan_summary(plan, ctx.system, rounds)} if plan is not None else {}),
     }
-    summary = _jsonable(summary)
+    summary = plain_json(summary)
     write_json_atomic(out / "summary.json", summary)
     if cfg.output.plots:
         from edgelearn.report.plots import plot_run
@@ -529,15 +537,58 @@ def _run(
     return summary
 
 
-def data_split(bundle: DatasetBundle) -> dict[str, Any]:
-    """summary.json's account of the training split: what the devices share, what was held out before
-    partitioning (with the SHA-256 of its positions) and what ``data.max_train`` kept aside."""
-    split: dict[str, Any] = {"devices": len(bundle.train), "test": len(bundle.test)}
-    for name in ("holdout", "unassigned"):
-        part = getattr(bundle, name)
-        if part is not None:
-            split[name] = {"samples": len(part), "indices_sha256": index_digest(part.index)}
-    return split
+def tree_plan(cfg: RunConfig) -> TreePlan:
+    """The ``plan:`` section's plan (planning/tree): round ``plan.profile_round`` of a pilot run of the same
+    config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it."""
+    from edgelearn.planning.tree.plan import Budgets, plan_round  # cvxpy: only runs that plan import it
+    from edgelearn.planning.tree.profile import RoundProfile
+
+    assert cfg.plan is not None
+    if cfg.algorithm.name == "two_stage":
+        raise ConfigError(
+            "`plan` does not apply to two_stage, which plans its own rounds, batches, clocks and powers",
+            hint="set the budgets under algorithm.budget and remove the plan section",
+        )
+    pilot = build_context(cfg)
+    try:
+        algo = make_algorithm(pilot)
+        algo.init()
+        for r in range(1, min(cfg.plan.profile_round, algo.rounds) + 1):
+            algo.run_round(r)
+    finally:
+        shutdown = getattr(pilot.executor, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+    p = cfg.plan
+    profile = RoundProfile.from_ledger(pilot.system.ledger, p.profile_round, pilot.topology.num_nodes)
+    plan = plan_round(
+        pilot.system, profile, Budgets(p.objective, p.round_energy_j, p.round_delay_s, p.weight_j_per_s)
+    )
+    if not plan.feasible:
+        raise ConfigError(
+            f"plan: the solver found no operating point within the budgets (status "
+            f"{plan.schemes['planned']['status']}); round_energy_j={p.round_energy_j}, "
+            f"round_delay_s={p.round_delay_s}",
+            hint="raise the budgets a little: `edgelearn plan CONFIG` shows every scheme's energy and delay",
+        )
+    return plan
+
+
+def _plan_summary(plan: TreePlan, system: SystemModel, rounds: int) -> dict[str, Any]:
+    """summary.json's ``plan``: the planner's prediction beside what the ledger measured, in the profiled
+    round and averaged over every round (rounds whose work differs from the profile differ too)."""
+    r = plan.profile["round"]
+    measured = [system.ledger.round_totals(k) for k in range(1, rounds + 1)]
+    return {
+        **plan.summary(),
+        "measured": {
+            "round": r,
+            "energy_j": measured[r - 1]["energy_j"] if r <= rounds else None,
+            "delay_s": measured[r - 1]["delay_s"] if r <= rounds else None,
+            "mean_energy_j": float(np.mean([m["energy_j"] for m in measured])),
+            "mean_delay_s": float(np.mean([m["delay_s"] for m in measured])),
+        },
+    }
 
 
 def _rounds_to_targets(targets: Sequence[float], out: Path) -> dict[str, Any]:
@@ -546,19 +597,3 @@ def _rounds_to_targets(targets: Sequence[float], out: Path) -> dict[str, Any]:
         return {}
     records = read_metrics(out)
     return {"rounds_to_target": {target_key(t): rounds_to(records, t) for t in targets}}
-
-
-def _jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays nested in dicts and lists into plain JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-__all__ = ["build_context", "build_system", "build_topology", "default_run_dir", "run"]

@@ -1,8 +1,11 @@
-"""``edgelearn plan`` and the sweep's ``kind: landscape`` experiments: two-stage planning without training.
+"""``edgelearn plan`` and the sweep's ``kind: landscape`` experiments: planning without training.
 
-Both build a whole run context (:func:`edgelearn.runner.build_context`: data, shift, topology, the bound
-constants) and let :class:`~edgelearn.algorithms.two_stage.algorithm.TwoStage` make its plans from it, so
-they sit above the runner, not in the algorithm's module (which the runner imports).
+Two-stage configs are planned by their own planner (rounds, batches, clocks, powers); any other algorithm's
+config with a ``plan:`` section by the tree planner (:func:`edgelearn.runner.tree_plan`: clocks and powers
+for a recorded round). Both build a whole run context (:func:`edgelearn.runner.build_context`: data,
+shift, topology, the bound constants) and two-stage's :class:`~edgelearn.algorithms.two_stage.algorithm.
+TwoStage` makes its plans from it, so they sit above the runner, not in the algorithm's module (which the
+runner imports).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from edgelearn.planning.bound import get_bound
 from edgelearn.planning.feasibility import CheapestPoint
 from edgelearn.planning.search import InnerSolver, ft_round_limit, log_grid, pre_round_limit
 from edgelearn.run_config import RunConfig, load_config
-from edgelearn.runner import build_context
+from edgelearn.runner import build_context, tree_plan
 
 
 def plan_report(cfg: RunConfig) -> dict[str, Any]:
@@ -26,10 +29,13 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
     Raises BudgetError (naming the smallest feasible budgets) when the budgets admit no plan.
     """
     if cfg.algorithm.name != "two_stage":
-        raise ConfigError(
-            f"`edgelearn plan` needs algorithm.name: two_stage, got {cfg.algorithm.name!r}",
-            hint="use a config under configs/two_stage/",
-        )
+        if cfg.plan is None:
+            raise ConfigError(
+                f"`edgelearn plan` on a {cfg.algorithm.name} config needs a `plan:` section (objective and "
+                "per-round budgets)",
+                hint="e.g. --set plan.round_energy_j=50, or use configs/plan/*.yaml",
+            )
+        return {"planner": "tree", "algorithm": cfg.algorithm.name, **tree_plan(cfg).summary()}
     algo = TwoStage(build_context(cfg))
     algo.setup()
     plans = algo.make_plans()

@@ -28,6 +28,7 @@ from edgelearn.config.hardware import (
 )
 from edgelearn.config.loading import apply_overrides, parse_override, read_yaml
 from edgelearn.config.local import MOVED_TO_LOCAL, LocalTrainConfig, PaperLocalConfig
+from edgelearn.config.plan import PlanConfig
 from edgelearn.config.sections import (
     ChannelConfig,
     DataConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "NonNegInt",
     "OutputConfig",
     "PaperLocalConfig",
+    "PlanConfig",
     "PartitionConfig",
     "PositiveFloat",
     "PositiveInt",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -260,3 +261,14 @@ def split_holdout(bundle: DatasetBundle, size: int, rng: np.random.Generator) ->
         )
     idx = stratified_pick(bundle.train.y, size, rng)
     return replace(bundle, train=bundle.train.subset(_rest(n, idx)), holdout=bundle.train.subset(idx))
+
+
+def split_summary(bundle: DatasetBundle) -> dict[str, Any]:
+    """summary.json's account of the training split: what the devices share, what was held out before
+    partitioning (with the SHA-256 of its positions) and what ``data.max_train`` kept aside."""
+    split: dict[str, Any] = {"devices": len(bundle.train), "test": len(bundle.test)}
+    for name in ("holdout", "unassigned"):
+        part = getattr(bundle, name)
+        if part is not None:
+            split[name] = {"samples": len(part), "indices_sha256": index_digest(part.index)}
+    return split

@@ -166,6 +166,18 @@ def _json_default(obj: object) -> Any:
     raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
 
 
+def plain_json(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays nested in dicts and lists turned into plain JSON types (keys
+    into strings), without importing numpy."""
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, str):  # numpy arrays and scalars
+        return obj.tolist()
+    return obj
+
+
 def fsync_dir(folder: Path) -> None:
     """fsync a folder, so a rename inside it survives a crash (a no-op where folders cannot be opened)."""
     try:

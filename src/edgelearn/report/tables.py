@@ -249,3 +249,31 @@ def plans_table(report: dict[str, Any], title: str = "Two-stage plans on the sam
     if caps:  # every scheme was held to these caps: say so beside the numbers they shaped
         table.caption = "\n".join(f"[yellow]warning:[/] {cap['message']}" for cap in caps)
     return table
+
+
+def tree_plans_table(report: dict[str, Any]) -> Table:
+    """One row per scheme of a tree plan (``edgelearn plan`` on a config with ``plan:``): the objective,
+    the round's predicted energy and delay, and feasibility; the planned clocks and powers per tier below."""
+    b = report["budgets"]
+    limits = ", ".join(
+        f"{k} {v:.4g}" for k, v in (("energy J", b["round_energy_j"]), ("delay s", b["round_delay_s"])) if v
+    )
+    table = Table(
+        title=f"{report['algorithm']}: one round planned for {report['objective']} ({limits or 'no budget'})"
+    )
+    for col in ("scheme", "objective", "energy J", "delay s", "feasible"):
+        table.add_column(col, justify="left" if col == "scheme" else "right")
+    for name, s in report["schemes"].items():
+        table.add_row(
+            name, f"{s['objective']:.5g}", f"{s['energy_j']:.5g}", f"{s['delay_s']:.5g}",
+            "yes" if s["feasible"] else "no",
+        )  # fmt: skip
+    lines = []
+    for tier, entry in report["settings"].items():
+        parts = [
+            f"{k} {v['min']:.3g}-{v['max']:.3g} (mean {v['mean']:.3g}, {v['nodes']} nodes)"
+            for k, v in entry.items()
+        ]
+        lines.append(f"{tier}: " + "; ".join(parts))
+    table.caption = "\n".join(lines)
+    return table

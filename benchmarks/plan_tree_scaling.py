@@ -1,0 +1,107 @@
+"""How long the tree planner (``edgelearn.planning.tree``) takes as the number of devices grows.
+
+Setting: 10 edge servers, devices split evenly under them, the default hardware (paper DVFS devices and
+edges, an A100 cloud) and channel (1 MHz per server, shared equally), one dry-run HierFAVG-shaped round
+(``planning.tree.synthetic.hierarchical_round``: 400 kB model, 1 GFLOP of local training per device) and an
+energy budget of half the full-speed round's; objective: the shortest round. Each point plans every scheme
+(planned, max_speed, clocks_only, powers_only; two solves each for the lexicographic pass). Prints a table
+and, with --json PATH, writes the rows and the growth exponent of planning time in the number of devices.
+
+    PYTHONPATH=src python benchmarks/plan_tree_scaling.py --json docs/results/plan_tree_scaling.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgelearn.planning.tree.plan import Budgets, plan_round
+from edgelearn.planning.tree.synthetic import hierarchical_round
+from edgelearn.seeding import Seeds
+from edgelearn.system import ChannelSpec, SystemModel, Topology
+
+DEFAULT_DEVICES = (100, 1000, 10000)
+EDGES = 10
+MODEL_BYTES = 4e5
+"""A 100k-parameter float32 model."""
+DEVICE_FLOPS = 1e9
+"""One local epoch of a small model on a few hundred samples."""
+SERVER_FLOPS = 1e7
+"""Averaging at an edge or the cloud."""
+BUDGET_SHARE = 0.5
+"""Energy budget: this share of the full-speed round's energy."""
+
+
+def run(devices: tuple[int, ...], seed: int) -> list[dict[str, object]]:
+    """Plan one round per tree size; return a row per size."""
+    rows = []
+    for n in devices:
+        system = SystemModel.build(Topology.hierarchical(EDGES, n // EDGES), None, ChannelSpec(), Seeds(seed))
+        profile = hierarchical_round(
+            system,
+            model_bytes=MODEL_BYTES,
+            device_flops=DEVICE_FLOPS,
+            edge_flops=SERVER_FLOPS,
+            cloud_flops=SERVER_FLOPS,
+        )
+        full = profile.replay(system, None)
+        started = time.perf_counter()
+        plan = plan_round(system, profile, Budgets("delay", energy_j=BUDGET_SHARE * full["energy_j"]))
+        wall = time.perf_counter() - started
+        rows.append(
+            {
+                "devices": n,
+                "events": plan.profile["events"],
+                "plan_s": wall,
+                "solve_s": plan.solve_s,
+                "feasible": plan.feasible,
+                "delay_s": plan.predicted["delay_s"],
+                "energy_j": plan.predicted["energy_j"],
+                "max_speed_energy_j": full["energy_j"],
+                "powers_only_energy_j": plan.schemes["powers_only"]["energy_j"],
+            }
+        )
+        print(
+            f"{n:>7} devices  {plan.profile['events']:>7} events  plan {wall:7.2f} s  "
+            f"delay {plan.predicted['delay_s']:.4g} s  energy {plan.predicted['energy_j']:.4g} J "
+            f"(full speed {full['energy_j']:.4g} J)",
+            flush=True,
+        )
+    return rows
+
+
+def growth_exponent(rows: list[dict[str, object]]) -> float:
+    """Least-squares slope of log(plan time) on log(devices)."""
+    x = np.log([float(r["devices"]) for r in rows])  # type: ignore[arg-type]
+    y = np.log([float(r["plan_s"]) for r in rows])  # type: ignore[arg-type]
+    return float(np.polyfit(x, y, 1)[0]) if len(rows) > 1 else math.nan
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, nargs="+", default=list(DEFAULT_DEVICES))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rows = run(tuple(args.devices), args.seed)
+    exponent = growth_exponent(rows)
+    print(f"planning time grows as devices^{exponent:.2f}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "rows": rows,
+            "growth_exponent": exponent,
+            "edges": EDGES,
+            "machine": {"cpus": os.cpu_count()},
+        }
+        args.json.write_text(json.dumps(record, indent=2), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
