@@ -170,6 +170,20 @@ def test_trace_from_config_drives_fedavg(tmp_path: Path) -> None:
     assert algo.run_round(2)["dropped"] == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("fedavg", ["topology.devices=4"]), ("hierfavg", ["topology.edges=2", "topology.devices_per_edge=2"])],
+)
+def test_the_runner_owns_the_fault_model_and_algorithms_keep_it(name: str, overrides: list[str]) -> None:
+    ctx = build_context(
+        _cfg([*overrides, "algorithm.rounds=1", "faults.dropout=0.3"], algorithm={"name": name})
+    )
+    faults = ctx.system.faults
+    assert faults.enabled and faults.dropout == 0.3  # built from the config by the runner (build_system)
+    make_algorithm(ctx).init()
+    assert ctx.system.faults is faults
+
+
 # ---------------------------------------------------------------------------------------------- deadline
 
 F_HZ, CYCLES_PER_FLOP, KAPPA, P_W = 1e9, 0.25, 1e-28, 0.1
