@@ -42,6 +42,7 @@ from edgelearn.system.hardware import (
 )
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.model import SystemModel
+from edgelearn.system.screen import RoundScreen
 from edgelearn.system.topology import Node, Tier, Topology
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "HardwareSpec",
     "Ledger",
     "Node",
+    "RoundScreen",
     "SystemModel",
     "Tier",
     "Topology",
