@@ -32,7 +32,7 @@ from edgelearn.system import (
     Tier,
     Topology,
 )
-from edgelearn.system.faults import charge_stragglers, screen_uploads
+from edgelearn.system.screen import RoundScreen
 
 
 def _cfg(overrides: list[str], **sections: Any) -> Any:
@@ -170,6 +170,20 @@ def test_trace_from_config_drives_fedavg(tmp_path: Path) -> None:
     assert algo.run_round(2)["dropped"] == 0
 
 
+@pytest.mark.parametrize(
+    ("name", "overrides"),
+    [("fedavg", ["topology.devices=4"]), ("hierfavg", ["topology.edges=2", "topology.devices_per_edge=2"])],
+)
+def test_the_runner_owns_the_fault_model_and_algorithms_keep_it(name: str, overrides: list[str]) -> None:
+    ctx = build_context(
+        _cfg([*overrides, "algorithm.rounds=1", "faults.dropout=0.3"], algorithm={"name": name})
+    )
+    faults = ctx.system.faults
+    assert faults.enabled and faults.dropout == 0.3  # built from the config by the runner (build_system)
+    make_algorithm(ctx).init()
+    assert ctx.system.faults is faults
+
+
 # ---------------------------------------------------------------------------------------------- deadline
 
 F_HZ, CYCLES_PER_FLOP, KAPPA, P_W = 1e9, 0.25, 1e-28, 0.1
@@ -198,14 +212,15 @@ def test_deadline_factor_excludes_the_straggler_and_charges_it_until_the_deadlin
     system = _three_device_system()
     system.attach_faults(FaultModel(system.topology, Seeds(0), deadline_factor=2.0))
     system.begin_round(1)
-    screen = screen_uploads(system, 1, [1, 2, 3], FLOPS, NBYTES)
+    screen = RoundScreen.open(system, 1, [1, 2, 3]).screen(FLOPS, NBYTES)
     u = _upload_seconds_by_hand()
     assert u == pytest.approx(1.4967, rel=1e-4)
-    assert screen.upload_s == pytest.approx([u, u, u]) and screen.compute_s == pytest.approx([1.0, 2.0, 10.0])
+    up = screen.upload
+    assert up.upload_s == pytest.approx([u, u, u]) and up.compute_s == pytest.approx([1.0, 2.0, 10.0])
     deadline = 2.0 * (2.0 + u)  # twice the median device's compute + upload
-    assert screen.deadline_s == pytest.approx(deadline)
-    assert screen.straggler.tolist() == [False, False, True]
-    charge_stragglers(system, screen, FLOPS, NBYTES)
+    assert up.deadline_s == pytest.approx(deadline)
+    assert screen.straggler_mask.tolist() == [False, False, True]
+    screen.charge()
     (event,) = system.ledger.event_dicts(1)
     assert event["phase"] == "straggler_train" and event["node"] == 3
     assert event["seconds"] == pytest.approx(deadline)  # it computed until the deadline, then stopped
@@ -218,10 +233,10 @@ def test_absolute_deadline_cuts_an_upload_halfway_and_charges_half_of_it() -> No
     u = _upload_seconds_by_hand()
     system.attach_faults(FaultModel(system.topology, deadline_s=2.0 + u / 2))
     system.begin_round(1)
-    screen = screen_uploads(system, 1, [1, 2, 3], FLOPS, NBYTES)
-    assert screen.straggler.tolist() == [False, True, True]
-    assert screen.arrived.tolist() == [True, False, False]
-    charge_stragglers(system, screen, FLOPS, NBYTES)
+    screen = RoundScreen.open(system, 1, [1, 2, 3]).screen(FLOPS, NBYTES)
+    assert screen.straggler_mask.tolist() == [False, True, True]
+    assert screen.arrived_mask.tolist() == [True, False, False]
+    screen.charge()
     events = {(e["phase"], e["node"]): e for e in system.ledger.event_dicts(1)}
     assert set(events) == {("straggler_train", 2), ("straggler_upload", 2), ("straggler_train", 3)}
     assert events[("straggler_train", 2)]["flops"] == pytest.approx(8e9)  # finished training in time

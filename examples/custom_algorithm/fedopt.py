@@ -10,9 +10,10 @@ Algorithm 2, no bias correction)::
     x_{t+1} = x_t + eta m_t / (sqrt(v_t) + tau)
 
 with ``m_{-1} = 0`` and ``v_{-1} = tau^2`` (the paper asks for ``v_{-1} >= tau^2``). The step is
-:meth:`~edgelearn.algorithms.fedavg.algorithm.FedAvg.server_update`, the one extension point overridden; the moments
-``m`` and ``v`` are in ``checkpoint_attrs``, so a resumed run continues exactly. They apply to every floating
-entry of the model state (integer buffers, such as BatchNorm's batch counter, take the average).
+:meth:`~edgelearn.algorithms.fedavg.algorithm.FedAvg.server_update`, the one extension point overridden;
+the moments ``m`` and ``v`` are in ``checkpoint_attrs``, so a resumed run continues exactly. They apply to
+every floating entry of the model state (integer buffers, such as BatchNorm's batch counter, take the
+average).
 
 Algorithm 2 writes the uniform mean over the round's devices; ``weighting: data_size`` (the default) weights
 by local data size as edgelearn's FedAvg does, so a comparison with FedAvg isolates the server optimizer;

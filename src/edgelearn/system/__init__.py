@@ -42,6 +42,7 @@ from edgelearn.system.hardware import (
 )
 from edgelearn.system.ledger import Ledger, VirtualClock
 from edgelearn.system.model import OperatingPoint, SystemModel
+from edgelearn.system.screen import RoundScreen
 from edgelearn.system.topology import Node, Tier, Topology
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "Ledger",
     "Node",
     "OperatingPoint",
+    "RoundScreen",
     "SystemModel",
     "Tier",
     "Topology",

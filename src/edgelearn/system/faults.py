@@ -31,6 +31,9 @@ it sit out and its model is not aggregated; FedAvg's relays through it fail, so 
 :meth:`FaultModel.failed_edges` is the hook other algorithms query: FedAgg re-parents a failed edge's devices
 to the least-loaded live sibling edge and moves them back when it returns; FedGKT, FedDKC and DemLearn let
 them sit out, as HierFAVG does.
+
+Algorithms apply all of this through one object per round, :class:`edgelearn.system.screen.RoundScreen`
+(who sits out, the deadline and lost-upload screen, the charges above, the round's counters).
 """
 
 from __future__ import annotations
@@ -50,7 +53,6 @@ from edgelearn.system.topology import ROOT_ID, Tier, Topology
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from edgelearn.config import FaultsConfig
-    from edgelearn.system.model import SystemModel
 
 TRACE_HEADER: tuple[str, ...] = ("round", "node", "available")
 """Columns of an availability trace, in order."""
@@ -186,28 +188,6 @@ def _resolve_node(token: str, names: Mapping[str, int], topology: Topology) -> i
     if node is None or not 0 <= node < topology.num_nodes or topology.tier(node) is not Tier.DEVICE:
         return None
     return node
-
-
-@dataclass(frozen=True)
-class UploadScreen:
-    """Which of ``nodes`` straggle past the deadline or lose their upload, with the predicted times."""
-
-    nodes: np.ndarray
-    compute_s: np.ndarray
-    upload_s: np.ndarray
-    deadline_s: float
-    straggler: np.ndarray
-    lost: np.ndarray
-
-    @property
-    def trained(self) -> np.ndarray:
-        """Mask of devices that finish local training and send their whole update (arrived or lost)."""
-        return ~self.straggler
-
-    @property
-    def arrived(self) -> np.ndarray:
-        """Mask of devices whose update reaches its receiver."""
-        return ~self.straggler & ~self.lost
 
 
 class FaultModel:
@@ -387,74 +367,6 @@ class FaultModel:
         self._counts = {int(row[0]): row[1:].copy() for row in table}
 
 
-# ---------------------------------------------------------------------- per-round helpers
-
-
-def screen_uploads(
-    system: SystemModel,
-    round_: int,
-    nodes: Sequence[int] | np.ndarray,
-    flops: Sequence[float] | np.ndarray,
-    nbytes: float,
-    *,
-    step: int = 0,
-) -> UploadScreen:
-    """Predict each device's compute + upload time, apply the deadline and draw lost uploads.
-
-    ``flops`` is each device's planned training work; the upload goes over the device's own link in the
-    current round at p_max. ``step`` keys the loss draw (HierFAVG's edge round within the cloud round).
-    """
-    faults = system.faults
-    ids = np.asarray(nodes, dtype=np.int64)
-    compute_s = system.predict_compute_seconds(ids, flops)
-    upload_s = system.predict_upload_seconds(ids, nbytes)
-    deadline = faults.deadline(compute_s + upload_s)
-    straggler = compute_s + upload_s > deadline
-    lost = faults.uplink_lost(round_, ids, step) & ~straggler
-    return UploadScreen(ids, compute_s, upload_s, deadline, straggler, lost)
-
-
-def screened_counts(
-    faults: FaultModel, round_: int, available: np.ndarray, reachable: np.ndarray, screen: UploadScreen
-) -> dict[str, int]:
-    """The round's counters (``COUNTERS``) when one screen decided it: who was unavailable, cut off by a
-    failed edge, straggled, lost its upload or arrived, and whether nothing arrived."""
-    arrived = int(screen.arrived.sum())
-    return {
-        "dropped": int((~available).sum()),
-        "edge_down": int((available & ~reachable).sum()),
-        "straggled": int(screen.straggler.sum()),
-        "lost": int(screen.lost.sum()),
-        "arrived": arrived,
-        "edges_failed": len(faults.failed_edges(round_)),
-        "empty": int(arrived == 0),
-    }
-
-
-def charge_stragglers(system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: float) -> None:
-    """Charge each straggler what it spends until the deadline (module doc), on its own link to its parent."""
-    idx = np.flatnonzero(screen.straggler)
-    if not idx.size:
-        return
-    nodes, deadline = screen.nodes[idx], screen.deadline_s
-    comp, up = screen.compute_s[idx], screen.upload_s[idx]
-    share = np.divide(np.minimum(comp, deadline), comp, out=np.ones_like(comp), where=comp > 0)
-    system.compute(nodes, np.asarray(flops, dtype=np.float64)[idx] * share, phase=PHASE_STRAGGLER_TRAIN)
-    sending = comp < deadline
-    if np.any(sending):
-        frac = (deadline - comp[sending]) / up[sending]
-        senders = nodes[sending]
-        parents = system.topology.parent_array[senders]
-        system.transmit(senders, parents, nbytes * frac, phase=PHASE_STRAGGLER_UPLOAD)
-
-
-def charge_lost(system: SystemModel, screen: UploadScreen, nbytes: float) -> None:
-    """Charge every lost upload its full energy and delay on the device's own link (nothing is relayed)."""
-    lost = screen.nodes[screen.lost]
-    if lost.size:
-        system.transmit(lost, system.topology.parent_array[lost], nbytes, phase=PHASE_LOST_UPLOAD)
-
-
 __all__ = [
     "COUNTERS",
     "PHASE_LOST_UPLOAD",
@@ -464,9 +376,4 @@ __all__ = [
     "AvailabilityTrace",
     "EdgeOutage",
     "FaultModel",
-    "UploadScreen",
-    "charge_lost",
-    "charge_stragglers",
-    "screen_uploads",
-    "screened_counts",
 ]

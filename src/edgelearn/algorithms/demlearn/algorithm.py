@@ -71,13 +71,7 @@ from scipy.cluster.hierarchy import linkage as scipy_linkage
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
 from edgelearn.algorithms.demlearn.config import DemLearnConfig
-from edgelearn.algorithms.kit.comm import (
-    AGG_FLOPS_PER_PARAM,
-    fault_stats,
-    planned_samples,
-    send_down,
-    send_up,
-)
+from edgelearn.algorithms.kit.comm import AGG_FLOPS_PER_PARAM, planned_samples, send_down, send_up
 from edgelearn.algorithms.kit.nodes import (
     SERVER,
     accuracy_by_tier,
@@ -89,7 +83,7 @@ from edgelearn.algorithms.kit.nodes import (
 from edgelearn.algorithms.kit.tiers import make_arch, resolve_tier_models
 from edgelearn.engine import Cohort, StateDict, average_states, clone_state, evaluate_state
 from edgelearn.errors import ConfigError, DataError
-from edgelearn.system.faults import charge_lost, charge_stragglers, screen_uploads, screened_counts
+from edgelearn.system.screen import RoundScreen
 
 log = logging.getLogger(__name__)
 
@@ -340,28 +334,24 @@ class DemLearn(Algorithm):
         """Local training, upload, (re-)clustering, generalization, specialization and download, over the
         devices whose upload arrived (module docstring, faults); nothing arriving keeps every model."""
         ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
-        faults = system.faults
         nbytes = self.arch.info.param_bytes
         downlink = ctx.cfg.channel.include_downlink
         system.begin_round(round_)
-        devices = np.asarray(self.devices, dtype=np.int64)
-        available = faults.available(round_, devices)
-        reachable = faults.reachable(round_, devices)
-        active = devices[available & reachable]
+        screen = RoundScreen.open(system, round_, self.devices)
+        active = screen.active
         fresh = [int(d) for d in active if int(d) not in self.joined]
         if fresh and downlink:  # a device's first round: the cloud's initial model reaches it
             send_down(system, fresh, nbytes, phase=PHASE_BROADCAST)
         self.joined.update(fresh)
         sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
         flops = planned_samples(sizes, cfg.local) * float(self.arch.info.flops_train)
-        screen = screen_uploads(system, round_, active, flops, nbytes)
-        trainers = [int(d) for d in screen.nodes[screen.trained]]
+        screen.screen(flops, nbytes)
+        trainers = [int(d) for d in screen.trainers]
         trained, losses = self._train(round_, trainers)
-        charge_stragglers(system, screen, flops, nbytes)
-        charge_lost(system, screen, nbytes)
-        arrived = [int(d) for d in screen.nodes[screen.arrived]]
+        screen.charge()
+        arrived = [int(d) for d in screen.arrived]
         send_up(system, arrived, nbytes, phase=PHASE_UPLOAD)
-        for d in screen.nodes[screen.lost]:  # trained, but the cloud never saw it: it keeps its own model
+        for d in screen.lost:  # trained, but the cloud never saw it: it keeps its own model
             self.device_states[int(d)] = trained[int(d)]
         groups: list[Group] = []
         if arrived:
@@ -375,9 +365,7 @@ class DemLearn(Algorithm):
             "groups_by_level": dict(sorted(by_level.items())),
             "bytes_by_phase": bytes_by_phase(system, round_),
         }
-        if faults.enabled:
-            faults.record(round_, **screened_counts(faults, round_, available, reachable, screen))
-            stats.update(fault_stats(faults, round_))
+        stats.update(screen.close())
         return stats
 
     def _train(self, round_: int, nodes: Sequence[int]) -> tuple[dict[int, StateDict], list[float]]:

@@ -32,7 +32,7 @@ from edgelearn.algorithms.fedagg.bsbodp import BSBODP, DOWN, UP
 from edgelearn.algorithms.fedagg.config import AutoencoderConfig, FedAggConfig
 from edgelearn.algorithms.fedagg.failover import Failover
 from edgelearn.algorithms.fedagg.pretrain import load_or_pretrain
-from edgelearn.algorithms.kit.comm import fault_stats, route
+from edgelearn.algorithms.kit.comm import route
 from edgelearn.algorithms.kit.nodes import NodeModels, accuracy_by_tier, mean_accuracy
 from edgelearn.algorithms.kit.tiers import resolve_tier_models
 from edgelearn.config import ModelConfig
@@ -172,7 +172,7 @@ class FedAgg(BSBODP, Failover, Algorithm):
                 node = self._node_id(m.node)
                 self.displaced.pop(node, None)  # an explicit move makes the new parent its home
                 self.migrate(node, self._node_id(m.new_parent))
-        counts = self._apply_faults(round_) if faults.enabled else None
+        screen = self._apply_faults(round_) if faults.enabled else None
         losses: dict[int, list[float]] = defaultdict(list)
         if self.cfg.schedule == "sequential":
             self._sequential(0, round_, losses)
@@ -198,9 +198,8 @@ class FedAgg(BSBODP, Failover, Algorithm):
             },
             "wall_s_by_part": dict(sorted(self.wall.items())),
         }
-        if counts is not None:
-            faults.record(round_, **counts)
-            stats.update(fault_stats(faults, round_))
+        if screen is not None:
+            stats.update(screen.close())
             stats["kept_previous_model"] = not losses.get(0)  # the cloud learns from live edges regardless
             stats["reparented"] = self._moved
         return stats

@@ -37,10 +37,11 @@ from edgelearn.algorithms.fedagg.bsbodp import LEAF_STEP_PASSES, PHASE_LOGITS_DO
 from edgelearn.algorithms.fedagg.config import FedAggConfig
 from edgelearn.algorithms.fedagg.subtree import SubtreeViews
 from edgelearn.algorithms.kit.comm import route
-from edgelearn.algorithms.kit.nodes import NodeModels, charge_cut_and_lost
+from edgelearn.algorithms.kit.nodes import NodeModels
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.system import Tier
-from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, screen_uploads
+from edgelearn.system.faults import PHASE_LOST_UPLOAD
+from edgelearn.system.screen import RoundScreen
 from edgelearn.system.topology import ROOT_ID
 
 PHASE_MIGRATE_EMBED = "migrate_embed"
@@ -62,18 +63,17 @@ class Failover(SubtreeViews):
     _moved: int
     _lost: frozenset[int]
 
-    def _apply_faults(self, round_: int) -> dict[str, int]:
-        """Failback, failover, then which devices sit the round out or lose their upload; the round's
-        counters (system/faults.py ``COUNTERS``)."""
+    def _apply_faults(self, round_: int) -> RoundScreen:
+        """Failback, failover, then which devices sit the round out (the unavailable, those cut off and the
+        stragglers: ``_idle``) or lose their upload (``_lost``); stragglers are charged now, lost uploads by
+        :meth:`_charge_lost_logits` when their pair distils. Returns the round's screen, closed at its end."""
         ctx, system = self.ctx, self.ctx.system
-        faults = system.faults
         self._moved = self._failback(round_) + self._failover(round_)
         devices = np.array(
             [d for d in ctx.topology.devices if self.store.count(ctx.ordinal(d)) > 0], dtype=np.int64
         )
-        available = faults.available(round_, devices)
-        reachable = faults.reachable(round_, devices)
-        active = devices[available & reachable]
+        screen = RoundScreen.open(system, round_, devices)
+        active = screen.active
         samples = np.array([self.store.count(ctx.ordinal(int(d))) for d in active], dtype=np.float64)
         per_sample = np.array(
             [
@@ -84,23 +84,13 @@ class Failover(SubtreeViews):
         )
         flops = samples * per_sample  # a leaf step on every sample, then teaching its parent
         nbytes = np.asarray(logit_bytes(self.num_classes, samples), dtype=np.float64)
-        screen = screen_uploads(system, round_, active, flops, nbytes)
-        self._charge_stragglers(screen, flops, nbytes)
-        stragglers = screen.nodes[screen.straggler]
-        self._idle = frozenset(int(d) for d in devices[~(available & reachable)]) | frozenset(
-            int(d) for d in stragglers
+        screen.screen(flops, nbytes)
+        self._charge_stragglers(screen)
+        self._idle = frozenset(int(d) for d in screen.sitting_out) | frozenset(
+            int(d) for d in screen.stragglers
         )
-        self._lost = frozenset(int(d) for d in screen.nodes[screen.lost])
-        arrived = int(screen.arrived.sum())
-        return {
-            "dropped": int((~available).sum()),
-            "edge_down": int((available & ~reachable).sum()),
-            "straggled": len(stragglers),
-            "lost": len(self._lost),
-            "arrived": arrived,
-            "edges_failed": len(faults.failed_edges(round_)),
-            "empty": int(arrived == 0),
-        }
+        self._lost = frozenset(int(d) for d in screen.lost)
+        return screen
 
     def _failback(self, round_: int) -> int:
         """Displaced nodes whose home edge is reachable again move back under it; returns how many."""
@@ -160,14 +150,13 @@ class Failover(SubtreeViews):
             phase=PHASE_LOST_UPLOAD,
         )
 
-    def _charge_stragglers(self, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray) -> None:
+    def _charge_stragglers(self, screen: RoundScreen) -> None:
         """Stragglers received their teacher's logits (its inference and the transfer are charged), then are
         charged what they spent until the deadline (system/faults.py)."""
-        idx = np.flatnonzero(screen.straggler)
-        if not idx.size:
+        nodes = screen.stragglers
+        if not nodes.size:
             return
         system = self.ctx.system
-        nodes = screen.nodes[idx]
         parents = system.topology.parent_array[nodes]
         samples = np.array([self.store.count(self.ctx.ordinal(int(d))) for d in nodes], dtype=np.float64)
         forward = np.array([self.models.arch(int(p)).info.flops_forward for p in parents], dtype=np.float64)
@@ -178,7 +167,7 @@ class Failover(SubtreeViews):
             np.asarray(logit_bytes(self.num_classes, samples), dtype=np.float64),
             phase=PHASE_LOGITS_DOWN,
         )
-        charge_cut_and_lost(system, screen, flops, nbytes, lost=False)
+        screen.charge(lost=False)  # lost uploads are charged when their pair distils (_charge_lost_logits)
 
     def _node_id(self, ref: int | str) -> int:
         topo = self.ctx.topology

@@ -21,15 +21,9 @@ from typing import Any
 import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
-from edgelearn.algorithms.kit.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
+from edgelearn.algorithms.kit.comm import aggregate_cost, planned_samples, send_down, send_up
 from edgelearn.engine import CohortResult, LocalSpec, StateDict
-from edgelearn.system.faults import (
-    FaultModel,
-    charge_lost,
-    charge_stragglers,
-    screen_uploads,
-    screened_counts,
-)
+from edgelearn.system.screen import RoundScreen
 
 ARRIVED_GROUP = 0
 LOST_GROUP = 1
@@ -43,12 +37,11 @@ class FedAvg(Algorithm):
     checkpoint_attrs = ("global_state",)
 
     def init(self) -> None:
-        """Initial global model and the fault model; devices with no data never take part."""
+        """Initial global model; devices with no data never take part (the runner attached the faults)."""
         ctx = self.ctx
         self.global_state: StateDict = ctx.init_state()
         topo = ctx.topology
         self.eligible = topo.device_ids[ctx.data_sizes(topo.device_ids) > 0]
-        ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, topo, ctx.seeds))
 
     def sample(self, round_: int) -> np.ndarray:
         """Devices taking part in ``round_`` (all, a count or a share; drawn from the 'sampling' stream)."""
@@ -102,23 +95,21 @@ class FedAvg(Algorithm):
     def run_round(self, round_: int) -> dict[str, Any]:
         """Broadcast, local training, upload, weighted average over the updates that arrived."""
         ctx, system = self.ctx, self.ctx.system
-        faults = system.faults
         nbytes = self.upload_bytes()
         system.begin_round(round_)
         chosen = self.sample(round_)
-        available = faults.available(round_, chosen)
-        reachable = faults.reachable(round_, chosen)
-        active = chosen[available & reachable]
+        screen = RoundScreen.open(system, round_, chosen)
+        active = screen.active
         if ctx.cfg.channel.include_downlink and len(active):
             send_down(system, active, self.download_bytes(), phase="broadcast")
         spec = self.local_training(round_)
         sizes = ctx.data_sizes(active)
         flops = planned_samples(sizes, spec) * float(ctx.info.flops_train)
-        screen = screen_uploads(system, round_, active, flops, nbytes)
-        trainers = active[screen.trained]
+        screen.screen(flops, nbytes)
+        trainers = screen.trainers
         loss = float("nan")
         if len(trainers):
-            group = np.where(screen.lost[screen.trained], LOST_GROUP, ARRIVED_GROUP)
+            group = np.where(screen.lost_mask[screen.trained_mask], LOST_GROUP, ARRIVED_GROUP)
             extra = self.cohort_options(trainers, round_)
             cohort = ctx.cohort(
                 trainers, [self.global_state], np.zeros(len(trainers)), group, 2, round_, **extra
@@ -131,16 +122,13 @@ class FedAvg(Algorithm):
             averaged = result.group_states[ARRIVED_GROUP]
             if averaged is not None:
                 self.global_state = self.server_update(self.global_state, averaged, round_)
-        charge_stragglers(system, screen, flops, nbytes)
-        charge_lost(system, screen, nbytes)
-        arrived = active[screen.arrived]
+        screen.charge()
+        arrived = screen.arrived
         send_up(system, arrived, nbytes, phase="upload")
         aggregate_cost(system, 0, len(arrived), ctx.info.params)
         system.end_round()
         stats: dict[str, Any] = {"train_loss": loss, "participants": int(len(chosen))}
-        if faults.enabled:
-            faults.record(round_, **screened_counts(faults, round_, available, reachable, screen))
-            stats.update(fault_stats(faults, round_))
+        stats.update(screen.close())
         return stats
 
     def summary_extras(self) -> dict[str, Any]:

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from edgelearn.algorithms.base import Algorithm, local_spec
-from edgelearn.algorithms.kit.comm import aggregate_cost, fault_stats, planned_samples, send_down, send_up
+from edgelearn.algorithms.kit.comm import aggregate_cost, planned_samples, send_down, send_up
 from edgelearn.engine import StateDict, average_states, clone_state
-from edgelearn.system.faults import FaultModel, charge_lost, charge_stragglers, screen_uploads
+from edgelearn.system.screen import RoundScreen
 
 
 class HierFAVG(Algorithm):
@@ -31,7 +31,7 @@ class HierFAVG(Algorithm):
     checkpoint_attrs = ("cloud_state", "edge_states")
 
     def init(self) -> None:
-        """Cloud model, one aggregation group per parent of a device (with data), and the fault model."""
+        """Cloud model and one aggregation group per parent of a device (with data)."""
         ctx = self.ctx
         topo = ctx.topology
         self.cloud_state: StateDict = ctx.init_state()
@@ -44,7 +44,6 @@ class HierFAVG(Algorithm):
         self.sizes = ctx.data_sizes(self.devices)
         self.group_data = np.bincount(self.group_of, weights=self.sizes, minlength=len(self.heads))
         self.edge_states: list[StateDict] = [clone_state(self.cloud_state) for _ in self.heads]
-        ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, topo, ctx.seeds))
 
     def run_round(self, round_: int) -> dict[str, Any]:
         """kappa2 edge rounds of kappa1 local steps, then the cloud aggregation over what arrived."""
@@ -54,9 +53,8 @@ class HierFAVG(Algorithm):
         downlink = ctx.cfg.channel.include_downlink
         lost_group = len(self.heads)  # trained updates lost on the way: a discarded extra group
         system.begin_round(round_)
-        available = faults.available(round_, self.devices)
-        reachable = faults.reachable(round_, self.devices)
-        active = available & reachable
+        screen = RoundScreen.open(system, round_, self.devices)
+        active = screen.active_mask
         heads_up = [h for h in self.heads if h == 0 or bool(faults.reachable(round_, [h])[0])]
         edge_heads = [h for h in heads_up if h != 0]
         if downlink and edge_heads:
@@ -64,7 +62,6 @@ class HierFAVG(Algorithm):
         nodes, groups = self.devices[active], self.group_of[active]
         flops = planned_samples(self.sizes[active], self.cfg.local) * float(ctx.info.flops_train)
         delivered = np.zeros(len(nodes), dtype=bool)
-        straggled = lost = 0
         losses = []
         spec = local_spec(self.cfg.local)
         for k in range(self.cfg.kappa2):
@@ -73,15 +70,15 @@ class HierFAVG(Algorithm):
                     members = nodes[groups == self.group_index[head]]
                     if len(members):
                         send_down(system, members, nbytes, source=head, phase="edge_broadcast")
-            screen = screen_uploads(system, round_, nodes, flops, nbytes, step=k)
-            trained = screen.trained
+            screen.screen(flops, nbytes, step=k)  # counters add up over the edge rounds
+            trained = screen.trained_mask
             if trained.any():
                 # Seeds keyed by the global edge-round index so every (round, edge round) has fresh batches.
                 cohort = ctx.cohort(
                     nodes[trained],
                     self.edge_states,
                     groups[trained],
-                    np.where(screen.lost[trained], lost_group, groups[trained]),
+                    np.where(screen.lost_mask[trained], lost_group, groups[trained]),
                     len(self.heads) + 1,
                     (round_ - 1) * self.cfg.kappa2 + k,
                 )
@@ -93,15 +90,12 @@ class HierFAVG(Algorithm):
                     s if s is not None else self.edge_states[i]
                     for i, s in enumerate(result.group_states[:lost_group])
                 ]
-            charge_stragglers(system, screen, flops, nbytes)
-            charge_lost(system, screen, nbytes)
+            screen.charge()
             for head in heads_up:
-                members = nodes[(groups == self.group_index[head]) & screen.arrived]
+                members = nodes[(groups == self.group_index[head]) & screen.arrived_mask]
                 send_up(system, members, nbytes, target=head, phase="edge_upload")
                 aggregate_cost(system, head, len(members), ctx.info.params, phase="edge_aggregate")
-            delivered |= screen.arrived
-            straggled += int(screen.straggler.sum())
-            lost += int(screen.lost.sum())
+            delivered |= screen.arrived_mask
         weights = np.bincount(groups[delivered], weights=self.sizes[active][delivered], minlength=lost_group)
         contributing = [i for i in range(len(self.heads)) if weights[i] > 0]
         uploads = [self.heads[i] for i in contributing if self.heads[i] != 0]
@@ -115,18 +109,7 @@ class HierFAVG(Algorithm):
         self.edge_states = [clone_state(self.cloud_state) for _ in self.heads]
         system.end_round()
         stats: dict[str, Any] = {"train_loss": float(np.mean(losses)) if losses else float("nan")}
-        if faults.enabled:
-            faults.record(
-                round_,
-                dropped=int((~available).sum()),
-                edge_down=int((available & ~reachable).sum()),
-                straggled=straggled,
-                lost=lost,
-                arrived=int(self.cfg.kappa2 * len(nodes) - straggled - lost),
-                edges_failed=len(faults.failed_edges(round_)),
-                empty=int(not contributing),
-            )
-            stats.update(fault_stats(faults, round_))
+        stats.update(screen.close(empty=int(not contributing)))
         return stats
 
     def delivered_state(self) -> StateDict:

@@ -10,7 +10,6 @@ from typing import Any, Literal
 import numpy as np
 
 from edgelearn.system import SystemModel
-from edgelearn.system.faults import FaultModel
 
 # A weighted sum of n models costs one multiply and one add per parameter per model.
 AGG_FLOPS_PER_PARAM = 2
@@ -137,10 +136,3 @@ def planned_samples(sizes: np.ndarray, local: Any) -> np.ndarray:
     if local.steps is not None:
         return np.where(n > 0, int(local.steps) * np.minimum(int(local.batch_size), n), 0)
     return int(local.epochs) * n
-
-
-def fault_stats(faults: FaultModel, round_: int) -> dict[str, Any]:
-    """The round's fault counters for its stats (``kept_previous_model`` when nothing arrived)."""
-    counts = faults.round_counts(round_)
-    empty = bool(counts.pop("empty"))
-    return {**counts, "kept_previous_model": empty}

@@ -1,7 +1,8 @@
 """Machinery the tier algorithms share and no algorithm owns: every node's own model (:class:`NodeModels`),
-charging uploads whose size differs per device under faults, per-phase byte counts, the fixed seeded samples
-of per-node evaluation and the tier accuracies. FedAgg (Wu et al., INFOCOM 2024), FedGKT (He et al.,
-NeurIPS 2020), FedDKC and DemLearn import it instead of each other, and so can a plugin algorithm.
+per-phase byte counts, the fixed seeded samples of per-node evaluation and the tier accuracies (faults, with
+per-device payloads too, are screened and charged by :class:`edgelearn.system.screen.RoundScreen`). FedAgg
+(Wu et al., INFOCOM 2024), FedGKT (He et al., NeurIPS 2020), FedDKC and DemLearn import it instead of each
+other, and so can a plugin algorithm.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from edgelearn.algorithms.kit.tiers import TierArch, make_arch
 from edgelearn.config import ModelConfig
 from edgelearn.engine import StateDict, evaluate_state
 from edgelearn.system import SystemModel, Topology
-from edgelearn.system.faults import PHASE_LOST_UPLOAD, UploadScreen, charge_stragglers
 
 SERVER = 0
 """The cloud's node id: the server of FedGKT-style algorithms and the root of every tree."""
@@ -91,27 +91,6 @@ class NodeModels:
             self._modules[arch.key] = module
         module.load_state_dict(self.states[int(node)])
         return module
-
-
-# ------------------------------------------------------------------------------------ fault helpers
-def charge_cut_and_lost(
-    system: SystemModel, screen: UploadScreen, flops: np.ndarray, nbytes: np.ndarray, *, lost: bool = True
-) -> None:
-    """:func:`charge_stragglers` and (with ``lost``) :func:`charge_lost` for uploads whose size differs per
-    device (``nbytes`` aligned with ``screen.nodes``): logits or features of each device's own samples."""
-    sizes = np.broadcast_to(np.asarray(nbytes, dtype=np.float64), screen.nodes.shape)
-    work = np.broadcast_to(np.asarray(flops, dtype=np.float64), screen.nodes.shape)
-    for i in np.flatnonzero(screen.straggler):
-        one = slice(int(i), int(i) + 1)
-        single = UploadScreen(
-            screen.nodes[one], screen.compute_s[one], screen.upload_s[one], screen.deadline_s,
-            screen.straggler[one], screen.lost[one],
-        )  # fmt: skip
-        charge_stragglers(system, single, work[one], float(sizes[i]))
-    if lost and screen.lost.any():
-        nodes = screen.nodes[screen.lost]
-        parents = system.topology.parent_array[nodes]
-        system.transmit(nodes, parents, sizes[screen.lost], phase=PHASE_LOST_UPLOAD)
 
 
 def bytes_by_phase(system: SystemModel, round_: int) -> dict[str, float]:

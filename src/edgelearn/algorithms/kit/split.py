@@ -21,14 +21,13 @@ import torch
 from torch import nn
 
 from edgelearn.algorithms.base import Algorithm, RunContext, local_spec
-from edgelearn.algorithms.kit.comm import FLOAT_BYTES, LABEL_BYTES, fault_stats, planned_samples, route
+from edgelearn.algorithms.kit.comm import FLOAT_BYTES, LABEL_BYTES, planned_samples, route
 from edgelearn.algorithms.kit.distill import TEACHER_KEY, ce_kd_loss, teacher_logits
 from edgelearn.algorithms.kit.nodes import (
     SERVER,
     NodeModels,
     accuracy_by_tier,
     bytes_by_phase,
-    charge_cut_and_lost,
     mean_accuracy,
     pick_eval_devices,
     tier_test_subset,
@@ -48,7 +47,7 @@ from edgelearn.engine import cross_entropy_loss as _ce_loss
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import MLP, ConvNet, ResNet, SmallCNN, build_model
 from edgelearn.models.flops import MEASURE_DEVICE
-from edgelearn.system.faults import UploadScreen, screen_uploads, screened_counts
+from edgelearn.system.screen import RoundScreen
 
 # Ledger phases of FedGKT (and FedDKC) events.
 PHASE_CLIENT_TRAIN = "gkt_client_train"
@@ -268,34 +267,29 @@ class SplitTransfer(Algorithm):
             logits.append(module.classifier(f))
         return torch.cat(feats), torch.cat(logits)
 
-    def _screen(self, round_: int) -> tuple[dict[str, int], UploadScreen, np.ndarray, np.ndarray]:
+    def _screen(self, round_: int) -> RoundScreen:
         """The round's device faults: who is unavailable or behind a failed edge (they sit out), and among
         the others who straggles past the deadline or loses its upload (predicted: training + extraction,
-        then features + logits + labels of every local sample). Returns the counters, the screen and each
-        screened client's planned FLOPs and upload bytes."""
-        ctx, faults = self.ctx, self.ctx.system.faults
-        devices = np.asarray(self.devices, dtype=np.int64)
-        available = faults.available(round_, devices)
-        reachable = faults.reachable(round_, devices)
-        active = devices[available & reachable]
+        then features + logits + labels of every local sample, each client its own payload)."""
+        ctx = self.ctx
+        screen = RoundScreen.open(ctx.system, round_, self.devices)
+        active = screen.active
         sizes = np.array([ctx.data_size(int(d)) for d in active], dtype=np.float64)
         info = self.client.info
         trained = planned_samples(sizes, self.cfg.local)
         flops = trained * float(info.flops_train) + sizes * float(info.flops_forward)
         nbytes = sizes * self.up_bytes_per_sample
-        screen = screen_uploads(ctx.system, round_, active, flops, nbytes)
-        return screened_counts(faults, round_, available, reachable, screen), screen, flops, nbytes
+        return screen.screen(flops, nbytes)
 
     def run_round(self, round_: int) -> dict[str, Any]:
         """Client training, upload of features + logits + labels, server training, logits back down; under
         faults (module docstring) over the clients whose upload arrived, the server kept when none did."""
         ctx, system = self.ctx, self.ctx.system
-        faults = system.faults
         system.begin_round(round_)
-        counts, screen, planned_flops, planned_bytes = self._screen(round_)
-        trainers = [int(d) for d in screen.nodes[screen.trained]]
-        arrivals = [int(d) for d in screen.nodes[screen.arrived]]
-        lost = [int(d) for d in screen.nodes[screen.lost]]
+        screen = self._screen(round_)
+        trainers = [int(d) for d in screen.trainers]
+        arrivals = [int(d) for d in screen.arrived]
+        lost = [int(d) for d in screen.lost]
         # 1. clients (stragglers are cut off at the deadline: their partial training is discarded)
         device_losses = self._train_clients(round_, trainers)
         # 2. extraction and upload (lost uploads are extracted and sent too, but nothing arrives)
@@ -303,7 +297,7 @@ class SplitTransfer(Algorithm):
         if sent:
             sizes = np.array([ctx.data_size(d) for d in sent], dtype=np.float64)
             system.compute(sent, sizes * self.client.info.flops_forward, phase=PHASE_CLIENT_EXTRACT)
-        charge_cut_and_lost(system, screen, planned_flops, planned_bytes)
+        screen.charge()
         arrived_sizes = [ctx.data_size(d) for d in arrivals]
         up = np.asarray(arrived_sizes, dtype=np.float64) * self.up_bytes_per_sample
         route(system, arrivals, up, direction="up", phase=PHASE_FEATURES_UP)
@@ -319,9 +313,7 @@ class SplitTransfer(Algorithm):
             },
             "bytes_by_phase": bytes_by_phase(system, round_),
         }
-        if faults.enabled:
-            faults.record(round_, **counts)
-            stats.update(fault_stats(faults, round_))
+        stats.update(screen.close())
         return stats
 
     def _server_round(self, round_: int, arrivals: Sequence[int], sizes: Sequence[int]) -> float:

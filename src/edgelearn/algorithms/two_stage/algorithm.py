@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 
 from edgelearn.algorithms.base import Algorithm
-from edgelearn.algorithms.kit.comm import fault_stats
 from edgelearn.data import DatasetBundle
 from edgelearn.data.shift import make_shift, wasserstein1
 from edgelearn.engine import ClientData, Cohort, LocalSpec, StateDict
@@ -48,7 +47,7 @@ from edgelearn.planning.predictor import CalibratedBound, Calibration
 from edgelearn.report.io import write_json_atomic
 from edgelearn.seeding import Seeds
 from edgelearn.system import Topology
-from edgelearn.system.faults import FaultModel
+from edgelearn.system.screen import RoundScreen
 
 if TYPE_CHECKING:  # the run config is assembled above the algorithms
     from edgelearn.run_config import RunConfig
@@ -127,8 +126,6 @@ class TwoStage(Algorithm):
                 f"scheme {self.cfg.scheme!r} has no feasible plan on these budgets: {self.plan.status}",
                 hint="raise budget.energy_j / budget.delay_s, or pick another algorithm.scheme",
             )
-        ctx = self.ctx
-        ctx.system.attach_faults(FaultModel.from_config(ctx.cfg.faults, ctx.topology, ctx.seeds))
         self.over_budget_round: int | None = None
         costs = self.plan.predict(self.problem)
         self._round_costs = (  # planned (energy, delay) of each fine-tuning round, for the budget check
@@ -449,25 +446,18 @@ class TwoStage(Algorithm):
         """FEEL round n: available devices compute their planned batch and upload; the server averages what
         arrived (weighted by batch size); faults and the budget are accounted as the module doc says."""
         ctx, system = self.ctx, self.ctx.system
-        faults = system.faults
         round_ = n + 1
         batches, freqs, powers = self.plan.round_allocation(n)
         batches = np.asarray(batches, dtype=np.int64)
         freqs, powers = np.broadcast_to(freqs, batches.shape), np.broadcast_to(powers, batches.shape)
         system.begin_round(round_)
-        on = faults.available(round_, self.devices)
-        nodes = self.devices[on]
+        # the plan fixes every round of its one server: edge outages do not apply
+        screen = RoundScreen.open(system, round_, self.devices, edge_outages=False)
+        on, nodes = screen.active_mask, screen.active
         # Which tries get through is drawn first (seeded per round and try, so order never matters); the
         # ledger then sees each device compute, then upload (a re-send starts when the previous try ends).
-        arrived = np.zeros(len(nodes), dtype=bool)
-        attempts: list[np.ndarray] = []
-        for attempt in range(self.cfg.retransmissions + 1):
-            sending = ~arrived
-            if not sending.any():
-                break
-            attempts.append(sending)
-            lost = faults.uplink_lost(round_, nodes[sending], step=attempt)
-            arrived[np.flatnonzero(sending)[~lost]] = True
+        attempts = screen.retry_uploads(self.cfg.retransmissions)
+        arrived = screen.arrived_mask
         stats: dict[str, Any] = {"stage": "finetune"}
         if len(nodes):
             data = [ctx.client_data[ctx.ordinal(int(d))] for d in nodes]
@@ -492,17 +482,8 @@ class TwoStage(Algorithm):
                 power_w=powers[on][sending],
                 phase="upload",
             )
-        tries = int(sum(int(a.sum()) for a in attempts))
         system.end_round()
-        if faults.enabled:
-            faults.record(
-                round_,
-                dropped=int((~on).sum()),
-                lost=tries - int(arrived.sum()),
-                arrived=int(arrived.sum()),
-                empty=int(not arrived.any()),
-            )
-            stats.update(fault_stats(faults, round_))
+        stats.update(screen.close())
         stats.update(self._budget_check(n))
         return stats
 
