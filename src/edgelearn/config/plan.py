@@ -1,5 +1,5 @@
-"""The ``plan:`` section: a resource plan (per-node clocks, per-link transmit powers) for any algorithm on
-the tree (``edgelearn/planning/tree``), chosen before the run and executed by it.
+"""The ``plan:`` section: a resource plan (per-node clocks, per-link transmit powers, FDMA bandwidth shares)
+for any algorithm on the tree (``edgelearn/planning/tree``), chosen before the run and executed by it.
 
 Budgets are per round: the planner records one round of the algorithm (``profile_round``) and plans that
 round's work; every round then runs at the planned operating point. (Two-stage learning plans its own

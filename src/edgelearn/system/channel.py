@@ -5,6 +5,7 @@ arXiv:2404.00836), with the usual FEEL values where its own were not available t
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,10 @@ def _draw(value: float | Range, size: int, rng: np.random.Generator) -> np.ndarr
     return np.full(size, float(value))
 
 
+BANDWIDTH_RTOL = 1e-9
+"""Relative slack when checking a server's bandwidth shares against its total (float round-off only)."""
+
+
 class Channel:
     """Per-link gains and rates for a topology.
 
@@ -148,6 +153,7 @@ class Channel:
         self._bandwidth = np.full(n, np.nan)
         dev = np.flatnonzero(self._wireless)
         self._bandwidth[dev] = self.spec.bandwidth_hz / wireless_children[parents[dev]]
+        self._equal_share = self._bandwidth.copy()
         self._version = topo.version
 
     def _sync(self) -> None:
@@ -190,8 +196,43 @@ class Channel:
         ids = self._ids(nodes)
         return _scalar(self._path_gain[ids] * self.fading(round_)[ids])
 
+    def set_bandwidth(self, hz: np.ndarray | None) -> None:
+        """Give each wireless link its own bandwidth (Hz, one entry per node; NaN keeps the equal share; a
+        resource plan's FDMA split), or None for equal shares again. Each server's links may not add up to
+        more than ``bandwidth_hz``. A re-parenting (migration) restores equal shares under every server."""
+        self._sync()
+        if hz is None:
+            self._bandwidth = self._equal_share.copy()
+            return
+        given = np.asarray(hz, dtype=np.float64)
+        n = self.topology.num_nodes
+        if given.shape != (n,):
+            raise ValueError(f"set_bandwidth: {given.shape} values for a tree of {n} nodes")
+        chosen = np.isfinite(given)
+        if np.any(chosen & ~self._wireless):
+            raise ValueError("set_bandwidth: only wireless (device) links have a bandwidth share")
+        if np.any(given[chosen] <= 0):
+            raise ValueError("set_bandwidth: every bandwidth share must be positive")
+        share = np.where(chosen, given, self._equal_share)
+        used = np.bincount(self._parents[self._wireless], weights=share[self._wireless], minlength=n)
+        over = used > self.spec.bandwidth_hz * (1 + BANDWIDTH_RTOL)
+        if over.any():
+            server = int(np.flatnonzero(over)[0])
+            raise ValueError(
+                f"set_bandwidth: node {server}'s links share {used[server]:.6g} Hz, more than the "
+                f"{self.spec.bandwidth_hz:.6g} Hz it has"
+            )
+        self._bandwidth = share
+
+    def clone(self) -> Channel:
+        """A copy that shares the tree, distances and fading draws but has its own bandwidth shares."""
+        twin = copy.copy(self)
+        twin._bandwidth = self._bandwidth.copy()
+        return twin
+
     def bandwidth(self, nodes: NodeIds) -> np.ndarray | float:
-        """Bandwidth share in Hz: W / (number of wireless children of the node's parent); nan for wired."""
+        """Bandwidth share in Hz: W / (number of wireless children of the node's parent), unless
+        :meth:`set_bandwidth` gave the link its own; nan for wired."""
         self._sync()
         return _scalar(self._bandwidth[self._ids(nodes)])
 

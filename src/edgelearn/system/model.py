@@ -65,12 +65,15 @@ class OperatingPoint:
     freq_hz: np.ndarray
     uplink_power_w: np.ndarray
     downlink_power_w: np.ndarray
+    bandwidth_hz: np.ndarray | None = None
+    """Each wireless link's share of its server's bandwidth (both directions; NaN: the equal share; None:
+    the point does not set shares, the channel keeps the ones it has)."""
 
     @classmethod
     def full_speed(cls, num_nodes: int) -> OperatingPoint:
-        """Every node at full clock and every link at p_max (what no plan means)."""
+        """Every node at full clock, every link at p_max and equal bandwidth shares (what no plan means)."""
         nan = np.full(int(num_nodes), np.nan)
-        return cls(nan.copy(), nan.copy(), nan.copy())
+        return cls(nan.copy(), nan.copy(), nan.copy(), nan.copy())
 
 
 PRICED_BY: dict[str, tuple[str, ...]] = {
@@ -331,9 +334,11 @@ class SystemModel:
         """Charge later work at ``point``'s clocks and powers wherever an algorithm names none (None: full
         clock and p_max again). Every setting must be within its node's limits: a clock only on a DVFS node,
         in (0, f_max]; a power in (0, p_max] of the sender (the node for its uplink, its parent for its
-        downlink); NaN leaves a node or link at full speed / p_max."""
+        downlink); bandwidth shares of a server's links adding up to at most its bandwidth (Channel.
+        set_bandwidth). NaN leaves a node or link at full speed, p_max or its equal share."""
         if point is None:
             self.operating_point = None
+            self.channel.set_bandwidth(None)
             return
         n = self.topology.num_nodes
         arrays = {}
@@ -357,7 +362,13 @@ class SystemModel:
                 self._check_limit(
                     power[given], self.p_max_w[sender[given]], ids[given], "operating point", name
                 )
-        self.operating_point = OperatingPoint(**arrays)
+        bandwidth = None if point.bandwidth_hz is None else np.asarray(point.bandwidth_hz, dtype=np.float64)
+        if bandwidth is not None:
+            try:
+                self.channel.set_bandwidth(bandwidth)
+            except ValueError as exc:
+                raise ConfigError(f"system.operating point: {exc}") from None
+        self.operating_point = OperatingPoint(**arrays, bandwidth_hz=bandwidth)
 
     def attach_faults(self, faults: FaultModel) -> None:
         """Use ``faults`` from now on (built from the ``faults`` config section)."""

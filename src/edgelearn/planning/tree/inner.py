@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cvxpy as cp
@@ -224,8 +224,9 @@ def operating_point(
     terms: Terms, system: SystemModel, t_s: np.ndarray | None, tau: np.ndarray | None
 ) -> OperatingPoint:
     """The operating point of compute times ``t_s`` (per CPU node, s) and link taus (None: full speed):
-    clocks ``C_n / t_n`` and powers ``a (2^(1/tau) - 1)``, clipped into each node's limits."""
-    point = OperatingPoint.full_speed(system.topology.num_nodes)
+    clocks ``C_n / t_n`` and powers ``a (2^(1/tau) - 1)``, clipped into each node's limits; bandwidth shares
+    are not set (the channel's are used)."""
+    point = replace(OperatingPoint.full_speed(system.topology.num_nodes), bandwidth_hz=None)
     if t_s is not None and terms.cpu_nodes.size:
         f_max = system.f_max_hz[terms.cpu_nodes]
         cycles = terms.cpu_x * f_max

@@ -8,29 +8,37 @@ the shortest delay it takes the least energy (and an ``energy`` plan the shortes
 least energy), so no scheme matches it on its objective and beats it on the other measure.
 
 Schemes, each priced by replaying the profile at its operating point (the numbers a run records):
-``planned`` (clocks and powers jointly), ``max_speed`` (every clock at f_max, every radio at p_max: what a
-run without a plan does), ``clocks_only`` and ``powers_only`` (the planner's parts alone, the other part at
-full speed). Bandwidth stays the channel's equal share per server and the association the config's tree.
+``planned`` (clocks, powers and each server's FDMA bandwidth split, planning/tree/bandwidth.py),
+``uniform_bandwidth`` (clocks and powers at equal shares), ``max_speed`` (every clock at f_max, every radio at
+p_max, equal shares: what a run without a plan does), ``clocks_only`` and ``powers_only`` (those parts alone,
+the rest at full speed and equal shares). The association stays the config's tree.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from edgelearn.errors import ConfigError
 from edgelearn.planning.plan import FEASIBILITY_RTOL
+from edgelearn.planning.tree.bandwidth import split_bandwidth
 from edgelearn.planning.tree.inner import Objective, Parts, Terms, price, solve
-from edgelearn.planning.tree.profile import RoundProfile
+from edgelearn.planning.tree.profile import Graph, RoundProfile
 from edgelearn.system import OperatingPoint, SystemModel
 
+BANDWIDTH_ROUNDS = 8
+"""Most alternations of shares and clocks/powers (planning/tree/bandwidth.py); each lowers the objective."""
+BANDWIDTH_RTOL = 1e-4
+"""The alternation stops once a round lowers the objective by less than this (relative)."""
 LEXICOGRAPHIC_RTOL = 1e-6
 """How far the second pass of a plan may move its objective (relative) to improve the other measure."""
 
 SCHEMES: dict[str, Parts | None] = {
     "planned": "joint",
+    "uniform_bandwidth": "joint",
     "max_speed": None,
     "clocks_only": "clocks",
     "powers_only": "powers",
@@ -118,6 +126,8 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
     points: dict[str, OperatingPoint] = {}
     solve_s = 0.0
     for name, parts in SCHEMES.items():
+        if name == "planned":
+            continue  # after uniform_bandwidth, which it starts from
         if parts is None:
             point = OperatingPoint.full_speed(system.topology.num_nodes)
             status = "fixed"
@@ -133,7 +143,20 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
             "status": status,
         }
         points[name] = point
-    best = points["planned"]
+    start = points["uniform_bandwidth"]
+    best, status, seconds = _with_bandwidth(profile, graph, terms, system, budgets, scale, start)
+    solve_s += seconds
+    cost = profile.replay(system, best)
+    schemes = {
+        "planned": {
+            "objective": budgets.value(cost["energy_j"], cost["delay_s"]),
+            "energy_j": cost["energy_j"],
+            "delay_s": cost["delay_s"],
+            "feasible": budgets.feasible(cost["energy_j"], cost["delay_s"]) and status != "infeasible",
+            "status": status,
+        },
+        **schemes,
+    }
     return TreePlan(
         budgets=budgets,
         point=best,
@@ -143,6 +166,46 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
         solve_s=solve_s,
         settings=settings_summary(system, best),
     )
+
+
+def _with_bandwidth(
+    profile: RoundProfile,
+    graph: Graph,
+    terms: Terms,
+    system: SystemModel,
+    budgets: Budgets,
+    scale: tuple[float, float],
+    start: OperatingPoint,
+) -> tuple[OperatingPoint, str, float]:
+    """Clocks, powers and FDMA shares together: from ``start`` (clocks and powers at equal shares) alternate
+    the shares at fixed link times and the clocks and powers at fixed shares (planning/tree/bandwidth.py)
+    while the objective falls by more than :data:`BANDWIDTH_RTOL`; the best feasible point found."""
+    started = time.perf_counter()
+    cost = profile.replay(system, start)
+    best, best_value, status = start, budgets.value(cost["energy_j"], cost["delay_s"]), "optimal"
+    point, current, view = start, terms, system
+    for _ in range(BANDWIDTH_ROUNDS):
+        shares = split_bandwidth(current, view, point)
+        if shares is None:
+            break
+        view = SystemModel(system.topology, system.profiles, system.channel.clone())
+        view.channel.set_bandwidth(shares)
+        current = price(graph, view, profile.round)
+        found, found_status, _ = _lexicographic(profile, current, view, budgets, scale, "joint")
+        candidate = replace(found, bandwidth_hz=shares)
+        cost = profile.replay(system, candidate)
+        value = budgets.value(cost["energy_j"], cost["delay_s"])
+        if found_status not in ("optimal", "optimal_inaccurate") or not budgets.feasible(
+            cost["energy_j"], cost["delay_s"]
+        ):
+            break
+        gain = best_value - value
+        if value < best_value:
+            best, best_value, status = candidate, value, found_status
+        point = candidate
+        if gain <= BANDWIDTH_RTOL * abs(best_value):
+            break
+    return best, status, time.perf_counter() - started
 
 
 def _lexicographic(

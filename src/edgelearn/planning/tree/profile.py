@@ -118,7 +118,7 @@ class RoundProfile:
         scratch = SystemModel(
             system.topology,
             system.profiles,
-            system.channel,
+            system.channel.clone(),  # the point's bandwidth shares must not reach the caller's channel
             ledger=Ledger([n.tier for n in system.topology.nodes]),
             clock=VirtualClock(system.topology.num_nodes),
         )
