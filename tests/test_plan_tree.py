@@ -229,3 +229,29 @@ def test_the_operating_point_is_checked_against_each_nodes_limits() -> None:
     point.uplink_power_w[system.topology.devices[1]] = 10.0
     with pytest.raises(ConfigError, match="uplink_power_w"):
         system.set_operating_point(point)
+
+
+def test_bandwidth_shares_are_checked_against_each_servers_total_and_reset_by_none() -> None:
+    system = _system(2, 2, 0)
+    channel, topo = system.channel, system.topology
+    total = channel.spec.bandwidth_hz
+    a, b = topo.children(topo.edges[0])
+    shares = np.full(topo.num_nodes, np.nan)
+    shares[[a, b]] = [0.75 * total, 0.25 * total]
+    channel.set_bandwidth(shares)
+    assert channel.bandwidth([a, b]).tolist() == [0.75 * total, 0.25 * total]
+    other = topo.children(topo.edges[1])[0]
+    assert channel.bandwidth(other) == total / 2  # the other server keeps equal shares
+    shares[a] = 0.8 * total
+    with pytest.raises(ValueError, match="more than the"):
+        channel.set_bandwidth(shares)
+    shares[topo.edges[0]] = 1.0
+    with pytest.raises(ValueError, match="only wireless"):
+        channel.set_bandwidth(shares)
+    channel.set_bandwidth(None)
+    assert channel.bandwidth(a) == total / 2
+    twin = channel.clone()
+    fresh = np.full(topo.num_nodes, np.nan)
+    fresh[[a, b]] = [0.1 * total, 0.9 * total]
+    twin.set_bandwidth(fresh)
+    assert channel.bandwidth(a) == total / 2 and twin.bandwidth(a) == 0.1 * total
