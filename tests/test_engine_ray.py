@@ -28,6 +28,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 from tiny import local_ray  # noqa: E402
 
 from edgelearn.engine import ClientData, Cohort, CohortResult, LocalSpec, SerialExecutor  # noqa: E402
+from edgelearn.engine.executor import make_executor  # noqa: E402
 from edgelearn.engine.ray_executor import DEFAULT_CACHE_BYTES, RayExecutor, chunk_bounds  # noqa: E402
 from edgelearn.engine.ray_worker import GroupSums  # noqa: E402
 from edgelearn.errors import ConfigError, EdgelearnError  # noqa: E402
@@ -196,6 +197,19 @@ def test_bad_settings_are_config_errors() -> None:
         RayExecutor(CPU, num_workers=0)
     with pytest.raises(ConfigError, match="ray_chunk"):
         RayExecutor(CPU, chunk_size=0)
+    with pytest.raises(ConfigError, match="ray_resources"):
+        RayExecutor(CPU, resources={"trainer": 0.0})
+
+
+def test_ray_resources_from_the_config_reach_the_executor() -> None:
+    engine = build_config({}, ["engine.ray_resources.trainer=2", "engine.ray_address=auto"]).engine
+    ex = make_executor("ray", CPU, engine)
+    assert isinstance(ex, RayExecutor) and ex.resources == {"trainer": 2.0} and ex.address == "auto"
+    default = make_executor("ray", CPU, build_config({}).engine)
+    assert isinstance(default, RayExecutor) and default.resources == {}  # any node
+    for bad in ("ray_resources.trainer=0", "ray_resources.trainer=true", "ray_resource=1"):  # unknown key too
+        with pytest.raises(ConfigError, match="ray_resource"):
+            build_config({}, [f"engine.{bad}"])
 
 
 # ------------------------------------------------------------------------------------ on the cluster

@@ -128,7 +128,9 @@ class EngineConfig(Section):
         None, description="vmap: most clients trained in lockstep at once (None = a size chosen from memory)"
     )
     ray_address: str | None = Field(
-        None, description="ray: address of an existing cluster (None = start a local one)"
+        None,
+        description="ray: cluster to join: host:port of the head (`ray start --head`), or auto = the one "
+        "`ray start` last started on this machine; None = start a local one",
     )
     ray_workers: PositiveInt | None = Field(
         None, description="ray: number of worker actors (None = one per CPU)"
@@ -137,6 +139,12 @@ class EngineConfig(Section):
         None, description="ray: clients per task (None = spread evenly over workers)"
     )
     ray_inner: Literal["serial", "vmap"] = Field("serial", description="ray: executor each worker runs")
+    ray_resources: dict[str, Annotated[float, Field(strict=True, gt=0)]] = Field(
+        default_factory=dict,
+        description="ray: custom resources each worker actor requests besides its CPU share, e.g. "
+        "{edgelearn: 1} places workers only on nodes started with "
+        "`ray start --resources='{\"edgelearn\": N}'` (at most N workers each); {} = any node",
+    )
     torch_threads: Annotated[int, Field(strict=True, gt=0)] | Literal["auto"] | None = Field(
         "auto",
         description="torch intra-op threads in this process: auto = from the largest training step's FLOPs "

@@ -56,6 +56,7 @@ def make_executor(name: str, device: torch.device, engine: Any = None) -> Execut
             num_workers=options.get("ray_workers"),
             chunk_size=options.get("ray_chunk"),
             inner=options.get("ray_inner", "serial"),
+            resources=options.get("ray_resources") or None,
             # an integer is the run's resolved engine.torch_threads (runner.build_context); auto/None: no cap
             max_threads=threads if isinstance(threads := options.get("torch_threads"), int) else None,
         )

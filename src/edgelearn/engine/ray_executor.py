@@ -5,18 +5,17 @@ clients (never one task per device), start states put in the object store once p
 once and cached across rounds (in the object store and, deserialized, in each worker), results consumed
 with ``ray.wait`` and folded in as they arrive. Chunks return weighted SUMS per group (not means), folded in
 chunk order, so results match the serial executor up to float64 summation order and never depend on which
-worker finished first. This module is the driver (pool, chunking, streaming aggregation); the actor body and
-the records it exchanges with the driver live in ``ray_worker.py``.
+worker finished first. This module is the driver (chunking, dispatch, streaming aggregation); the pool of
+actors (placement, the nodes they run on, replacing workers lost with their node) lives in ``ray_pool.py``,
+the actor body and the records it exchanges with the driver in ``ray_worker.py``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import OrderedDict
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import numpy as np
@@ -24,10 +23,20 @@ import torch
 
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
 from edgelearn.engine.precision import current_precision
+from edgelearn.engine.ray_pool import (
+    ACTOR_RESTARTS,
+    ACTOR_START_TIMEOUT_S,
+    NODE_CHECK_INTERVAL_S,
+    POOLS,
+    POOLS_LOCK,
+    TASK_RETRIES,
+    WorkerPool,
+    start_pool,
+    wait_started,
+)
 from edgelearn.engine.ray_worker import (
     ChunkResult,
     ChunkTask,
-    ChunkWorker,
     GroupSums,
     compact_cpu,
     data_key,
@@ -36,6 +45,8 @@ from edgelearn.engine.ray_worker import (
 )
 from edgelearn.engine.state import StateDict
 from edgelearn.errors import ConfigError, EdgelearnError
+
+log = logging.getLogger(__name__)
 
 INNERS = ("serial", "vmap")
 # Client data kept across rounds (LRU), in the object store and again in each worker; 256 MiB holds e.g.
@@ -48,12 +59,6 @@ CHUNKS_PER_WORKER = 2
 # measured on a 2-core CPU, serial executor, 1 thread, MLP 64-128-10 at batch 16: ~0.13 ms per client vs
 # ~30 us per sample.
 CLIENT_COST_SAMPLES = 5.0
-# Fault tolerance: an actor killed mid-call is restarted and its calls re-run (they are pure functions of
-# their inputs, so a retry returns the same result).
-ACTOR_RESTARTS = 8
-TASK_RETRIES = 4
-# How long to wait for the worker actors to start before reporting that the cluster has no room for them.
-ACTOR_START_TIMEOUT_S = 120.0
 
 
 def chunk_bounds(costs: np.ndarray, num_chunks: int) -> list[tuple[int, int]]:
@@ -83,35 +88,18 @@ def client_costs(cohort: Cohort, spec: LocalSpec) -> np.ndarray:
     return work + CLIENT_COST_SAMPLES
 
 
-@dataclass
-class _Pool:
-    """Worker actors shared by every executor with the same settings in this process (see ``_POOLS``)."""
-
-    actors: list[Any]
-    busy: int = 0  # train calls in flight on this pool
-
-    def kill(self) -> None:
-        import ray
-
-        for actor in self.actors:
-            ray.kill(actor, no_restart=True)
-
-
-# Worker pools by (Ray session, device type, inner executor, size): runs in one process (benchmarks, sweeps,
-# tests) reuse warm workers instead of starting processes and re-importing torch, and an idle pool is
-# stopped before a pool with other settings starts, so abandoned executors never hold the cluster's CPUs.
-_POOLS: dict[tuple[Hashable, ...], _Pool] = {}
-_POOLS_LOCK = threading.Lock()
-
-
 class RayExecutor:
     """Trains a cohort on a pool of Ray actors, a chunk of clients per call, with streaming aggregation.
 
-    Joins the cluster at ``address`` or starts a local one (all CPUs, no dashboard) unless Ray is already
-    initialised; ``shutdown()`` (or leaving a ``with`` block) stops the actors and a cluster it started.
-    ``num_workers`` defaults to the cluster's CPUs, ``chunk_size`` to an even split of estimated work into
-    ``CHUNKS_PER_WORKER`` chunks per worker; ``inner`` is the executor each worker runs. Client data is
-    assumed not to change between rounds except in place (detected through tensor versions).
+    Joins the cluster at ``address`` (``"auto"``: the one ``ray start`` last started on this machine;
+    ``"host:port"``: the head's GCS) or starts a local one (all CPUs, no dashboard) unless Ray is already
+    initialised; ``shutdown()`` (or leaving a ``with`` block) stops the actors and disconnects from, or stops,
+    the cluster. ``num_workers`` defaults to the cluster's CPUs, ``chunk_size`` to an even split of estimated
+    work into ``CHUNKS_PER_WORKER`` chunks per worker; ``inner`` is the executor each worker runs;
+    ``resources`` are custom Ray resources each worker requests besides its CPU share, so workers run only on
+    nodes started with them (``ray start --resources``). A worker whose node dies mid-round has its chunk
+    re-run on the others (``ray_pool.py``). Client data is assumed not to change between rounds except in
+    place (detected through tensor versions).
     """
 
     name = "ray"
@@ -126,6 +114,7 @@ class RayExecutor:
         inner: str = "serial",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         max_threads: int | None = None,
+        resources: Mapping[str, float] | None = None,
     ) -> None:
         try:
             import ray
@@ -155,6 +144,9 @@ class RayExecutor:
                 raise ConfigError(f"{field_name} is {value}, it must be a positive integer or unset")
         if cache_bytes < 0:
             raise ConfigError(f"cache_bytes is {cache_bytes}, it must be >= 0")
+        for resource, amount in (resources or {}).items():
+            if not float(amount) > 0:
+                raise ConfigError(f"engine.ray_resources.{resource} is {amount}, it must be positive")
         self.device = device
         self.address = address
         self.num_workers = None if num_workers is None else int(num_workers)
@@ -164,6 +156,7 @@ class RayExecutor:
         # worker never uses more than its share of the CPUs, nor more than the run's work can use.
         self.max_threads = None if max_threads is None else max(1, int(max_threads))
         self.cache_bytes = int(cache_bytes)
+        self.resources = {str(k): float(v) for k, v in (resources or {}).items()}
         self.owns_cluster = False
         self.data_puts = 0  # client data objects put so far (cache misses), for diagnostics and tests
         self._data_cache: OrderedDict[Hashable, tuple[Any, int, ClientData]] = OrderedDict()
@@ -191,77 +184,100 @@ class RayExecutor:
             raise ConfigError(
                 f"could not start or join {where}: {exc}",
                 hint="start the cluster with `ray start --head` and pass its address, "
-                "or leave engine.ray_address unset for a local cluster",
+                "or leave engine.ray_address unset for a local cluster; if the cluster uses token "
+                "authentication (Ray's default when ~/.ray/auth_token exists), run with RAY_AUTH_MODE=token "
+                "and the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN",
             ) from exc
         self.owns_cluster = True
 
     def _pool_key(self) -> tuple[Hashable, ...]:
-        """What makes two executors' pools interchangeable: Ray session, device, inner, threads, size."""
+        """What makes two executors' pools interchangeable: Ray session, device, inner, threads, resources,
+        size."""
         import ray
 
         ctx = ray.get_runtime_context()
         workers = self.num_workers or max(1, int(float(ray.cluster_resources().get("CPU", 1.0))))
-        return (ctx.get_node_id(), ctx.get_job_id(), self.device.type, self.inner, self.max_threads, workers)
+        return (
+            ctx.get_node_id(),
+            ctx.get_job_id(),
+            self.device.type,
+            self.inner,
+            self.max_threads,
+            tuple(sorted(self.resources.items())),
+            workers,
+        )
 
-    def _ensure_pool(self) -> _Pool:
+    def _ensure_pool(self) -> WorkerPool:
         """This executor's worker pool: reused from the registry, or started after idle pools are stopped."""
         import ray
 
         self._ensure_cluster()
         key = self._pool_key()
-        with _POOLS_LOCK:
-            for other in [k for k in _POOLS if k[:2] != key[:2]]:  # from an earlier Ray session: stale
-                del _POOLS[other]
-            pool = _POOLS.get(key)
-            if pool is not None:
-                return pool
-            for other, idle in [(k, p) for k, p in _POOLS.items() if p.busy == 0]:
-                idle.kill()  # frees its CPUs; a later executor with those settings starts a new pool
-                del _POOLS[other]
-            pool = self._start_pool(int(key[-1]))
-            _POOLS[key] = pool
-        ready, _ = ray.wait(
-            [a.pid.remote() for a in pool.actors], num_returns=len(pool.actors), timeout=ACTOR_START_TIMEOUT_S
-        )
-        if len(ready) < len(pool.actors):
+        with POOLS_LOCK:
+            for other in [k for k in POOLS if k[:2] != key[:2]]:  # from an earlier Ray session: stale
+                del POOLS[other]
+            pool = POOLS.get(key)
+            reused = pool is not None
+            if pool is None:
+                for other, idle in [(k, p) for k, p in POOLS.items() if p.busy == 0]:
+                    idle.kill()  # frees its CPUs; a later executor with those settings starts a new pool
+                    del POOLS[other]
+                pool = POOLS[key] = self._start_pool(int(key[-1]))
+        if reused:
+            # reused: replacements for workers lost with their node join once started (waited for only
+            # when no worker is left)
+            pool.promote_ready(0.0 if pool.actors else ACTOR_START_TIMEOUT_S)
+            if not pool.actors:
+                raise EdgelearnError(
+                    f"no Ray worker of this executor is left and none of its replacements started within "
+                    f"{ACTOR_START_TIMEOUT_S:.0f} s: the nodes that ran them died",
+                    hint="start nodes offering the workers' resources (`ray start --address ... "
+                    "--resources`) or restart the run on the cluster that is left",
+                )
+            return pool
+        started = wait_started(pool, ACTOR_START_TIMEOUT_S)
+        if started < len(pool.actors):
             self.shutdown()
-            cpus = ray.cluster_resources().get("CPU", 0)
+            total = ray.cluster_resources()
+            asked = "".join(f", {total.get(r, 0):g} {r!r}" for r in self.resources)
             raise ConfigError(
-                f"only {len(ready)} of {len(pool.actors)} Ray workers (engine.ray_workers) started within "
-                f"{ACTOR_START_TIMEOUT_S:.0f} s; the cluster has {cpus:g} CPUs",
-                hint="lower engine.ray_workers, stop other Ray jobs busy on this cluster, or add nodes",
+                f"only {started} of {len(pool.actors)} Ray workers (engine.ray_workers) started within "
+                f"{ACTOR_START_TIMEOUT_S:.0f} s; the cluster has {total.get('CPU', 0):g} CPUs{asked}",
+                hint="lower engine.ray_workers, stop other Ray jobs busy on this cluster, or add nodes"
+                + (" started with `ray start --resources` offering engine.ray_resources" if asked else ""),
             )
         return pool
 
-    def _start_pool(self, workers: int) -> _Pool:
-        """Start ``workers`` actors sharing the cluster's CPUs (and GPUs for a CUDA device), restartable."""
+    def _start_pool(self, workers: int) -> WorkerPool:
+        """Start ``workers`` actors sharing the cluster's CPUs (and GPUs for a CUDA device), restartable,
+        each asking for ``self.resources`` too."""
         import ray
 
-        resources = ray.cluster_resources()
-        cpus = float(resources.get("CPU", 1.0))
+        total = ray.cluster_resources()
+        cpus = float(total.get("CPU", 1.0))
         options: dict[str, Any] = {
             "num_cpus": min(1.0, cpus / workers),
             "max_restarts": ACTOR_RESTARTS,
             "max_task_retries": TASK_RETRIES,
         }
         if self.device.type == "cuda":
-            options["num_gpus"] = min(1.0, float(resources.get("GPU", 0.0)) / workers)
+            options["num_gpus"] = min(1.0, float(total.get("GPU", 0.0)) / workers)
+        if self.resources:
+            options["resources"] = dict(self.resources)
         threads = max(1, int(cpus / workers))
         if self.max_threads is not None:
             threads = min(threads, self.max_threads)
-        actor_cls = ray.remote(ChunkWorker).options(**options)
-        return _Pool(
-            [
-                actor_cls.remote(self.device.type, self.inner, threads, self.cache_bytes)
-                for _ in range(workers)
-            ]
-        )
+        return start_pool(options, (self.device.type, self.inner, threads, self.cache_bytes), workers)
 
     def worker_pids(self) -> list[int]:
         """Process ids of the worker actors (starting them if needed), for diagnostics and tests."""
+        return [pid for pid, _ in self.workers()]
+
+    def workers(self) -> list[tuple[int, str]]:
+        """Process id and Ray node id of each worker actor (starting them if needed), in pool order."""
         import ray
 
-        return [int(p) for p in ray.get([a.pid.remote() for a in self._ensure_pool().actors])]
+        return [(int(p), str(n)) for p, n in ray.get([a.where.remote() for a in self._ensure_pool().actors])]
 
     def shutdown(self) -> None:
         """Stop this executor's worker pool, drop its cached objects, and stop a cluster it started."""
@@ -269,8 +285,8 @@ class RayExecutor:
 
         if ray.is_initialized():
             key = self._pool_key()
-            with _POOLS_LOCK:
-                pool = _POOLS.pop(key, None)
+            with POOLS_LOCK:
+                pool = POOLS.pop(key, None)
             if pool is not None:
                 pool.kill()
         self._model_refs = {}
@@ -278,8 +294,8 @@ class RayExecutor:
         self._cached_bytes = 0
         if self.owns_cluster and ray.is_initialized():
             ray.shutdown()
-            with _POOLS_LOCK:
-                _POOLS.clear()
+            with POOLS_LOCK:
+                POOLS.clear()
         self.owns_cluster = False
 
     def __enter__(self) -> RayExecutor:
@@ -349,16 +365,17 @@ class RayExecutor:
             empty = np.zeros(0, dtype=np.int64)
             return self._result(cohort, GroupSums(cohort.num_groups), kept, empty, empty, np.zeros(0))
         pool = self._ensure_pool()
-        with _POOLS_LOCK:
+        with POOLS_LOCK:
             pool.busy += 1
         try:
-            return self._train_on(pool.actors, cohort, spec)
+            return self._train_on(pool, cohort, spec)
         finally:
-            with _POOLS_LOCK:
+            with POOLS_LOCK:
                 pool.busy -= 1
 
-    def _train_on(self, actors: list[Any], cohort: Cohort, spec: LocalSpec) -> CohortResult:
-        """Dispatch the cohort's chunks to ``actors`` (one in flight each) and fold results in chunk order."""
+    def _train_on(self, pool: WorkerPool, cohort: Cohort, spec: LocalSpec) -> CohortResult:
+        """Dispatch the cohort's chunks to the pool's actors (one in flight each) and fold results in chunk
+        order; the chunks of workers whose node died are re-run on the others."""
         import ray
 
         n = len(cohort)
@@ -371,7 +388,7 @@ class RayExecutor:
         model_ref = self._model_ref(cohort)
         start_refs: dict[int, Any] = {}
         data_refs = [self._data_ref(d) for d in cohort.data]
-        chunks = self._chunks(cohort, spec, len(actors))
+        chunks = self._chunks(cohort, spec, len(pool.actors))
 
         def submit(index: int, actor: Any) -> Any:
             lo, hi = chunks[index]
@@ -401,19 +418,66 @@ class RayExecutor:
             )
             return actor.train_chunk.remote(task, spec_ref, *[start_refs[int(s)] for s in used])
 
-        queue = list(range(len(chunks)))[::-1]
-        pending: dict[Any, int] = {}  # ObjectRef -> actor index
-        for a, actor in enumerate(actors):
-            if queue:
-                pending[submit(queue.pop(), actor)] = a
+        queue = list(range(len(chunks)))[::-1]  # next chunk last; re-runs are appended, so they go first
+        pending: dict[Any, tuple[Any, int]] = {}  # ObjectRef -> (actor, chunk index)
+        idle = list(pool.actors)
+
+        def dispatch() -> None:
+            while queue and idle:
+                actor = idle.pop(0)
+                index = queue.pop()
+                pending[submit(index, actor)] = (actor, index)
+
+        def requeue_lost() -> list[Any]:
+            """Drop the pool's workers on dead nodes and queue their chunks again; returns the workers this
+            round lost (also those another thread's round dropped from the shared pool)."""
+            for actor in pool.lost_actors():
+                pool.drop(actor)
+            gone = [a for a in {*idle, *(a for a, _ in pending.values())} if a not in pool.actors]
+            rerun = [index for actor, index in pending.values() if actor in gone]
+            for ref, (actor, _) in list(pending.items()):
+                if actor in gone:
+                    del pending[ref]
+            queue.extend(rerun)
+            idle[:] = [a for a in idle if a not in gone]
+            if gone:
+                log.warning(
+                    "%d Ray worker(s) lost with their node; re-running %d chunk(s) of clients on the other "
+                    "%d, a replacement joins when the cluster has room for it",
+                    len(gone),
+                    len(rerun),
+                    len(pool.actors),
+                )
+            if gone and not pool.actors:
+                raise EdgelearnError(
+                    "every node running a Ray worker of this executor died",
+                    hint="restart the cluster's nodes (`ray start --address`); replacement workers wait for "
+                    "room and join the pool when they start",
+                )
+            return gone
+
+        dispatch()
         arrived: dict[int, ChunkResult] = {}
         next_fold = 0
         while pending:
-            (ref,), _ = ray.wait(list(pending), num_returns=1)
-            a = pending.pop(ref)
-            if queue:
-                pending[submit(queue.pop(), actors[a])] = a
-            part = self._fetch(ref)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=NODE_CHECK_INTERVAL_S)
+            if not ready:
+                requeue_lost()
+                dispatch()
+                continue
+            ref = ready[0]
+            actor, index = pending.pop(ref)
+            idle.append(actor)
+            dispatch()  # keep the worker busy while this result is fetched and folded
+            try:
+                part = self._fetch(ref)
+            except EdgelearnError:
+                if actor not in requeue_lost():
+                    raise
+                queue.append(index)  # it died with its node: re-run the chunk elsewhere
+                dispatch()
+                continue
+            pool.record(actor, part.node)
             lo, hi = chunks[part.index]
             samples[lo:hi], steps[lo:hi], losses[lo:hi] = part.samples, part.steps, part.train_loss
             if kept is not None and part.states is not None:
@@ -422,6 +486,8 @@ class RayExecutor:
             while next_fold in arrived:  # fold in chunk order: exact, completion-order-free sums
                 total.merge(arrived.pop(next_fold).sums)
                 next_fold += 1
+        if next_fold < len(chunks):  # every path above re-queues a lost chunk; never return a partial round
+            raise EdgelearnError(f"only {next_fold} of {len(chunks)} chunks of clients were trained")
         return self._result(cohort, total, kept, samples, steps, losses)
 
     @staticmethod
@@ -433,7 +499,8 @@ class RayExecutor:
             return ray.get(ref)
         except ray.exceptions.RayActorError as exc:
             raise EdgelearnError(
-                f"a Ray worker died more than {TASK_RETRIES} times while training a chunk of clients: {exc}",
+                "a Ray worker died while training a chunk of clients and Ray gave up restarting it (at most "
+                f"{ACTOR_RESTARTS} restarts): {exc}",
                 hint="check the workers' memory (lower engine.ray_chunk or engine.ray_workers) and the "
                 "Ray logs under /tmp/ray/session_latest/logs",
             ) from exc

@@ -162,6 +162,14 @@ class ChunkResult:
     steps: np.ndarray
     train_loss: np.ndarray
     states: list[StateDict] | None
+    node: str = ""  # Ray node id of the worker that trained it (the driver tracks where each worker runs)
+
+
+def _node_id() -> str:
+    """The Ray node id (hex, as ``ray.nodes()`` reports it under ``NodeID``) this process runs on."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 def _make_inner(inner: str, device: torch.device) -> Any:
@@ -215,6 +223,10 @@ class ChunkWorker:
         """This worker's process id (diagnostics and fault-injection tests)."""
         return os.getpid()
 
+    def where(self) -> tuple[int, str]:
+        """This worker's process id and Ray node id: the driver notes the node to detect the node's death."""
+        return os.getpid(), _node_id()
+
     def train_chunk(self, task: ChunkTask, spec: LocalSpec, *starts: StateDict) -> ChunkResult:
         """Train the chunk's clients in batches of ``INNER_CLIENTS`` and sum their states per group."""
         import ray
@@ -257,4 +269,4 @@ class ChunkWorker:
                 if kept is not None:
                     kept.append(state_to(state, TRANSPORT_DEVICE))
             samples[lo:hi], steps[lo:hi], losses[lo:hi] = res.samples, res.steps, res.train_loss
-        return ChunkResult(task.index, sums, samples, steps, losses, kept)
+        return ChunkResult(task.index, sums, samples, steps, losses, kept, _node_id())
