@@ -134,29 +134,12 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
         else:
             point, status, seconds = _lexicographic(profile, terms, system, budgets, scale, parts)
             solve_s += seconds
-        cost = profile.replay(system, point)
-        schemes[name] = {
-            "objective": budgets.value(cost["energy_j"], cost["delay_s"]),
-            "energy_j": cost["energy_j"],
-            "delay_s": cost["delay_s"],
-            "feasible": budgets.feasible(cost["energy_j"], cost["delay_s"]) and status != "infeasible",
-            "status": status,
-        }
+        schemes[name] = _scheme(budgets, profile.replay(system, point), status)
         points[name] = point
     start = points["uniform_bandwidth"]
     best, status, seconds = _with_bandwidth(profile, graph, terms, system, budgets, scale, start)
     solve_s += seconds
-    cost = profile.replay(system, best)
-    schemes = {
-        "planned": {
-            "objective": budgets.value(cost["energy_j"], cost["delay_s"]),
-            "energy_j": cost["energy_j"],
-            "delay_s": cost["delay_s"],
-            "feasible": budgets.feasible(cost["energy_j"], cost["delay_s"]) and status != "infeasible",
-            "status": status,
-        },
-        **schemes,
-    }
+    schemes = {"planned": _scheme(budgets, profile.replay(system, best), status), **schemes}
     return TreePlan(
         budgets=budgets,
         point=best,
@@ -166,6 +149,17 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
         solve_s=solve_s,
         settings=settings_summary(system, best),
     )
+
+
+def _scheme(budgets: Budgets, cost: dict[str, Any], status: str) -> dict[str, Any]:
+    """A scheme's row: its objective, energy, delay, feasibility and the solver's status."""
+    return {
+        "objective": budgets.value(cost["energy_j"], cost["delay_s"]),
+        "energy_j": cost["energy_j"],
+        "delay_s": cost["delay_s"],
+        "feasible": budgets.feasible(cost["energy_j"], cost["delay_s"]) and status != "infeasible",
+        "status": status,
+    }
 
 
 def _with_bandwidth(
