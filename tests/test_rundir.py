@@ -36,7 +36,7 @@ from edgelearn.report.io import (
     remove_stale_temps,
 )
 from edgelearn.run_config import load_config
-from edgelearn.runner import run
+from edgelearn.runner import loop, run
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 5
@@ -209,7 +209,7 @@ def test_a_stop_request_mid_run_checkpoints_that_round_and_resume_is_exact(
     tmp_path: Path, config_file: Path, reference: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """In-process: what the first Ctrl-C does (request_stop) during round 2."""
-    make = runner.make_algorithm
+    make = loop.make_algorithm  # the round loop's own reference (edgelearn/runner/loop.py)
 
     def make_stopping(ctx: Any) -> Any:
         algo = make(ctx)
@@ -224,12 +224,12 @@ def test_a_stop_request_mid_run_checkpoints_that_round_and_resume_is_exact(
         return algo
 
     cfg = load_config(config_file)
-    monkeypatch.setattr(runner, "make_algorithm", make_stopping)
+    monkeypatch.setattr(loop, "make_algorithm", make_stopping)
     with pytest.raises(Interrupted, match=f"after round 2 of {ROUNDS}") as info:
         run(cfg, tmp_path, progress=False)
     assert info.value.hint is not None and "--resume" in info.value.hint
     assert [r for r, _ in checkpoints(tmp_path / "checkpoints")] == [2]
-    monkeypatch.setattr(runner, "make_algorithm", make)
+    monkeypatch.setattr(loop, "make_algorithm", make)
     assert not runner._STOP.requested  # the request ended with the run it stopped
     run(cfg, tmp_path, progress=False, resume=True)
     assert _metrics(tmp_path) == reference

@@ -1,7 +1,5 @@
-"""Build everything a config describes, run the rounds, and write the run directory.
-
-The library entry point: ``run(cfg)`` is what ``edgelearn run`` calls, and what tests and notebooks call.
-"""
+"""Run the rounds and write the run directory: ``run(cfg)``, what ``edgelearn run`` calls (checkpoints,
+resume, Ctrl-C after a round, metrics, summary, plots)."""
 
 from __future__ import annotations
 
@@ -16,10 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from edgelearn.algorithms.base import RunContext
-from edgelearn.algorithms.registry import algorithm_class, make_algorithm
+from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.checkpoint import (
     checkpoints,
     load_latest,
@@ -28,14 +25,9 @@ from edgelearn.checkpoint import (
     write_atomic,
 )
 from edgelearn.config import read_yaml
-from edgelearn.data import load_dataset, partition, partition_stats
-from edgelearn.data.dataset import split_holdout, split_summary, subsample_train
-from edgelearn.engine import ClientData, make_executor, resolve_device
-from edgelearn.engine.precision import set_precision
-from edgelearn.engine.threads import apply_threads, choose_threads
+from edgelearn.data import partition_stats
+from edgelearn.data.dataset import split_summary
 from edgelearn.errors import ConfigError, DivergenceError, Interrupted, OutputError
-from edgelearn.memory import check_memory
-from edgelearn.models import build_model, model_info
 from edgelearn.report.io import (
     CONFIG_FILE,
     METRICS_FILE,
@@ -52,12 +44,12 @@ from edgelearn.report.io import (
 )
 from edgelearn.report.progress import progress_bar
 from edgelearn.run_config import RunConfig, build_config, dump_config
-from edgelearn.seeding import Seeds
-from edgelearn.system import ChannelSpec, HardwareSpec, SystemModel, Tier, Topology
-from edgelearn.system.faults import FaultModel
 
 if TYPE_CHECKING:
-    from edgelearn.planning.tree.plan import TreePlan
+    pass
+
+from edgelearn.runner.context import build_context
+from edgelearn.runner.planned import plan_summary, tree_plan
 
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
@@ -111,109 +103,6 @@ class _StopAfterRound:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def build_topology(cfg: RunConfig) -> Topology:
-    """The tree from the ``topology`` section (flat, edges x devices, or an explicit nested tree)."""
-    t = cfg.topology
-    if t.tree is not None:
-        return Topology.from_spec(t.tree)
-    if t.edges > 0:
-        return Topology.hierarchical(t.edges, t.devices_per_edge, cloud_devices=t.cloud_devices)
-    return Topology.flat(int(t.devices))
-
-
-def build_system(cfg: RunConfig, topology: Topology, seeds: Seeds) -> SystemModel:
-    """Hardware per tier, channel and ledger over the tree."""
-    specs = {tier: HardwareSpec(**_spec_numbers(cfg, tier)) for tier in Tier}
-    ch = cfg.channel.model_dump()
-    ch.pop("include_downlink")
-    system = SystemModel.build(topology, specs, ChannelSpec(**ch), seeds)
-    system.attach_faults(FaultModel.from_config(cfg.faults, topology, seeds))
-    return system
-
-
-def _spec_numbers(cfg: RunConfig, tier: Tier) -> dict[str, Any]:
-    """A tier's resolved hardware section without its profile name: the kind and numbers a spec takes."""
-    fields = getattr(cfg.hardware, tier.value).model_dump()
-    fields.pop("profile", None)
-    return fields
-
-
-def build_context(cfg: RunConfig) -> RunContext:
-    """Load data, split it over the devices, and build the tree, physics, executor and model."""
-    seeds = Seeds(cfg.seed)
-    device = resolve_device(cfg.device)
-    set_precision(cfg.engine.precision, device)
-    check_memory(cfg)  # before loading: sizes that cannot fit fail now, not when the OS kills the run
-    d = cfg.data
-    options: dict[str, Any] = {}
-    if d.dataset == "digits":
-        options["test_fraction"] = d.test_fraction
-    elif d.dataset == "synthetic":
-        options.update(
-            num_train=d.num_train, num_test=d.num_test, num_classes=d.num_classes, input_shape=d.input_shape
-        )
-    elif d.dataset == "cifar100":
-        options["label_mode"] = d.label_mode
-    options.update(d.options)  # a plugin dataset's loader options (checked against what it declared)
-    bundle = load_dataset(d.dataset, data_dir=d.data_dir, seed=seeds.int_seed("data") % (2**31), **options)
-    algo_cls = algorithm_class(cfg.algorithm.name)
-    holdout = d.holdout if d.holdout is not None else algo_cls.holdout_size(cfg)
-    if holdout > 0:  # before max_train and partitioning: no device can receive a held-out sample
-        bundle = split_holdout(bundle, holdout, seeds.rng("holdout"))
-    if d.max_train is not None:
-        bundle = subsample_train(bundle, d.max_train, seeds.rng("max_train"))
-    bundle, extras = algorithm_class(cfg.algorithm.name).prepare_data(cfg, bundle, seeds)
-    topology = build_topology(cfg)
-    p = cfg.partition
-    method_options = {
-        "iid": {},
-        "dirichlet": {"alpha": p.alpha, "min_size": p.min_size},
-        "shards": {"shards_per_device": p.shards_per_device},
-    }.get(p.method, p.options)  # a plugin partitioner gets partition.options
-    parts = partition(
-        p.method, bundle.train.y, topology.num_devices, seeds.rng("partition"), **method_options
-    )
-    train_x = torch.as_tensor(bundle.train.x, device=device)
-    train_y = torch.as_tensor(bundle.train.y, device=device)
-    client_data = []
-    for idx in parts:
-        index = torch.as_tensor(idx, device=device)
-        client_data.append(ClientData(train_x[index], train_y[index]))
-    shape = tuple(bundle.input_shape)
-    options_m = dict(cfg.model.options)
-    name, num_classes = cfg.model.name, bundle.num_classes
-
-    def model_fn() -> torch.nn.Module:  # captures only small values: it travels to Ray workers
-        return build_model(name, shape, num_classes, **options_m)
-
-    info = model_info(model_fn(), shape, name=cfg.model.name)
-    workloads = algorithm_class(cfg.algorithm.name).thread_workloads(cfg, info, shape, num_classes, topology)
-    threads = choose_threads(
-        cfg.engine.torch_threads, workloads, executor=cfg.executor, device=device, engine=cfg.engine
-    )
-    apply_threads(threads)
-    resolved = {} if threads.mode == "torch" else {"torch_threads": threads.chosen}
-    engine = cfg.engine.model_copy(update=resolved)
-    return RunContext(
-        cfg=cfg,
-        seeds=seeds,
-        device=device,
-        bundle=bundle,
-        test_x=torch.as_tensor(bundle.test.x, device=device),
-        test_y=torch.as_tensor(bundle.test.y, device=device),
-        parts=parts,
-        client_data=client_data,
-        topology=topology,
-        system=build_system(cfg, topology, seeds),
-        executor=make_executor(cfg.executor, device, engine),  # Ray workers: capped by the choice
-        model_fn=model_fn,
-        arch_key=f"{cfg.model.name}:{shape}:{bundle.num_classes}:{sorted(options_m.items())}",
-        info=info,
-        extras=extras,
-        torch_threads=threads.as_dict(),
-    )
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -525,7 +414,7 @@ def _run(
         "device": str(ctx.device),
         "data_source": ctx.bundle.source,
         **algo.summary_extras(),
-        **({"plan": _plan_summary(plan, ctx.system, rounds)} if plan is not None else {}),
+        **({"plan": plan_summary(plan, ctx.system, rounds)} if plan is not None else {}),
     }
     summary = plain_json(summary)
     write_json_atomic(out / "summary.json", summary)
@@ -535,60 +424,6 @@ def _run(
         summary["plots"] = [str(p) for p in plot_run(out)]
     summary["run_dir"] = str(out)
     return summary
-
-
-def tree_plan(cfg: RunConfig) -> TreePlan:
-    """The ``plan:`` section's plan (planning/tree): round ``plan.profile_round`` of a pilot run of the same
-    config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it."""
-    from edgelearn.planning.tree.plan import Budgets, plan_round  # cvxpy: only runs that plan import it
-    from edgelearn.planning.tree.profile import RoundProfile
-
-    assert cfg.plan is not None
-    if cfg.algorithm.name == "two_stage":
-        raise ConfigError(
-            "`plan` does not apply to two_stage, which plans its own rounds, batches, clocks and powers",
-            hint="set the budgets under algorithm.budget and remove the plan section",
-        )
-    pilot = build_context(cfg)
-    try:
-        algo = make_algorithm(pilot)
-        algo.init()
-        for r in range(1, min(cfg.plan.profile_round, algo.rounds) + 1):
-            algo.run_round(r)
-    finally:
-        shutdown = getattr(pilot.executor, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
-    p = cfg.plan
-    profile = RoundProfile.from_ledger(pilot.system.ledger, p.profile_round, pilot.topology.num_nodes)
-    plan = plan_round(
-        pilot.system, profile, Budgets(p.objective, p.round_energy_j, p.round_delay_s, p.weight_j_per_s)
-    )
-    if not plan.feasible:
-        raise ConfigError(
-            f"plan: the solver found no operating point within the budgets (status "
-            f"{plan.schemes['planned']['status']}); round_energy_j={p.round_energy_j}, "
-            f"round_delay_s={p.round_delay_s}",
-            hint="raise the budgets a little: `edgelearn plan CONFIG` shows every scheme's energy and delay",
-        )
-    return plan
-
-
-def _plan_summary(plan: TreePlan, system: SystemModel, rounds: int) -> dict[str, Any]:
-    """summary.json's ``plan``: the planner's prediction beside what the ledger measured, in the profiled
-    round and averaged over every round (rounds whose work differs from the profile differ too)."""
-    r = plan.profile["round"]
-    measured = [system.ledger.round_totals(k) for k in range(1, rounds + 1)]
-    return {
-        **plan.summary(),
-        "measured": {
-            "round": r,
-            "energy_j": measured[r - 1]["energy_j"] if r <= rounds else None,
-            "delay_s": measured[r - 1]["delay_s"] if r <= rounds else None,
-            "mean_energy_j": float(np.mean([m["energy_j"] for m in measured])),
-            "mean_delay_s": float(np.mean([m["delay_s"] for m in measured])),
-        },
-    }
 
 
 def _rounds_to_targets(targets: Sequence[float], out: Path) -> dict[str, Any]:
