@@ -255,3 +255,54 @@ def test_bandwidth_shares_are_checked_against_each_servers_total_and_reset_by_no
     fresh[[a, b]] = [0.1 * total, 0.9 * total]
     twin.set_bandwidth(fresh)
     assert channel.bandwidth(a) == total / 2 and twin.bandwidth(a) == 0.1 * total
+
+
+# ------------------------------------------------------------------------------ rounds and settings (outer)
+OUTER = [
+    *TINY_TREE,
+    "algorithm.rounds=6",
+    "plan.round_energy_j=null",
+    "plan.total_energy_j=60",
+    "plan.target_accuracy=0.6",
+    "plan.choices={algorithm.kappa1: [2, 10], algorithm.kappa2: [1, 2]}",
+]
+
+
+def test_the_plan_chooses_rounds_and_settings_from_pilots_and_the_run_executes_them(tmp_path: Path) -> None:
+    from edgelearn.runner.planned import choose_rounds
+
+    cfg = load_config(HIERFAVG, OUTER)
+    resolved, record = choose_rounds(cfg)
+    assert record is not None and len(record["candidates"]) == 4
+    for c in record["candidates"]:  # each needs the first pilot round that reaches the target
+        hits = [r for r, a in enumerate(c["accuracy"], 1) if a >= 0.6]
+        assert c["rounds"] == (hits[0] if hits else None)
+    feasible = [c for c in record["candidates"] if c.get("feasible")]
+    best = min(feasible, key=lambda c: c["total_delay_s"])
+    assert record["chosen"] == {"rounds": best["rounds"], "settings": best["settings"]}
+    assert resolved.algorithm.rounds == best["rounds"]
+    assert resolved.algorithm.kappa1 == best["settings"]["algorithm.kappa1"]
+    assert resolved.plan.round_energy_j == pytest.approx(60 / best["rounds"])
+    summary = run(cfg, tmp_path / "run")
+    assert summary["rounds"] == best["rounds"] and summary["plan"]["outer"]["chosen"] == record["chosen"]
+    assert summary["final_accuracy"] >= 0.6  # the pilot's accuracy, reproduced by the same seeds
+    assert summary["plan"]["measured"]["total_energy_j"] <= 60 * (1 + 1e-9)
+    assert summary["plan"]["measured"]["total_delay_s"] == pytest.approx(
+        best["total_delay_s"], rel=MATCH_RTOL
+    )
+
+
+def test_an_unreachable_target_and_bad_plan_keys_are_config_errors() -> None:
+    from edgelearn.runner.planned import choose_rounds
+
+    cfg = load_config(
+        HIERFAVG, [*OUTER, "plan.target_accuracy=1.0", "plan.pilot_rounds=1", "plan.choices={}"]
+    )
+    with pytest.raises(ConfigError, match="no candidate reaches accuracy 1.0"):
+        choose_rounds(cfg)
+    with pytest.raises(ConfigError, match="`choices` needs `target_accuracy`"):
+        load_config(HIERFAVG, ["plan.choices={algorithm.kappa1: [1]}"])
+    with pytest.raises(ConfigError, match="at most one of `round_energy_j` and `total_energy_j`"):
+        load_config(HIERFAVG, ["plan.total_energy_j=5"])
+    with pytest.raises(ConfigError, match="algorithm.kapa1"):
+        choose_rounds(load_config(HIERFAVG, [*OUTER, "plan.choices={algorithm.kapa1: [1]}"]))

@@ -21,6 +21,7 @@ from edgelearn.planning.feasibility import CheapestPoint
 from edgelearn.planning.search import InnerSolver, ft_round_limit, log_grid, pre_round_limit
 from edgelearn.run_config import RunConfig, load_config
 from edgelearn.runner import build_context, tree_plan
+from edgelearn.runner.planned import choose_rounds
 
 
 def plan_report(cfg: RunConfig) -> dict[str, Any]:
@@ -35,7 +36,9 @@ def plan_report(cfg: RunConfig) -> dict[str, Any]:
                 "per-round budgets)",
                 hint="e.g. --set plan.round_energy_j=50, or use configs/plan/*.yaml",
             )
-        return {"planner": "tree", "algorithm": cfg.algorithm.name, **tree_plan(cfg).summary()}
+        resolved, outer = choose_rounds(cfg)
+        report = {"planner": "tree", "algorithm": cfg.algorithm.name, **tree_plan(resolved).summary()}
+        return {**report, **({"outer": outer} if outer is not None else {})}
     algo = TwoStage(build_context(cfg))
     algo.setup()
     plans = algo.make_plans()

@@ -1,14 +1,22 @@
 """The ``plan:`` section: a resource plan (per-node clocks, per-link transmit powers, FDMA bandwidth shares)
 for any algorithm on the tree (``edgelearn/planning/tree``), chosen before the run and executed by it.
 
-Budgets are per round: the planner records one round of the algorithm (``profile_round``) and plans that
-round's work; every round then runs at the planned operating point. (Two-stage learning plans its own
+The inner plan is per round: the planner records one round of the algorithm (``profile_round``) and plans
+that round's work; every round then runs at the planned operating point. Budgets are per round
+(``round_energy_j``, ``round_delay_s``) or for the whole run (``total_energy_j``, ``total_delay_s``, split
+evenly over the rounds: every round does the same work, and an even split is optimal for convex per-round
+costs). With ``target_accuracy`` the planner also chooses the number of rounds, and with ``choices`` the
+algorithm's settings (e.g. HierFAVG's kappa1 and kappa2): each candidate's pilot run measures its accuracy
+round by round (a plan changes clocks, powers and bandwidth, never what is learned), the candidate needs the
+first round that reaches the target, and the one with the best total objective within the total budgets
+runs. A candidate whose pilot never reaches the target within ``pilot_rounds`` is infeasible: the planner
+does not extrapolate. (Two-stage learning plans its own
 rounds, batches, clocks and powers under ``algorithm.budget`` and takes no ``plan:`` section.)
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,11 +39,47 @@ class PlanConfig(Section):
     profile_round: PositiveInt = Field(
         1, description="the round recorded (in a pilot run of the same config and seed) and planned"
     )
+    total_energy_j: PositiveFloat | None = Field(
+        None, description="energy budget of the whole run (J), split evenly over its rounds"
+    )
+    total_delay_s: PositiveFloat | None = Field(
+        None, description="delay budget of the whole run (s), split evenly over its rounds"
+    )
+    target_accuracy: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None,
+        description="choose the number of rounds: the first round whose test accuracy reaches this in a "
+        "pilot run (None = algorithm.rounds)",
+    )
+    pilot_rounds: PositiveInt | None = Field(
+        None, description="rounds of each pilot run that measures accuracy (None = algorithm.rounds)"
+    )
+    choices: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="config keys and the values to choose among (every combination is piloted), e.g. "
+        "{algorithm.kappa1: [5, 10, 20], algorithm.kappa2: [1, 2]}; needs target_accuracy",
+    )
 
     @model_validator(mode="after")
     def _budget_for_objective(self) -> PlanConfig:
-        if self.objective == "delay" and self.round_energy_j is None:
-            raise ValueError("objective `delay` needs `round_energy_j` (the energy budget of a round)")
-        if self.objective == "energy" and self.round_delay_s is None:
-            raise ValueError("objective `energy` needs `round_delay_s` (the delay budget of a round)")
+        if self.round_energy_j is not None and self.total_energy_j is not None:
+            raise ValueError("give at most one of `round_energy_j` and `total_energy_j`")
+        if self.round_delay_s is not None and self.total_delay_s is not None:
+            raise ValueError("give at most one of `round_delay_s` and `total_delay_s`")
+        energy = self.round_energy_j is not None or self.total_energy_j is not None
+        delay = self.round_delay_s is not None or self.total_delay_s is not None
+        if self.objective == "delay" and not energy:
+            raise ValueError(
+                "objective `delay` needs an energy budget (`round_energy_j` or `total_energy_j`)"
+            )
+        if self.objective == "energy" and not delay:
+            raise ValueError("objective `energy` needs `round_delay_s` or `total_delay_s`")
+        if self.choices and self.target_accuracy is None:
+            raise ValueError("`choices` needs `target_accuracy` (what the candidates are compared on)")
+        if any(not v for v in self.choices.values()):
+            raise ValueError("every entry of `choices` needs at least one value")
         return self
+
+    @property
+    def chooses_rounds(self) -> bool:
+        """Whether the planner chooses the number of rounds (and perhaps settings) before the run."""
+        return self.target_accuracy is not None

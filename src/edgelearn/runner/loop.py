@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     pass
 
 from edgelearn.runner.context import build_context
-from edgelearn.runner.planned import plan_summary, tree_plan
+from edgelearn.runner.planned import choose_rounds, plan_summary, tree_plan
 
 log = logging.getLogger(__name__)
 # Only for the kill-and-resume test: slows each round so a SIGKILL lands mid-run. Never set by users.
@@ -283,6 +283,7 @@ def _run_locked(
                 f"run directory {out} already holds a run ({', '.join(found)})",
                 hint="pass --overwrite to replace it, --resume to continue it, or choose another --out",
             )
+    cfg, outer = choose_rounds(cfg)  # plan.target_accuracy: pilots pick the rounds (and settings) first
     loaded = None
     if resume:
         _check_resumable(cfg, out)
@@ -295,7 +296,7 @@ def _run_locked(
 
     ctx = build_context(cfg)
     try:
-        return _run(cfg, ctx, out, loaded, started, progress)
+        return _run(cfg, ctx, out, loaded, started, progress, outer)
     finally:
         shutdown = getattr(ctx.executor, "shutdown", None)
         if callable(shutdown):
@@ -309,8 +310,10 @@ def _run(
     loaded: tuple[int, dict[str, Any]] | None,
     started: float,
     progress: bool | None,
+    outer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The round loop of :func:`run` (checkpoints, metrics, summary, plots)."""
+    """The round loop of :func:`run` (checkpoints, metrics, summary, plots); ``outer`` is the record of the
+    plan's choice of rounds and settings, when it made one."""
     ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
     plan = tree_plan(cfg) if cfg.plan is not None else None
@@ -414,7 +417,7 @@ def _run(
         "device": str(ctx.device),
         "data_source": ctx.bundle.source,
         **algo.summary_extras(),
-        **({"plan": plan_summary(plan, ctx.system, rounds)} if plan is not None else {}),
+        **({"plan": plan_summary(plan, ctx.system, rounds, outer)} if plan is not None else {}),
     }
     summary = plain_json(summary)
     write_json_atomic(out / "summary.json", summary)

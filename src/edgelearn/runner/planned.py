@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError
-from edgelearn.run_config import RunConfig
+from edgelearn.run_config import RunConfig, build_config
 from edgelearn.system import SystemModel
 
 if TYPE_CHECKING:
-    from edgelearn.planning.tree.plan import TreePlan
+    from edgelearn.planning.tree.plan import Budgets, TreePlan
 
 from edgelearn.runner.context import build_context
 
@@ -20,7 +22,7 @@ from edgelearn.runner.context import build_context
 def tree_plan(cfg: RunConfig) -> TreePlan:
     """The ``plan:`` section's plan (planning/tree): round ``plan.profile_round`` of a pilot run of the same
     config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it."""
-    from edgelearn.planning.tree.plan import Budgets, plan_round  # cvxpy: only runs that plan import it
+    from edgelearn.planning.tree.plan import plan_round  # cvxpy: only runs that plan import it
     from edgelearn.planning.tree.profile import RoundProfile
 
     assert cfg.plan is not None
@@ -41,9 +43,7 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             shutdown()
     p = cfg.plan
     profile = RoundProfile.from_ledger(pilot.system.ledger, p.profile_round, pilot.topology.num_nodes)
-    plan = plan_round(
-        pilot.system, profile, Budgets(p.objective, p.round_energy_j, p.round_delay_s, p.weight_j_per_s)
-    )
+    plan = plan_round(pilot.system, profile, round_budgets(cfg, int(cfg.algorithm.rounds)))
     if not plan.feasible:
         raise ConfigError(
             f"plan: the solver found no operating point within the budgets (status "
@@ -54,9 +54,110 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
     return plan
 
 
-def plan_summary(plan: TreePlan, system: SystemModel, rounds: int) -> dict[str, Any]:
+def round_budgets(cfg: RunConfig, rounds: int) -> Budgets:
+    """The plan's per-round budgets: given per round, or the run's totals split evenly over ``rounds``."""
+    from edgelearn.planning.tree.plan import Budgets
+
+    p = cfg.plan
+    assert p is not None
+    energy = p.round_energy_j if p.total_energy_j is None else p.total_energy_j / rounds
+    delay = p.round_delay_s if p.total_delay_s is None else p.total_delay_s / rounds
+    return Budgets(p.objective, energy, delay, p.weight_j_per_s)
+
+
+def choose_rounds(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
+    """With ``plan.target_accuracy``: the number of rounds, and with ``plan.choices`` the settings, the run
+    should use (config/plan.py), as a resolved config with per-round budgets, and the search's record for
+    summary.json; ``(cfg, None)`` otherwise. Each candidate's pilot run (same seed, nothing written) measures
+    its test accuracy round by round and records its round ``plan.profile_round``; the candidate needs the
+    first round reaching the target, and is planned with the totals split over those rounds."""
+    from edgelearn.planning.tree.plan import plan_round
+    from edgelearn.planning.tree.profile import RoundProfile
+
+    p = cfg.plan
+    if p is None or not p.chooses_rounds:
+        return cfg, None
+    assert p.target_accuracy is not None
+    keys = list(p.choices)
+    candidates: list[dict[str, Any]] = []
+    best: tuple[float, RunConfig, dict[str, Any]] | None = None
+    for values in itertools.product(*p.choices.values()):
+        settings = dict(zip(keys, values))
+        data = cfg.model_dump(mode="json")
+        trial = build_config(
+            data, [f"{k}={json.dumps(v)}" for k, v in settings.items()], source="plan.choices"
+        )
+        pilot_rounds = p.pilot_rounds or int(trial.algorithm.rounds)
+        ctx = build_context(trial)
+        try:
+            algo = make_algorithm(ctx)
+            algo.init()
+            accuracy: list[float] = []
+            reached: int | None = None
+            for r in range(1, pilot_rounds + 1):
+                algo.run_round(r)
+                accuracy.append(float(algo.evaluate()["accuracy"]))
+                if reached is None and accuracy[-1] >= p.target_accuracy:
+                    reached = r
+                if reached is not None and r >= p.profile_round:
+                    break  # the rounds it needs are known and its profiled round recorded
+        finally:
+            shutdown = getattr(ctx.executor, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+        entry: dict[str, Any] = {"settings": settings, "accuracy": accuracy, "rounds": reached}
+        candidates.append(entry)
+        if reached is None:
+            entry["why_not"] = f"the pilot did not reach {p.target_accuracy} in {pilot_rounds} rounds"
+            continue
+        profile = RoundProfile.from_ledger(ctx.system.ledger, p.profile_round, ctx.topology.num_nodes)
+        budgets = round_budgets(trial, reached)
+        try:
+            plan = plan_round(ctx.system, profile, budgets)
+        except ConfigError as exc:
+            entry["why_not"] = exc.message
+            continue
+        energy, delay = reached * plan.predicted["energy_j"], reached * plan.predicted["delay_s"]
+        value = budgets.value(energy, delay)
+        entry.update(total_energy_j=energy, total_delay_s=delay, objective=value, feasible=plan.feasible)
+        if plan.feasible and (best is None or value < best[0]):
+            resolved = trial.model_dump(mode="json")
+            resolved["algorithm"]["rounds"] = reached
+            resolved["plan"] = {
+                **resolved["plan"],
+                "round_energy_j": budgets.energy_j,
+                "round_delay_s": budgets.delay_s,
+                "total_energy_j": None,
+                "total_delay_s": None,
+                "target_accuracy": None,
+                "pilot_rounds": None,
+                "choices": {},
+            }
+            best = (value, build_config(resolved, source="the chosen plan"), settings)
+    record = {
+        "accuracy_from": "pilot runs (measured, not extrapolated)",
+        "target_accuracy": p.target_accuracy,
+        "candidates": candidates,
+    }
+    if best is None:
+        reasons = "; ".join(
+            f"{c['settings'] or 'the config'}: {c.get('why_not', 'infeasible')}" for c in candidates
+        )
+        raise ConfigError(
+            f"plan: no candidate reaches accuracy {p.target_accuracy} within the budgets ({reasons})",
+            hint="lower plan.target_accuracy, raise plan.pilot_rounds or the total budgets",
+        )
+    _, chosen, settings = best
+    record["chosen"] = {"rounds": int(chosen.algorithm.rounds), "settings": settings}
+    return chosen, record
+
+
+def plan_summary(
+    plan: TreePlan, system: SystemModel, rounds: int, outer: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """summary.json's ``plan``: the planner's prediction beside what the ledger measured, in the profiled
-    round and averaged over every round (rounds whose work differs from the profile differ too)."""
+    round and averaged over every round (rounds whose work differs from the profile differ too), and the
+    record of :func:`choose_rounds` when it chose the rounds."""
     r = plan.profile["round"]
     measured = [system.ledger.round_totals(k) for k in range(1, rounds + 1)]
     return {
@@ -67,5 +168,8 @@ def plan_summary(plan: TreePlan, system: SystemModel, rounds: int) -> dict[str, 
             "delay_s": measured[r - 1]["delay_s"] if r <= rounds else None,
             "mean_energy_j": float(np.mean([m["energy_j"] for m in measured])),
             "mean_delay_s": float(np.mean([m["delay_s"] for m in measured])),
+            "total_energy_j": float(np.sum([m["energy_j"] for m in measured])),
+            "total_delay_s": float(np.sum([m["delay_s"] for m in measured])),
         },
+        **({"outer": outer} if outer is not None else {}),
     }
