@@ -11,12 +11,11 @@ import numpy as np
 from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError
 from edgelearn.run_config import RunConfig, build_config
+from edgelearn.runner.context import build_context
 from edgelearn.system import SystemModel
 
 if TYPE_CHECKING:
     from edgelearn.planning.tree.plan import Budgets, TreePlan
-
-from edgelearn.runner.context import build_context
 
 
 def tree_plan(cfg: RunConfig) -> TreePlan:
@@ -71,12 +70,12 @@ def choose_rounds(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
     summary.json; ``(cfg, None)`` otherwise. Each candidate's pilot run (same seed, nothing written) measures
     its test accuracy round by round and records its round ``plan.profile_round``; the candidate needs the
     first round reaching the target, and is planned with the totals split over those rounds."""
-    from edgelearn.planning.tree.plan import plan_round
-    from edgelearn.planning.tree.profile import RoundProfile
-
     p = cfg.plan
     if p is None or not p.chooses_rounds:
         return cfg, None
+    from edgelearn.planning.tree.plan import plan_round  # cvxpy: only runs that plan import it
+    from edgelearn.planning.tree.profile import RoundProfile
+
     assert p.target_accuracy is not None
     keys = list(p.choices)
     candidates: list[dict[str, Any]] = []
