@@ -306,3 +306,14 @@ def test_an_unreachable_target_and_bad_plan_keys_are_config_errors() -> None:
         load_config(HIERFAVG, ["plan.total_energy_j=5"])
     with pytest.raises(ConfigError, match="algorithm.kapa1"):
         choose_rounds(load_config(HIERFAVG, [*OUTER, "plan.choices={algorithm.kapa1: [1]}"]))
+
+
+def test_a_run_can_execute_a_baselines_point_on_the_same_budgets(tmp_path: Path) -> None:
+    cfg = load_config(HIERFAVG, [*TINY_TREE, "algorithm.rounds=1", "plan.scheme=powers_only"])
+    plan = run(cfg, tmp_path / "run")["plan"]
+    assert plan["executed"] == "powers_only"
+    row = plan["schemes"]["powers_only"]
+    assert (plan["energy_j"], plan["delay_s"]) == (row["energy_j"], row["delay_s"])
+    assert plan["measured"]["energy_j"] == pytest.approx(row["energy_j"], rel=MATCH_RTOL)
+    assert plan["measured"]["delay_s"] == pytest.approx(row["delay_s"], rel=MATCH_RTOL)
+    assert plan["schemes"]["planned"]["objective"] <= row["objective"] * (1 + OBJECTIVE_RTOL)

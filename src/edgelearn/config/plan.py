@@ -36,6 +36,11 @@ class PlanConfig(Section):
     weight_j_per_s: PositiveFloat = Field(
         1.0, description="weighted objective: joules one second of delay is worth"
     )
+    scheme: Literal["planned", "uniform_bandwidth", "max_speed", "clocks_only", "powers_only"] = Field(
+        "planned",
+        description="the operating point the run executes: the plan's, or a baseline's on the same budgets "
+        "(experiments compare them; a baseline may exceed the budgets, summary.json says so)",
+    )
     profile_round: PositiveInt = Field(
         1, description="the round recorded (in a pilot run of the same config and seed) and planned"
     )

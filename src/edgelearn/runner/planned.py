@@ -43,6 +43,10 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
     p = cfg.plan
     profile = RoundProfile.from_ledger(pilot.system.ledger, p.profile_round, pilot.topology.num_nodes)
     plan = plan_round(pilot.system, profile, round_budgets(cfg, int(cfg.algorithm.rounds)))
+    if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)
+        from edgelearn.planning.tree.plan import settings_summary
+
+        return plan.executing(p.scheme, settings_summary(pilot.system, plan.points[p.scheme]))
     if not plan.feasible:
         raise ConfigError(
             f"plan: the solver found no operating point within the budgets (status "

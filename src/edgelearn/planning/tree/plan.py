@@ -81,11 +81,24 @@ class TreePlan:
     profile: dict[str, Any]
     solve_s: float
     settings: dict[str, Any] = field(default_factory=dict)
+    points: dict[str, OperatingPoint] = field(default_factory=dict)
+    """Every scheme's operating point (``planned`` is :attr:`point`): a run may execute a baseline's."""
+    executed: str = "planned"
+    """The scheme whose operating point :attr:`point` is (:meth:`executing`)."""
+
+    def executing(self, scheme: str, settings: dict[str, Any]) -> TreePlan:
+        """This plan with ``scheme``'s operating point to execute (a baseline's, for experiments on the same
+        budgets), its predicted cost and its ``settings``."""
+        row = self.schemes[scheme]
+        predicted = {"energy_j": row["energy_j"], "delay_s": row["delay_s"]}
+        return replace(
+            self, point=self.points[scheme], predicted=predicted, settings=settings, executed=scheme
+        )
 
     @property
     def feasible(self) -> bool:
-        """Whether the planned point is within the budgets."""
-        return bool(self.schemes["planned"]["feasible"])
+        """Whether the executed point (the planned one unless :meth:`executing`) is within the budgets."""
+        return bool(self.schemes[self.executed]["feasible"])
 
     def summary(self) -> dict[str, Any]:
         """JSON-able: ``feasible``, ``objective``, ``energy_j``, ``delay_s`` (predicted per round), the chosen
@@ -93,8 +106,9 @@ class TreePlan:
         b = self.budgets
         return {
             "feasible": self.feasible,
+            "executed": self.executed,
             "objective": b.objective,
-            "objective_value": self.schemes["planned"]["objective"],
+            "objective_value": self.schemes[self.executed]["objective"],
             "energy_j": self.predicted["energy_j"],
             "delay_s": self.predicted["delay_s"],
             "budgets": {
@@ -140,6 +154,7 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
     best, status, seconds = _with_bandwidth(profile, graph, terms, system, budgets, scale, start)
     solve_s += seconds
     schemes = {"planned": _scheme(budgets, profile.replay(system, best), status), **schemes}
+    points = {"planned": best, **points}
     return TreePlan(
         budgets=budgets,
         point=best,
@@ -148,6 +163,7 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
         profile={"round": profile.round, "events": graph.size, "precedence_pairs": int(graph.before.size)},
         solve_s=solve_s,
         settings=settings_summary(system, best),
+        points=points,
     )
 
 
