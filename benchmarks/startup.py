@@ -97,9 +97,10 @@ def child_edgelearn(timings_path: str, cli_args: Sequence[str]) -> None:
     marks["torch_imported"] = time.time()
     import edgelearn.cli
     import edgelearn.runner as runner
+    from edgelearn.runner import loop  # the round loop's own references (edgelearn/runner/loop.py)
 
     marks["edgelearn_imported"] = time.time()
-    build_context, make_algorithm, run = runner.build_context, runner.make_algorithm, runner.run
+    build_context, make_algorithm, run = loop.build_context, loop.make_algorithm, runner.run
     round_ends: list[float] = []
 
     def timed_build_context(cfg: Any) -> Any:
@@ -125,8 +126,8 @@ def child_edgelearn(timings_path: str, cli_args: Sequence[str]) -> None:
         marks["run_end"] = time.time()
         return summary
 
-    runner.build_context = timed_build_context  # type: ignore[assignment]
-    runner.make_algorithm = timed_make_algorithm  # type: ignore[assignment]
+    loop.build_context = timed_build_context  # type: ignore[assignment]
+    loop.make_algorithm = timed_make_algorithm  # type: ignore[assignment]
     runner.run = timed_run  # type: ignore[assignment]
     try:
         sys.argv = ["edgelearn", *cli_args]
