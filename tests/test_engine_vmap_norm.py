@@ -4,8 +4,10 @@ per-client running statistics), GroupNorm and LayerNorm, all against the serial 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +23,8 @@ from edgelearn.engine.precision import precision
 from edgelearn.engine.vmap import VmapExecutor, unsupported_reason
 from edgelearn.engine.vmap_norm import MaskedNorms
 from edgelearn.models import build_model
+from edgelearn.run_config import build_config
+from edgelearn.runner import run
 
 CPU = torch.device("cpu")
 CLASSES = 3
@@ -53,6 +57,12 @@ of one at resnet8's 2x2 last stage, BatchNorm1d on two samples) is ill-condition
 amplifies rounding differences step after step, so float32 runs of 18 single-sample steps drift apart by up to
 0.27 while the same runs in float64 agree to 1.9e-12 (measured; float64 roundoff is 1.1e-16). 1e-9 is 500x
 that and still far below what a logic error (padding counted, an update missed) moves."""
+RUN_RTOL = 1e-5
+"""Relative tolerance on a run's float metrics (test loss, training loss), as in test_engine_vmap.py's
+end-to-end test; one round of the digits run below differs by 1.7e-7 (measured). A second round would not do:
+there serial at 2 threads moves the test loss by 3.2e-4 from serial at 1 thread, as much as vmap does
+(3.0e-4), because some of resnet8's BatchNorm channels see near-constant inputs on 8x8 digits and magnify
+float32 reduction order (float64 runs of the same cohorts agree to 4e-16)."""
 BF16_TOL = 2e-2
 """Under engine.precision=bfloat16 (8 significant bits, unit roundoff 2^-9 = 2e-3) serial and vmap round the
 convolutions' outputs differently (batched vs per-client sums) and BatchNorm rescales those rounding errors by
@@ -411,3 +421,38 @@ def test_dropout_and_overridden_batchnorm_still_fall_back() -> None:
         nn.Sequential(nn.Conv1d(2, 2, 1), nn.InstanceNorm1d(2, track_running_stats=True))
     )
     assert tracked is not None and "InstanceNorm1d" in tracked
+
+
+def _run_metrics(executor: str, out: Path) -> list[dict[str, object]]:
+    """One FedAvg round on digits with the zoo's resnet8 + BatchNorm; the metrics rows without wall time."""
+    overrides = [
+        f"executor={executor}",
+        "topology.devices=10",
+        "algorithm.rounds=1",
+        "model.name=resnet8",
+        "model.options.norm=batch",
+        "model.options.width=0.25",
+        "output.progress=false",
+        "output.plots=false",
+    ]
+    summary = run(build_config({}, overrides), out)
+    assert summary["executor"] == executor
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        row.pop("wall_s")
+    return rows
+
+
+def test_end_to_end_batchnorm_run_reproduces_serial(tmp_path: Path) -> None:
+    # Training per client under vmap, then evaluation of the aggregated model in eval mode (running statistics
+    # averaged over the clients', as WeightedMean does in serial).
+    got = _run_metrics("vmap", tmp_path / "vmap")
+    want = _run_metrics("serial", tmp_path / "serial")
+    assert len(got) == len(want) == 1
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for k in w:
+            if isinstance(w[k], float):
+                assert g[k] == pytest.approx(w[k], rel=RUN_RTOL), k
+            else:
+                assert g[k] == w[k], k
