@@ -8,6 +8,8 @@ one warm-up run each, and prints milliseconds per client step and GFLOP/s (the z
 
     PYTHONPATH=src python benchmarks/tier_cohort.py --model resnet8 --clients 10 --samples 160 --threads 1 \
         --json runs/bench/tier_cohort_resnet8.json
+
+``--norm batch`` times a BatchNorm cohort (trained per client with masked statistics under vmap).
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", default="resnet8", help="model zoo name (resnet8, cnn_small, resnet14, ...)")
     p.add_argument("--width", type=float, default=None, help="ResNet width multiplier (model option)")
     p.add_argument(
+        "--norm", default=None, help="norm option (resnet*, cnn_medium, cnn_large): batch, group, none"
+    )
+    p.add_argument(
         "--shape",
         type=lambda text: tuple(int(v) for v in text.split(",")),
         default=(1, 28, 28),
@@ -54,7 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def cohort(args: argparse.Namespace) -> Cohort:
     """``--clients`` same-architecture models from one start, each with its own random images."""
     shape = args.shape
-    options = {} if args.width is None else {"width": args.width}
+    options: dict[str, Any] = {} if args.width is None else {"width": args.width}
+    if args.norm is not None:
+        options["norm"] = args.norm
     torch.manual_seed(SEED)
     start = {
         k: v.clone() for k, v in build_model(args.model, shape, NUM_CLASSES, **options).state_dict().items()
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             {
                 "executor": executor.name,
                 "model": args.model,
+                "norm": args.norm,
                 "clients": args.clients,
                 "samples": args.samples,
                 "batch": args.batch,

@@ -29,6 +29,7 @@ KERNEL_SENSITIVE = {
     "test_engine_precision.py",
     "test_engine_ray.py",
     "test_engine_vmap.py",
+    "test_engine_vmap_norm.py",
     "test_example_plugins.py",
     "test_executor_equivalence.py",
     "test_fedagg_algorithm.py",

@@ -272,39 +272,29 @@ def test_masked_mean_ignores_padding_by_hand() -> None:
     assert res.train_loss[0] == pytest.approx((0.5 + 4.5) / 2, abs=1e-6)
 
 
-class _BatchNormNet(nn.Module):
-    """A tiny MLP with BatchNorm1d: running statistics are part of its state."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = nn.Linear(4, 6)
-        self.bn = nn.BatchNorm1d(6)
-        self.head = nn.Linear(6, CLASSES)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.relu(self.bn(self.fc(x))))
+def _dropout_net() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Dropout(0.5), nn.Linear(6, CLASSES))
 
 
-def test_batchnorm_model_falls_back_to_serial_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
-    cohort = _cohort(_BatchNormNet, (4,), [4, 6, 12], batch_sizes=[2, 3, 4])  # no batch of one sample
+def test_dropout_model_falls_back_to_serial_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    cohort = _cohort(_dropout_net, (4,), [4, 6, 12], batch_sizes=[2, 3, 4])
     spec = LocalSpec(lr=0.1, batch_size=4, epochs=1, momentum=0.9)
     executor = VmapExecutor(CPU)
     with caplog.at_level(logging.INFO, logger="edgelearn.engine.vmap"):
+        torch.manual_seed(5)  # dropout draws from the global stream: the same masks as the serial run
         got = executor.train(cohort, spec)
         executor.train(cohort, spec)
+    torch.manual_seed(5)
     want = SerialExecutor(CPU).train(cohort, spec)
     _assert_same(got, want, atol=0.0)
-    assert not torch.equal(got.client_states[2]["bn.running_mean"], cohort.starts[0]["bn.running_mean"])
-    assert int(got.client_states[2]["bn.num_batches_tracked"]) == 3
     messages = [r.getMessage() for r in caplog.records if "serially" in r.getMessage()]
-    assert len(messages) == 1 and "BatchNorm1d" in messages[0]
+    assert len(messages) == 1 and "Dropout" in messages[0]
 
 
 def test_unsupported_reason_names_the_module() -> None:
     assert unsupported_reason(_mlp()) is None
     assert unsupported_reason(_resnet8()) is None
-    bn = unsupported_reason(build_model("resnet8", (3, 8, 8), CLASSES, norm="batch"))
-    assert bn is not None and "stem.1 is BatchNorm2d" in bn
+    assert unsupported_reason(build_model("resnet8", (3, 8, 8), CLASSES, norm="batch")) is None  # masked
     drop = unsupported_reason(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)))
     assert drop is not None and "1 is Dropout" in drop
     assert unsupported_reason(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.0))) is None

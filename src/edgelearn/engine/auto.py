@@ -1,11 +1,13 @@
 """The auto executor: picks serial or vmap per workload, by a fixed rule or a quick measured probe.
 
 Default mode ``"rule"`` is deterministic, so a config and seed reproduce bit for bit: cohorts with fewer than
-``MIN_PROBED_CLIENTS`` clients holding data, or models vmap cannot train exactly, go to serial; otherwise
-vmap on CUDA, and on CPU vmap only for models of at most ``RULE_CPU_MAX_PARAMS`` parameters. The threshold
-comes from our measurements on a 2-core CPU (100-500 clients, 10 local SGD steps at batch 32, and
-``benchmarks/bench.py``): vmap won 4.5-10x for MLPs of 10k-25k parameters and lost (0.6x) for a
-100k-parameter MLP, whose per-client work already saturates the cores.
+``MIN_PROBED_CLIENTS`` clients holding data, or models vmap cannot train exactly (dropout, tied weights; see
+:func:`edgelearn.engine.vmap.unsupported_reason`), go to serial; otherwise vmap on CUDA, and on CPU vmap only
+for models of at most ``RULE_CPU_MAX_PARAMS`` parameters. BatchNorm models follow the same rule: vmap trains
+them per client with masked statistics (:mod:`edgelearn.engine.vmap_norm`). The threshold comes from our
+measurements on a 2-core CPU (100-500 clients, 10 local SGD steps at batch 32, and ``benchmarks/bench.py``):
+vmap won 4.5-10x for MLPs of 10k-25k parameters and lost (0.6x) for a 100k-parameter MLP, whose per-client
+work already saturates the cores.
 
 Mode ``"probe"`` measures instead (never assumes): for each (architecture, cohort-size bucket, device) the
 first cohort seen is probed. ``PROBE_CLIENTS`` of its clients (evenly spaced over those with data) each run
@@ -13,8 +15,8 @@ first cohort seen is probed. ``PROBE_CLIENTS`` of its clients (evenly spaced ove
 ``PROBE_REPEATS`` times per executor (once if a run already takes ``PROBE_SETTLED_S``); the best time
 of each counts. vmap is chosen only if it is at least ``VMAP_MIN_SPEEDUP`` times faster than serial; ties
 go to serial, the reference that needs no stacked memory. Cohorts with fewer than ``MIN_PROBED_CLIENTS``
-clients holding data, and models vmap cannot train exactly (BatchNorm, dropout, tied weights), go to serial
-without a probe. The probe is conservative for vmap: its per-step overhead is amortized over more clients
+clients holding data, and models vmap cannot train exactly (dropout, tied weights), go to serial without a
+probe. The probe is conservative for vmap: its per-step overhead is amortized over more clients
 in a full cohort than in the probe.
 
 Results do not depend on the pick beyond float rounding: both executors train the same batches with the

@@ -14,14 +14,20 @@ chunk and only that prefix is computed and updated: a finished client's weights,
 never touched. Per step the Python work is a fixed number of tensor operations, whatever the number of
 clients.
 
+BatchNorm trains per client (:mod:`edgelearn.engine.vmap_norm`): its batch statistics are masked means and
+variances over the client's real samples of the step, and its running statistics (stacked on dim 0 like the
+parameters) come back from the vmapped forward as outputs, updated as torch's train-mode forward does, and
+are written into the stacked state after the step.
+
 Results equal :class:`~edgelearn.engine.serial.SerialExecutor`'s within float tolerance. Models the
-lockstep path cannot reproduce exactly (BatchNorm, whose batch statistics would see the padding and whose
-running statistics update in place; dropout, whose random masks differ; tied parameters) fall back to the
-serial executor for that cohort, logged once per architecture at INFO.
+lockstep path cannot reproduce exactly (dropout, whose random masks differ; InstanceNorm with running
+statistics; a BatchNorm subclass with its own forward; tied parameters) fall back to the serial executor for
+that cohort, logged once per architecture at INFO.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,6 +43,7 @@ from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn, che
 from edgelearn.engine.precision import autocast, current_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean
+from edgelearn.engine.vmap_norm import MaskedNorms, overridden_batchnorm
 from edgelearn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -63,11 +70,8 @@ def unsupported_reason(module: nn.Module) -> str | None:
     """Why ``module`` cannot be trained in lockstep with results equal to serial, or None when it can."""
     for name, sub in module.named_modules():
         where = name or type(module).__name__
-        if isinstance(sub, nn.modules.batchnorm._BatchNorm):
-            return (
-                f"{where} is {type(sub).__name__}: its batch statistics would include padded samples and its "
-                "running statistics update in place, which vmap cannot do per client"
-            )
+        if overridden_batchnorm(sub):
+            return f"{where} is {type(sub).__name__}: a BatchNorm with its own forward"
         if isinstance(sub, nn.modules.instancenorm._InstanceNorm) and sub.track_running_stats:
             return f"{where} is {type(sub).__name__} with running statistics (updated in place)"
         if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:
@@ -88,8 +92,12 @@ def memory_budget(device: torch.device) -> int:
 
 @torch.no_grad()
 def activation_bytes_per_sample(module: nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of every leaf module's output for one input sample (plus the input): the activation footprint."""
+    """Bytes of every leaf module's output for one input sample (plus the input): the activation footprint.
+
+    Measured in eval mode (same shapes; a train-mode BatchNorm refuses a batch of one value per channel and
+    would update its running statistics), then the module's mode is restored."""
     total = sample.numel() * sample.element_size()
+    training = module.training
 
     def hook(_mod: nn.Module, _inp: object, out: object) -> None:
         nonlocal total
@@ -98,8 +106,10 @@ def activation_bytes_per_sample(module: nn.Module, sample: torch.Tensor) -> int:
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
     try:
+        module.eval()
         module(sample[:1])
     finally:
+        module.train(training)
         for h in handles:
             h.remove()
     return total
@@ -113,6 +123,7 @@ class _Plan:
     mask: torch.Tensor  # (steps, clients, width) bool, True for real samples
     active: list[int]  # clients with a step t (a prefix of the chunk, which is sorted by steps)
     width: list[int]  # largest batch of step t
+    smallest: list[int]  # smallest real batch of step t (BatchNorm's one-value-per-channel check)
 
 
 def _plan(schedules: Schedules, members: np.ndarray, sizes: np.ndarray, device: torch.device) -> _Plan:
@@ -146,29 +157,35 @@ def _plan(schedules: Schedules, members: np.ndarray, sizes: np.ndarray, device: 
         mask=mask,
         active=[int(a) for a in (steps[None, :] > np.arange(horizon)[:, None]).sum(axis=1)],
         width=[int(w) for w in lens.max(axis=1)] if count else [],
+        smallest=[int(w) for w in np.where(lens > 0, lens, width).min(axis=1)] if count else [],
     )
 
 
 StepFn = Callable[
     [dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor],
-    tuple[dict[str, torch.Tensor], torch.Tensor],
+    tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]],
 ]
 
 
-def make_step(module: nn.Module, loss: LossFn) -> StepFn:
+def make_step(module: nn.Module, loss: LossFn, norms: MaskedNorms | None = None) -> StepFn:
     """Per-client gradients and losses of the masked mean loss over (trainable, fixed, batch, mask), all
-    stacked on dim 0: a ``vmap``-ed forward, then one ``torch.autograd.grad`` of the summed losses."""
+    stacked on dim 0: a ``vmap``-ed forward, then one ``torch.autograd.grad`` of the summed losses.
+
+    The third output holds the new values of the buffers the forward updates (BatchNorm's running statistics,
+    through ``norms``, the module's :class:`MaskedNorms`), stacked like ``fixed``; empty without ``norms``.
+    """
 
     def objective(
         trainable: dict[str, torch.Tensor],
         fixed: dict[str, torch.Tensor],
         batch: dict[str, torch.Tensor],
         mask: torch.Tensor,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         def apply(x: torch.Tensor) -> torch.Tensor:
             return functional_call(module, (trainable, fixed), (x,))
 
-        with autocast(mask.device):
+        masked = norms.active(mask) if norms is not None else contextlib.nullcontext({})
+        with autocast(mask.device), masked as buffers:
             per_sample = loss(apply, batch)
         if per_sample.shape != mask.shape:
             raise ConfigError(
@@ -178,12 +195,23 @@ def make_step(module: nn.Module, loss: LossFn) -> StepFn:
                 "e.g. F.cross_entropy(..., reduction='none')",
             )
         kept = torch.where(mask, per_sample, torch.zeros_like(per_sample))
-        return kept.sum() / mask.sum().clamp_min(1)
+        return kept.sum() / mask.sum().clamp_min(1), buffers
 
     if current_precision() != "float32":
         # Autocast reaches a vmapped forward only under a grad transform (plain vmap of batched weights stays
         # float32), so low-precision policies keep vmap(grad(...)); they are for long runs anyway.
-        return vmap(grad_and_value(objective))
+        transformed = vmap(grad_and_value(objective, has_aux=True))
+
+        def low_precision_step(
+            trainable: dict[str, torch.Tensor],
+            fixed: dict[str, torch.Tensor],
+            batch: dict[str, torch.Tensor],
+            mask: torch.Tensor,
+        ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+            grads, (losses, buffers) = transformed(trainable, fixed, batch, mask)
+            return grads, losses, buffers
+
+        return low_precision_step
     batched = vmap(objective)
 
     def step(
@@ -191,14 +219,15 @@ def make_step(module: nn.Module, loss: LossFn) -> StepFn:
         fixed: dict[str, torch.Tensor],
         batch: dict[str, torch.Tensor],
         mask: torch.Tensor,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         leaves = {k: v.detach().requires_grad_() for k, v in trainable.items()}
         with torch.enable_grad():
-            losses = batched(leaves, fixed, batch, mask)
+            losses, buffers = batched(leaves, fixed, batch, mask)
             grads = torch.autograd.grad(losses.sum(), list(leaves.values()), allow_unused=True)
-        return {
+        filled = {
             k: g if g is not None else torch.zeros_like(leaves[k]) for k, g in zip(leaves, grads, strict=True)
-        }, losses.detach()
+        }
+        return filled, losses.detach(), {k: v.detach() for k, v in buffers.items()}
 
     return step
 
@@ -227,17 +256,20 @@ class VmapExecutor:
             tune_host_allocator(CPU_MEMORY_BUDGET_BYTES)
         self.serial = SerialExecutor(device)
         self._modules: dict[str, nn.Module] = {}
+        self._norms: dict[str, MaskedNorms | None] = {}
         self._reasons: dict[str, str | None] = {}
         self._activation: dict[str, int] = {}
         self._logged: set[str] = set()
 
     def _module(self, cohort: Cohort) -> nn.Module:
-        """The cohort architecture's template module (built without shifting the caller's torch RNG)."""
+        """The cohort architecture's template module (built without shifting the caller's torch RNG), its
+        BatchNorm layers given masked forwards (:class:`MaskedNorms`, kept in ``_norms``)."""
         module = self._modules.get(cohort.arch_key)
         if module is None:
             with torch.random.fork_rng(devices=[]):
                 module = cohort.model_fn().to(self.device)
             module.train()
+            self._norms[cohort.arch_key] = MaskedNorms.attach(module)
             self._modules[cohort.arch_key] = module
         return module
 
@@ -278,11 +310,14 @@ class VmapExecutor:
         sizes = cohort.sizes()
         order = np.argsort(-steps, kind="stable")
         size = self.chunk_size or self.auto_chunk_size(cohort, schedules)
-        step_fn = make_step(module, spec.loss)
+        norms = self._norms[cohort.arch_key]
+        step_fn = make_step(module, spec.loss, norms)
         slots: list[StateDict | None] = [None] * n
         for begin in range(0, n, size):
             members = order[begin : begin + size]
-            state, loss_sum = self._train_chunk(module, step_fn, cohort, spec, members, schedules, sizes)
+            state, loss_sum = self._train_chunk(
+                module, (step_fn, norms), cohort, spec, members, schedules, sizes
+            )
             done = steps[members] > 0
             losses[members[done]] = loss_sum[done] / steps[members[done]]
             self._fold(state, cohort, members, means)
@@ -393,14 +428,19 @@ class VmapExecutor:
     def _train_chunk(
         self,
         module: nn.Module,
-        step_fn: StepFn,
+        stepper: tuple[StepFn, MaskedNorms | None],
         cohort: Cohort,
         spec: LocalSpec,
         members: np.ndarray,
         schedules: Schedules,
         sizes: np.ndarray,
     ) -> tuple[StateDict, np.ndarray]:
-        """Lockstep SGD of one chunk (members sorted by steps, descending); final stacked state, loss sums."""
+        """Lockstep SGD of one chunk (members sorted by steps, descending); final stacked state, loss sums.
+
+        ``stepper``: the step function and the module's masked BatchNorm forwards (None without BatchNorm),
+        told each step's smallest real batch. Buffers the step updates are written into the stacked state.
+        """
+        step_fn, norms = stepper
         state = self._stack_starts(cohort, members)
         grad_names = {n for n, p in module.named_parameters() if p.requires_grad}
         trainable = {k: v for k, v in state.items() if k in grad_names}
@@ -415,10 +455,14 @@ class VmapExecutor:
             rows = plan.index[t, :active, :width].reshape(-1)
             batch = {k: v.index_select(0, rows).view(active, width, *v.shape[1:]) for k, v in data.items()}
             params = {k: v[:active] for k, v in trainable.items()}
-            grads, loss = step_fn(
+            if norms is not None:
+                norms.smallest_batch = plan.smallest[t]
+            grads, loss, buffers = step_fn(
                 params, {k: v[:active] for k, v in fixed.items()}, batch, plan.mask[t, :active, :width]
             )
             loss_sum[:active] += loss.detach()
+            for k, v in buffers.items():
+                fixed[k][:active].copy_(v)
             for k, p in params.items():
                 d_p = grads[k]
                 if anchor is not None:

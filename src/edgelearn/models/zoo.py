@@ -11,7 +11,8 @@ Normalization (``norm``) is selectable on the deeper models:
   federated averaging, Hsieh et al., "The Non-IID Data Quagmire", ICML 2020), behaves the same for tiny client
   batches, and needs no in-place buffer updates, so it works unchanged under ``torch.func.vmap``.
 * ``"batch"``: BatchNorm, for fidelity with papers that use it. It keeps running-statistics buffers that are
-  updated in place during training, so it is *not* supported by the vmap executor.
+  updated in place during training; the vmap executor trains it per client anyway, with masked batch
+  statistics and the running statistics returned from its vmapped forward (``engine.vmap_norm``).
 * ``"none"``: no normalization; convolutions then carry a bias.
 
 Weights use PyTorch's default initialization; the caller seeds it with ``torch.manual_seed``.
