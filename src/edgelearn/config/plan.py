@@ -44,6 +44,14 @@ class PlanConfig(Section):
     profile_round: PositiveInt = Field(
         1, description="the round recorded (in a pilot run of the same config and seed) and planned"
     )
+    associate: bool = Field(
+        False,
+        description="also choose each device's edge server (HFEL moves from the nearest edge; needs "
+        "channel.edge_distances: per_pair); devices move before the run starts",
+    )
+    association_evaluations: PositiveInt = Field(
+        200, description="most candidate associations the search prices (each one convex solve)"
+    )
     total_energy_j: PositiveFloat | None = Field(
         None, description="energy budget of the whole run (J), split evenly over its rounds"
     )

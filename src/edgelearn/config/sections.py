@@ -101,6 +101,11 @@ class ChannelConfig(Section):
     fading: Literal["none", "rayleigh"] = "none"
     backhaul_rate_bps: PositiveFloat = Field(1e8, description="wired edge -> cloud links")
     include_downlink: bool = Field(True, description="charge the model broadcast to devices")
+    edge_distances: Literal["per_node", "per_pair"] = Field(
+        "per_node",
+        description="per_node: a device is equally far from any edge server; per_pair: its own distance to "
+        "each (needed to plan edge association, plan.associate)",
+    )
 
 
 class ModelConfig(Section):

@@ -318,6 +318,8 @@ def _run(
     metrics_path = out / "metrics.jsonl"
     plan = tree_plan(cfg) if cfg.plan is not None else None
     if plan is not None:
+        for device, edge in plan.association.items():  # the planned edge association, before anything runs
+            ctx.system.reparent(device, edge)
         ctx.system.set_operating_point(plan.point)  # INIT and every round run at the planned point
     algo = make_algorithm(ctx)
     algo.init()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,14 +16,15 @@ from edgelearn.runner.context import build_context
 from edgelearn.system import SystemModel
 
 if TYPE_CHECKING:
+    from edgelearn.algorithms.base import RunContext
     from edgelearn.planning.tree.plan import Budgets, TreePlan
+    from edgelearn.planning.tree.profile import RoundProfile
 
 
 def tree_plan(cfg: RunConfig) -> TreePlan:
     """The ``plan:`` section's plan (planning/tree): round ``plan.profile_round`` of a pilot run of the same
     config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it."""
     from edgelearn.planning.tree.plan import plan_round  # cvxpy: only runs that plan import it
-    from edgelearn.planning.tree.profile import RoundProfile
 
     assert cfg.plan is not None
     if cfg.algorithm.name == "two_stage":
@@ -30,19 +32,23 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             "`plan` does not apply to two_stage, which plans its own rounds, batches, clocks and powers",
             hint="set the budgets under algorithm.budget and remove the plan section",
         )
-    pilot = build_context(cfg)
-    try:
-        algo = make_algorithm(pilot)
-        algo.init()
-        for r in range(1, min(cfg.plan.profile_round, algo.rounds) + 1):
-            algo.run_round(r)
-    finally:
-        shutdown = getattr(pilot.executor, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
     p = cfg.plan
-    profile = RoundProfile.from_ledger(pilot.system.ledger, p.profile_round, pilot.topology.num_nodes)
+    pilot, profile = _record(cfg, {})
+    association = None
+    if p.associate:
+        from edgelearn.planning.tree.association import associate
+
+        association = associate(
+            pilot.system,
+            profile,
+            round_budgets(cfg, int(cfg.algorithm.rounds)),
+            max_evaluations=p.association_evaluations,
+        )
+        if association.moves:  # record the round again on the kept association: the plan is then exact
+            pilot, profile = _record(cfg, association.moves)
     plan = plan_round(pilot.system, profile, round_budgets(cfg, int(cfg.algorithm.rounds)))
+    if association is not None:
+        plan = replace(plan, association=dict(association.moves), association_record=association.record)
     if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)
         from edgelearn.planning.tree.plan import settings_summary
 
@@ -55,6 +61,28 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             hint="raise the budgets a little: `edgelearn plan CONFIG` shows every scheme's energy and delay",
         )
     return plan
+
+
+def _record(cfg: RunConfig, moves: dict[int, int]) -> tuple[RunContext, RoundProfile]:
+    """A pilot run of ``cfg`` (devices in ``moves`` re-parented first) up to ``plan.profile_round``, and
+    that round's profile."""
+    from edgelearn.planning.tree.profile import RoundProfile
+
+    assert cfg.plan is not None
+    pilot = build_context(cfg)
+    try:
+        for device, edge in moves.items():
+            pilot.system.reparent(device, edge)
+        algo = make_algorithm(pilot)
+        algo.init()
+        for r in range(1, min(cfg.plan.profile_round, algo.rounds) + 1):
+            algo.run_round(r)
+    finally:
+        shutdown = getattr(pilot.executor, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+    profile = RoundProfile.from_ledger(pilot.system.ledger, cfg.plan.profile_round, pilot.topology.num_nodes)
+    return pilot, profile
 
 
 def round_budgets(cfg: RunConfig, rounds: int) -> Budgets:

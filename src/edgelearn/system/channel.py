@@ -46,6 +46,7 @@ BACKHAUL_RATE_BPS = 1e8
 FADING_CACHE_ROUNDS = 4
 """How many rounds of fading draws are kept in memory (older rounds are redrawn on demand, identically)."""
 
+EdgeDistances = Literal["per_node", "per_pair"]
 FadingKind = Literal["none", "rayleigh"]
 FADING_KINDS: tuple[str, ...] = ("none", "rayleigh")
 
@@ -62,6 +63,10 @@ class ChannelSpec:
     fading: FadingKind = "none"
     backhaul_rate_bps: float = BACKHAUL_RATE_BPS
     device_to_cloud_distance_m: float | Range = DEVICE_TO_CLOUD_DISTANCE_M
+    edge_distances: EdgeDistances = "per_node"
+    """``per_node``: a device is at one distance from whichever edge server it hangs under (the default);
+    ``per_pair``: at its own distance from every edge server (drawn per pair from a separate seed stream;
+    its first parent keeps the per-node draw), so which edge it attaches to matters (edge association)."""
 
     def __post_init__(self) -> None:
         for name in ("bandwidth_hz", "backhaul_rate_bps"):
@@ -74,6 +79,10 @@ class ChannelSpec:
                 raise ConfigError(f"channel.{name}: got {value!r}; need a finite number")
         for name in ("distance_m", "device_to_cloud_distance_m"):
             object.__setattr__(self, name, _check_distance(getattr(self, name), f"channel.{name}"))
+        if self.edge_distances not in ("per_node", "per_pair"):
+            raise ConfigError(
+                f"channel.edge_distances: got {self.edge_distances!r}; use per_node or per_pair"
+            )
         if self.fading not in FADING_KINDS:
             raise ConfigError(f"channel.fading: got {self.fading!r}; use one of {list(FADING_KINDS)}")
 
@@ -123,10 +132,15 @@ class Channel:
         *,
         rng: np.random.Generator,
         rng_factory: Callable[[int], np.random.Generator],
+        pair_rng: Callable[[int, int], np.random.Generator] | None = None,
     ) -> None:
         self.topology = topology
         self.spec = spec
         self._rng_factory = rng_factory
+        self._pair_rng = pair_rng
+        self._home = topology.parent_array.copy()
+        """Each node's first parent: its per-node edge distance is to that server."""
+        self._pair: dict[tuple[int, int], float] = {}
         n = topology.num_nodes
         self._dist_edge = _draw(spec.distance_m, n, rng)
         self._dist_cloud = _draw(spec.device_to_cloud_distance_m, n, rng)
@@ -146,6 +160,9 @@ class Channel:
         self._wireless[ROOT_ID] = False
         wireless_children = np.bincount(parents[is_device], minlength=n)
         self._distance = np.where(parents == ROOT_ID, self._dist_cloud, self._dist_edge)
+        if self.spec.edge_distances == "per_pair":
+            moved = np.flatnonzero(self._wireless & (parents != ROOT_ID) & (parents != self._home))
+            self._distance[moved] = [self._pair_distance(int(d), int(parents[d])) for d in moved]
         self._distance[~self._wireless] = np.nan
         with np.errstate(invalid="ignore"):
             loss = path_loss_db(self._distance, self.spec.path_loss_a_db, self.spec.path_loss_b_db)
@@ -155,6 +172,26 @@ class Channel:
         self._bandwidth[dev] = self.spec.bandwidth_hz / wireless_children[parents[dev]]
         self._equal_share = self._bandwidth.copy()
         self._version = topo.version
+
+    def _pair_distance(self, device: int, server: int) -> float:
+        """``device``'s distance to edge server ``server`` under ``per_pair`` edge distances."""
+        if server == self._home[device]:
+            return float(self._dist_edge[device])
+        key = (device, server)
+        if key not in self._pair:
+            if self._pair_rng is None:
+                raise ValueError("channel: per_pair edge distances need a pair_rng")
+            self._pair[key] = float(_draw(self.spec.distance_m, 1, self._pair_rng(device, server))[0])
+        return self._pair[key]
+
+    def distance_to(self, device: int, server: int) -> float:
+        """The distance (m) ``device``'s link would have under ``server`` (the cloud, or an edge server: the
+        same for every edge with ``per_node`` edge distances)."""
+        if server == ROOT_ID:
+            return float(self._dist_cloud[device])
+        if self.spec.edge_distances == "per_pair":
+            return self._pair_distance(int(device), int(server))
+        return float(self._dist_edge[device])
 
     def _sync(self) -> None:
         if self._version != self.topology.version:
@@ -224,10 +261,14 @@ class Channel:
             )
         self._bandwidth = share
 
-    def clone(self) -> Channel:
-        """A copy that shares the tree, distances and fading draws but has its own bandwidth shares."""
+    def clone(self, topology: Topology | None = None) -> Channel:
+        """A copy with its own bandwidth shares that shares the distances and fading draws, over the same
+        tree or over ``topology`` (a copy of it with devices re-parented: a candidate edge association)."""
         twin = copy.copy(self)
         twin._bandwidth = self._bandwidth.copy()
+        if topology is not None:
+            twin.topology = topology
+            twin.refresh()
         return twin
 
     def bandwidth(self, nodes: NodeIds) -> np.ndarray | float:

@@ -38,7 +38,9 @@ LIMIT_RTOL = 1e-12
 
 DISTANCE_STREAM = 0
 FADING_STREAM = 1
-"""Sub-keys of the ``"channel"`` seed purpose: distances are drawn once, fading once per round."""
+PAIR_STREAM = 2
+"""Sub-keys of the ``"channel"`` seed purpose: distances are drawn once, fading once per round, and a
+device's distance to an edge server other than its first parent once per (device, server) pair."""
 
 MIN_LINK_RATE_BPS = 1.0
 """Slowest link accepted at build time (bit/s, at full power): below it a model upload takes years and
@@ -151,6 +153,7 @@ class SystemModel:
                 channel_spec if channel_spec is not None else ChannelSpec(),
                 rng=seeds.rng("channel", DISTANCE_STREAM),
                 rng_factory=lambda r: seeds.rng("channel", FADING_STREAM, r),
+                pair_rng=lambda d, s: seeds.rng("channel", PAIR_STREAM, d, s),
             )
             system = cls(topology, profiles, channel)
             system.check_physics()

@@ -11,7 +11,8 @@ Schemes, each priced by replaying the profile at its operating point (the number
 ``planned`` (clocks, powers and each server's FDMA bandwidth split, planning/tree/bandwidth.py),
 ``uniform_bandwidth`` (clocks and powers at equal shares), ``max_speed`` (every clock at f_max, every radio at
 p_max, equal shares: what a run without a plan does), ``clocks_only`` and ``powers_only`` (those parts alone,
-the rest at full speed and equal shares). The association stays the config's tree.
+the rest at full speed and equal shares). The edge association is the config's tree unless ``plan.associate``
+chose another (planning/tree/association.py).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class TreePlan:
     """Every scheme's operating point (``planned`` is :attr:`point`): a run may execute a baseline's."""
     executed: str = "planned"
     """The scheme whose operating point :attr:`point` is (:meth:`executing`)."""
+    association: dict[int, int] = field(default_factory=dict)
+    """Devices the plan moves to another edge server before the run (node id -> edge id; association.py)."""
+    association_record: dict[str, Any] | None = None
+    """The association search's record (objectives of the config's tree, the nearest-edge start, the kept)."""
 
     def executing(self, scheme: str, settings: dict[str, Any]) -> TreePlan:
         """This plan with ``scheme``'s operating point to execute (a baseline's, for experiments on the same
@@ -120,6 +125,11 @@ class TreePlan:
             "schemes": self.schemes,
             "profile": self.profile,
             "solve_s": self.solve_s,
+            **(
+                {"association": {"moves": dict(self.association), **self.association_record}}
+                if self.association_record is not None
+                else {}
+            ),
         }
 
 
