@@ -7,6 +7,7 @@ return data or raise DataError. Nothing else may escape. Runs are derandomized s
 
 from __future__ import annotations
 
+import ast
 import gzip
 import re
 import struct
@@ -179,6 +180,8 @@ run_configs = st.builds(
     st.booleans(),
 )
 BACKTICKED = re.compile(r"`([^`]+)`")
+LITERAL_KEY = re.compile(r"('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")
+"""A key path quoted as a Python string literal (config.loading.quote_key: a key holding a backtick)."""
 INDEX = re.compile(r"\[(-?\d+)\]")
 
 
@@ -212,7 +215,12 @@ def names_offender(message: str, data: Any, overrides: list[str]) -> bool:
     if any(repr(o) in message for o in overrides):
         return True
     lines = message.split("\n  - ")[1:] or [message]  # one problem per item (keys may hold newlines)
-    return all(any(_resolves(p, data) for p in BACKTICKED.findall(line)) for line in lines)
+
+    def paths(line: str) -> list[str]:
+        literal = [ast.literal_eval(q) for q in LITERAL_KEY.findall(line) if "`" in q]
+        return [*BACKTICKED.findall(line), *literal]
+
+    return all(any(_resolves(p, data) for p in paths(line)) for line in lines)
 
 
 def test_config_fuzz_never_raises_anything_but_a_field_naming_config_error() -> None:

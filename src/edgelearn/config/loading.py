@@ -163,21 +163,27 @@ def format_validation_error(
         if new is not None:  # a renamed key (Section.renamed): name where it lives now
             parent = path.rpartition(".")[0]
             moved = f"{parent}.{new}" if parent else str(new)
-            msg = f"`{path}` has moved: write `{moved}` (e.g. --set {moved}={err['input']!r})"
+            msg = f"{quote_key(path)} has moved: write `{moved}` (e.g. --set {moved}={err['input']!r})"
         elif kind == "extra_forbidden":
-            msg = f"`{path}` is not a known key"
+            msg = f"{quote_key(path)} is not a known key"
             if allowed:
                 msg += f"; allowed here: {', '.join(allowed)}"
         elif kind == "union_tag_invalid":
             msg = f"`{path}.name` is {err['input'].get('name')!r}; allowed: {', '.join(tags)}"
         elif kind == "union_tag_not_found":
-            msg = f"`{path}` needs a `name`; allowed: {', '.join(tags)}"
+            msg = f"{quote_key(path)} needs a `name`; allowed: {', '.join(tags)}"
         else:
             shown = err.get("input")
             got = "" if isinstance(shown, dict) else f" (got {shown!r})"
-            msg = f"`{path}`: {err['msg']}{got}"
+            msg = f"{quote_key(path)}: {err['msg']}{got}"
         lines.append(msg)
     return config_problems(lines, source)
+
+
+def quote_key(path: str) -> str:
+    r"""A key path as error messages show it: in backticks, or as a Python string literal when it holds a
+    backtick itself (a key such as ``\``` would otherwise read as empty code spans)."""
+    return f"`{path}`" if "`" not in path else repr(path)
 
 
 def config_problems(lines: Sequence[str], source: str) -> ConfigError:
@@ -236,7 +242,7 @@ def _unknown_keys(annotation: Any, value: Any, where: str) -> dict[str, str]:
             field = section.model_fields.get(k) if isinstance(k, str) else None
             if field is None:
                 allowed = ", ".join(sorted(section.model_fields))
-                out[path] = f"`{path}` is not a known key; allowed here: {allowed}"
+                out[path] = f"{quote_key(path)} is not a known key; allowed here: {allowed}"
             else:
                 out.update(_unknown_keys(field.annotation, v, path))
     elif isinstance(value, list):
