@@ -167,6 +167,7 @@ class VmapInference:
                 )
         return reason
 
+    @torch.no_grad()
     def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
         """Every node's outputs, chunk by chunk of nodes sorted by their number of samples."""
         n = len(cohort)
@@ -264,7 +265,7 @@ class VmapInference:
                 span = torch.arange(lo, lo + width, device=self.device)
                 rows = offsets[:active, None] + torch.minimum(span[None, :], count_t[:active, None] - 1)
                 x = data.index_select(0, rows.reshape(-1)).view(active, width, *data.shape[1:])
-            with torch.no_grad(), autocast(self.device):
+            with autocast(self.device):
                 value = forward({k: v[:active] for k, v in state.items()}, x)
             out = tuple(to_float32(t) for t in _per_node(value, active, width))
             for j in range(active):
