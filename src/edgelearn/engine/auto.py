@@ -25,8 +25,9 @@ nodes with samples whose model the vmapped eval forward runs exactly
 Measured with ``benchmarks/infer.py`` on this 2-core CPU at one thread: no-grad batches of 128 are already
 compute-bound per model, and under vmap the convolutions of a chunk become one grouped convolution, which
 oneDNN runs slower than the separate ones (100 cnn_small models on 2,000 shared samples: vmap 0.63-0.69x of
-serial; 20 resnet8: 0.2-0.75x; an MLP: 1.0x). It never probes: an evaluation is short, and a probe would cost
-about as much as the call it chooses for.
+serial; 20 resnet8: 0.2-0.75x; an MLP: 1.0x). On CUDA the pick follows training's rule unmeasured (no GPU was
+at hand): there per-model kernel launches dominate small models, which one vmapped forward amortizes. It never
+probes: an evaluation is short, and a probe would cost about as much as the call it chooses for.
 
 Results do not depend on the pick beyond float rounding: both executors train the same batches with the
 same SGD (see :mod:`edgelearn.engine.vmap`). Bit-identical reruns of cohorts that get probed need a pinned

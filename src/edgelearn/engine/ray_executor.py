@@ -7,7 +7,8 @@ with ``ray.wait`` and folded in as they arrive. Chunks return weighted SUMS per 
 chunk order, so results match the serial executor up to float64 summation order and never depend on which
 worker finished first. This module is the driver (chunking, dispatch, streaming aggregation); the pool of
 actors (placement, the nodes they run on, replacing workers lost with their node) lives in ``ray_pool.py``,
-the actor body and the records it exchanges with the driver in ``ray_worker.py``.
+the actor body and the records it exchanges with the driver in ``ray_worker.py``, the dispatch loop both
+``train`` and ``infer`` use in ``ray_dispatch.py`` and the driver side of ``infer`` in ``ray_infer.py``.
 """
 
 from __future__ import annotations

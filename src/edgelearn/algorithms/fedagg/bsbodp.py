@@ -95,7 +95,8 @@ class BSBODP(SubtreeViews):
         misses) go to the executor, one ``infer`` call per architecture, so a level's same-architecture
         teachers infer at once (vmapped or spread over Ray workers where the executor does that). Reuse
         returns exactly what a fresh computation would (same rows, same batch size, eval mode), and so does
-        the serial executor's ``infer`` what :func:`teacher_logits` did.
+        the serial executor's ``infer`` what :func:`teacher_logits` did. Prefetches stay in the cache's own
+        thread (:func:`teacher_logits` on a module of its own): the executor serves the foreground only.
         """
         started = time.perf_counter()
         if self.cfg.demo_compat:
