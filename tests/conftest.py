@@ -26,6 +26,7 @@ KERNEL_SENSITIVE = {
     "test_engine.py",
     "test_engine_auto.py",
     "test_engine_grad_shift.py",
+    "test_engine_infer.py",
     "test_engine_precision.py",
     "test_engine_ray.py",
     "test_engine_vmap.py",

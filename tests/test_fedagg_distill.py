@@ -5,6 +5,7 @@ FedAgg rounds (reused and prefetched logits leave every model bit-identical)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -29,6 +30,8 @@ from edgelearn.algorithms.kit.distill import (
     spare_cpu_core,
     teacher_logits,
 )
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
+from edgelearn.engine.serial import SerialExecutor
 
 
 def _hand_kd(p: list[float], q: list[float], T: float) -> float:
@@ -193,15 +196,25 @@ def _fedagg(cache: LogitCache) -> FedAgg:
 def test_fedagg_reuse_and_prefetch_leave_every_model_bit_identical(monkeypatch: pytest.MonkeyPatch) -> None:
     fresh = _fedagg(_NoReuse(batch_size=8, background=False))
     cached = _fedagg(LogitCache(batch_size=8, background=True))
-    calls: list[int] = []
+    calls: list[int] = []  # one entry per teacher inference: foreground (executor) or background (prefetch)
     original = distill.teacher_logits
 
     def counting(module: nn.Module, x: torch.Tensor, **kwargs: object) -> torch.Tensor:
         calls.append(x.shape[0])
         return original(module, x, **kwargs)  # type: ignore[arg-type]
 
+    def counting_infer(executor: SerialExecutor) -> Callable[[InferCohort, InferSpec], InferResult]:
+        def infer(cohort: InferCohort, spec: InferSpec) -> InferResult:
+            calls.extend(int(n) for n in cohort.sizes())
+            return SerialExecutor.infer(executor, cohort, spec)
+
+        return infer
+
     monkeypatch.setattr(bsbodp, "teacher_logits", counting)
     monkeypatch.setattr(distill, "teacher_logits", counting)
+    for algo in (fresh, cached):
+        assert isinstance(algo.ctx.executor, SerialExecutor)
+        monkeypatch.setattr(algo.ctx.executor, "infer", counting_infer(algo.ctx.executor))
     for r in (1, 2):
         calls.clear()
         fresh.run_round(r)

@@ -19,6 +19,16 @@ clients holding data, and models vmap cannot train exactly (dropout, tied weight
 probe. The probe is conservative for vmap: its per-step overhead is amortized over more clients
 in a full cohort than in the probe.
 
+Inference (``infer``) follows a rule in both modes: vmap on CUDA for cohorts of at least ``MIN_INFER_NODES``
+nodes with samples whose model the vmapped eval forward runs exactly
+(:func:`edgelearn.engine.vmap_infer.infer_unsupported_reason`), serial otherwise, and always serial on a CPU.
+Measured with ``benchmarks/infer.py`` on this 2-core CPU at one thread: no-grad batches of 128 are already
+compute-bound per model, and under vmap the convolutions of a chunk become one grouped convolution, which
+oneDNN runs slower than the separate ones (100 cnn_small models on 2,000 shared samples: vmap 0.63-0.69x of
+serial; 20 resnet8: 0.2-0.75x; an MLP: 1.0x). On CUDA the pick follows training's rule unmeasured (no GPU was
+at hand): there per-model kernel launches dominate small models, which one vmapped forward amortizes. It never
+probes: an evaluation is short, and a probe would cost about as much as the call it chooses for.
+
 Results do not depend on the pick beyond float rounding: both executors train the same batches with the
 same SGD (see :mod:`edgelearn.engine.vmap`). Bit-identical reruns of cohorts that get probed need a pinned
 executor (``serial`` or ``vmap``), since a timing can differ between runs; ``choices`` says what was used.
@@ -35,6 +45,8 @@ import numpy as np
 import torch
 
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
+from edgelearn.engine.precision import current_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.vmap import VmapExecutor
 
@@ -59,6 +71,10 @@ RULE_CPU_MAX_PARAMS = 50_000
 VMAP_MIN_SPEEDUP = 1.1
 """vmap must beat serial by this factor in the probe to be picked: serial is the reference and uses no
 stacked per-client memory, so near-ties go to it."""
+
+MIN_INFER_NODES = 16
+"""Inference cohorts with fewer nodes holding samples run serially: a handful of models gains little from
+being stacked, and the rule keeps small evaluations on the reference path."""
 
 
 def size_bucket(n: int) -> int:
@@ -94,6 +110,31 @@ class AutoExecutor:
         """Train the cohort with the executor chosen for its workload (probing on first sight)."""
         pick = self.choose(cohort, spec)
         return (self.vmap if pick == "vmap" else self.serial).train(cohort, spec)
+
+    def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
+        """Infer the node models with the executor the inference rule picks (module docstring)."""
+        pick = self.choose_infer(cohort)
+        return (self.vmap if pick == "vmap" else self.serial).infer(cohort, spec)
+
+    def choose_infer(self, cohort: InferCohort) -> str:
+        """``"serial"`` or ``"vmap"`` for an inference cohort, by the rule; the pick is kept in ``choices``
+        under ``"infer|<arch_key>|n<=<bucket>|<device>|<precision>"`` (the policy can rule vmap out)."""
+        key = f"infer|{cohort.arch_key}|n<={size_bucket(len(cohort))}|{self.device}|{current_precision()}"
+        if key not in self.choices:
+            self.choices[key] = self._infer_rule(cohort)
+            log.info("auto executor: %s -> %s", key, self.choices[key])
+        return str(self.choices[key]["executor"])
+
+    def _infer_rule(self, cohort: InferCohort) -> dict[str, Any]:
+        """The inference pick and why (module docstring)."""
+        if int((cohort.sizes() > 0).sum()) < MIN_INFER_NODES:
+            return {"executor": "serial", "reason": f"fewer than {MIN_INFER_NODES} nodes with samples"}
+        unsupported = self.vmap.inference.unsupported_reason(cohort)
+        if unsupported is not None:
+            return {"executor": "serial", "reason": f"vmap unsupported: {unsupported}"}
+        if self.device.type == "cuda":
+            return {"executor": "vmap", "reason": "rule: CUDA"}
+        return {"executor": "serial", "reason": "rule: CPU (vmapped grouped convolutions are slower there)"}
 
     def key(self, cohort: Cohort) -> str:
         """The cache key of a cohort's workload: architecture, size bucket and device."""

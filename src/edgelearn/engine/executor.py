@@ -1,4 +1,5 @@
-"""The executor seam: algorithms hand cohorts to ``Executor.train`` and never loop over devices."""
+"""The executor seam: algorithms hand cohorts to ``Executor.train`` (and node models to ``Executor.infer``)
+and never loop over devices."""
 
 from __future__ import annotations
 
@@ -7,17 +8,24 @@ from typing import Any, Protocol
 import torch
 
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
 from edgelearn.errors import ConfigError
 
 
 class Executor(Protocol):
-    """Runs local SGD for every client of a cohort and aggregates per group (streaming)."""
+    """Runs local SGD for every client of a cohort and aggregates per group (streaming); infers node models
+    without gradients (:mod:`edgelearn.engine.infer`)."""
 
     name: str
     device: torch.device
 
     def train(self, cohort: Cohort, spec: LocalSpec) -> CohortResult:
         """Train each client from its start state on its data; return group means and per-client stats."""
+        ...
+
+    def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
+        """Each node model's outputs on its inputs, eval mode, no gradients; equal on every executor up to
+        float32 summation order."""
         ...
 
 

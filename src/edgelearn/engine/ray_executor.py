@@ -7,7 +7,8 @@ with ``ray.wait`` and folded in as they arrive. Chunks return weighted SUMS per 
 chunk order, so results match the serial executor up to float64 summation order and never depend on which
 worker finished first. This module is the driver (chunking, dispatch, streaming aggregation); the pool of
 actors (placement, the nodes they run on, replacing workers lost with their node) lives in ``ray_pool.py``,
-the actor body and the records it exchanges with the driver in ``ray_worker.py``.
+the actor body and the records it exchanges with the driver in ``ray_worker.py``, the dispatch loop both
+``train`` and ``infer`` use in ``ray_dispatch.py`` and the driver side of ``infer`` in ``ray_infer.py``.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import numpy as np
 import torch
 
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
 from edgelearn.engine.precision import current_precision
+from edgelearn.engine.ray_dispatch import fetch, run_chunks
 from edgelearn.engine.ray_pool import (
     ACTOR_RESTARTS,
     ACTOR_START_TIMEOUT_S,
-    NODE_CHECK_INTERVAL_S,
     POOLS,
     POOLS_LOCK,
     TASK_RETRIES,
@@ -340,7 +342,7 @@ class RayExecutor:
                 self._cached_bytes -= evicted
         return ref
 
-    def _model_ref(self, cohort: Cohort) -> Any:
+    def _model_ref(self, cohort: Cohort | InferCohort) -> Any:
         """An ObjectRef of the cohort's model factory, put once per architecture."""
         import ray
 
@@ -373,9 +375,32 @@ class RayExecutor:
             with POOLS_LOCK:
                 pool.busy -= 1
 
+    def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
+        """Each node's outputs, chunks of nodes on the workers (:mod:`edgelearn.engine.ray_infer`), split like
+        a training cohort: ``chunk_size`` nodes each, or ``CHUNKS_PER_WORKER`` chunks per worker of similar
+        numbers of samples."""
+        from edgelearn.engine.ray_infer import infer_on
+
+        if len(cohort) == 0:
+            return InferResult([])
+        pool = self._ensure_pool()
+        with POOLS_LOCK:
+            pool.busy += 1
+        try:
+            n = len(cohort)
+            if self.chunk_size is not None:
+                chunks = [(lo, min(n, lo + self.chunk_size)) for lo in range(0, n, self.chunk_size)]
+            else:
+                costs = cohort.sizes() + CLIENT_COST_SAMPLES
+                chunks = chunk_bounds(costs, len(pool.actors) * CHUNKS_PER_WORKER)
+            return infer_on(pool, cohort, spec, chunks, self._model_ref(cohort), self.device)
+        finally:
+            with POOLS_LOCK:
+                pool.busy -= 1
+
     def _train_on(self, pool: WorkerPool, cohort: Cohort, spec: LocalSpec) -> CohortResult:
-        """Dispatch the cohort's chunks to the pool's actors (one in flight each) and fold results in chunk
-        order; the chunks of workers whose node died are re-run on the others."""
+        """Dispatch the cohort's chunks to the pool's actors (:func:`run_chunks`: one in flight each, the
+        chunks of workers whose node died re-run on the others) and fold results in chunk order."""
         import ray
 
         n = len(cohort)
@@ -418,71 +443,14 @@ class RayExecutor:
             )
             return actor.train_chunk.remote(task, spec_ref, *[start_refs[int(s)] for s in used])
 
-        queue = list(range(len(chunks)))[::-1]  # next chunk last; re-runs are appended, so they go first
-        pending: dict[Any, tuple[Any, int]] = {}  # ObjectRef -> (actor, chunk index)
-        idle = list(pool.actors)
-
-        def dispatch() -> None:
-            while queue and idle:
-                actor = idle.pop(0)
-                index = queue.pop()
-                pending[submit(index, actor)] = (actor, index)
-
-        def requeue_lost() -> list[Any]:
-            """Drop the pool's workers on dead nodes and queue their chunks again; returns the workers this
-            round lost (also those another thread's round dropped from the shared pool)."""
-            for actor in pool.lost_actors():
-                pool.drop(actor)
-            gone = [a for a in {*idle, *(a for a, _ in pending.values())} if a not in pool.actors]
-            rerun = [index for actor, index in pending.values() if actor in gone]
-            for ref, (actor, _) in list(pending.items()):
-                if actor in gone:
-                    del pending[ref]
-            queue.extend(rerun)
-            idle[:] = [a for a in idle if a not in gone]
-            if gone:
-                log.warning(
-                    "%d Ray worker(s) lost with their node; re-running %d chunk(s) of clients on the other "
-                    "%d, a replacement joins when the cluster has room for it",
-                    len(gone),
-                    len(rerun),
-                    len(pool.actors),
-                )
-            if gone and not pool.actors:
-                raise EdgelearnError(
-                    "every node running a Ray worker of this executor died",
-                    hint="restart the cluster's nodes (`ray start --address`); replacement workers wait for "
-                    "room and join the pool when they start",
-                )
-            return gone
-
-        dispatch()
         arrived: dict[int, ChunkResult] = {}
         next_fold = 0
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=NODE_CHECK_INTERVAL_S)
-            if not ready:
-                requeue_lost()
-                dispatch()
-                continue
-            ref = ready[0]
-            actor, index = pending.pop(ref)
-            idle.append(actor)
-            dispatch()  # keep the worker busy while this result is fetched and folded
-            try:
-                part = self._fetch(ref)
-            except EdgelearnError:
-                if actor not in requeue_lost():
-                    raise
-                queue.append(index)  # it died with its node: re-run the chunk elsewhere
-                dispatch()
-                continue
-            pool.record(actor, part.node)
-            lo, hi = chunks[part.index]
+        for index, part in run_chunks(pool, len(chunks), submit, self._fetch):
+            lo, hi = chunks[index]
             samples[lo:hi], steps[lo:hi], losses[lo:hi] = part.samples, part.steps, part.train_loss
             if kept is not None and part.states is not None:
                 kept[lo:hi] = [state_to(s, self.device) for s in part.states]
-            arrived[part.index] = part
+            arrived[index] = part
             while next_fold in arrived:  # fold in chunk order: exact, completion-order-free sums
                 total.merge(arrived.pop(next_fold).sums)
                 next_fold += 1
@@ -493,24 +461,7 @@ class RayExecutor:
     @staticmethod
     def _fetch(ref: Any) -> ChunkResult:
         """A finished chunk's result; a worker that kept dying is reported as an EdgelearnError."""
-        import ray
-
-        try:
-            return ray.get(ref)
-        except ray.exceptions.RayActorError as exc:
-            raise EdgelearnError(
-                "a Ray worker died while training a chunk of clients and Ray gave up restarting it (at most "
-                f"{ACTOR_RESTARTS} restarts): {exc}",
-                hint="check the workers' memory (lower engine.ray_chunk or engine.ray_workers) and the "
-                "Ray logs under /tmp/ray/session_latest/logs",
-            ) from exc
-        except ray.exceptions.RaySystemError as exc:  # e.g. the loss or model_fn cannot be unpickled there
-            raise EdgelearnError(
-                f"a Ray worker could not run a chunk of clients: {exc}",
-                hint="every function in the cohort and spec (model_fn, loss) must be importable on the "
-                "workers: install edgelearn and your code on every node, or register the defining module "
-                "with ray.cloudpickle.register_pickle_by_value(module)",
-            ) from exc
+        return fetch(ref, "a training chunk of clients")  # type: ignore[no-any-return]
 
     def _result(
         self,

@@ -1,6 +1,7 @@
 """The worker side of the Ray executor: the actor body (:class:`ChunkWorker`) that trains a chunk of clients
-with the serial or vmap executor and returns weighted sums per group (:class:`GroupSums`), the chunk's task
-and result records, and the tensor moves and cache keys both sides share.
+with the serial or vmap executor and returns weighted sums per group (:class:`GroupSums`), or infers a chunk
+of node models (``executor.infer``), the chunks' task and result records, and the tensor moves and cache
+keys both sides share.
 
 Kept apart from the driver (``ray_executor.py``: the pool of actors, chunking and streaming aggregation) so
 each side reads on its own; a worker process imports this module, the driver both.
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from edgelearn.engine.cohort import ClientData, Cohort, LocalSpec
+from edgelearn.engine.infer import InferCohort, InferSpec, Outputs
 from edgelearn.engine.precision import set_precision
 from edgelearn.engine.state import StateDict
 
@@ -165,6 +167,28 @@ class ChunkResult:
     node: str = ""  # Ray node id of the worker that trained it (the driver tracks where each worker runs)
 
 
+@dataclass(frozen=True)
+class InferTask:
+    """One chunk of an inference call: its nodes' states and, unless every node shares one tensor (passed
+    beside the task as an ObjectRef, put once per call), their inputs; all on the CPU."""
+
+    index: int
+    arch_key: str
+    model_ref: list[Any]  # [ObjectRef of model_fn], fetched only by a worker that lacks it
+    states: list[StateDict]
+    inputs: list[torch.Tensor] | None  # one per node; None: the shared tensor beside the task
+    precision: str  # the driver's engine.precision policy, set in the worker before inferring
+
+
+@dataclass
+class InferChunkResult:
+    """One inference chunk's outputs, node by node, on the CPU."""
+
+    index: int
+    outputs: list[Outputs]
+    node: str = ""  # Ray node id of the worker that inferred it
+
+
 def _node_id() -> str:
     """The Ray node id (hex, as ``ray.nodes()`` reports it under ``NodeID``) this process runs on."""
     import ray
@@ -227,14 +251,33 @@ class ChunkWorker:
         """This worker's process id and Ray node id: the driver notes the node to detect the node's death."""
         return os.getpid(), _node_id()
 
-    def train_chunk(self, task: ChunkTask, spec: LocalSpec, *starts: StateDict) -> ChunkResult:
-        """Train the chunk's clients in batches of ``INNER_CLIENTS`` and sum their states per group."""
+    def _model_fn(self, arch_key: str, model_ref: list[Any]) -> Any:
+        """The architecture's model factory, fetched from the object store once per architecture."""
         import ray
 
+        if arch_key not in self._model_fns:
+            self._model_fns[arch_key] = ray.get(model_ref[0])
+        return self._model_fns[arch_key]
+
+    def infer_chunk(self, task: InferTask, spec: InferSpec, *shared: torch.Tensor) -> InferChunkResult:
+        """Infer the chunk's nodes with the inner executor; outputs back on the CPU (views made compact)."""
         set_precision(task.precision)
-        if task.arch_key not in self._model_fns:
-            self._model_fns[task.arch_key] = ray.get(task.model_ref[0])
-        model_fn = self._model_fns[task.arch_key]
+        own = task.inputs
+        inputs = shared[0].to(self.device) if own is None else [x.to(self.device) for x in own]
+        cohort = InferCohort(
+            model_fn=self._model_fn(task.arch_key, task.model_ref),
+            arch_key=task.arch_key,
+            states=[state_to(s, self.device) for s in task.states],
+            inputs=inputs,
+        )
+        result = self.inner.infer(cohort, spec)
+        outputs = [tuple(compact_cpu(t) for t in node) for node in result.outputs]
+        return InferChunkResult(task.index, outputs, _node_id())
+
+    def train_chunk(self, task: ChunkTask, spec: LocalSpec, *starts: StateDict) -> ChunkResult:
+        """Train the chunk's clients in batches of ``INNER_CLIENTS`` and sum their states per group."""
+        set_precision(task.precision)
+        model_fn = self._model_fn(task.arch_key, task.model_ref)
         on_device = [state_to(s, self.device) for s in starts]
         data = self._client_data(task.data_refs)
         n = len(data)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from edgelearn.engine.cohort import ClientData, Cohort, CohortResult, LocalSpec, check_grad_shift
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec, infer_serial, template_module
 from edgelearn.engine.precision import autocast
 from edgelearn.engine.state import StateDict, WeightedMean, clone_state
 
@@ -21,6 +22,7 @@ class SerialExecutor:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._modules: dict[str, nn.Module] = {}
+        self._infer_modules: dict[str, nn.Module] = {}
 
     def _module(self, cohort: Cohort) -> nn.Module:
         module = self._modules.get(cohort.arch_key)
@@ -59,6 +61,17 @@ class SerialExecutor:
         return CohortResult(
             group_states=groups, client_states=kept, samples=samples, steps=steps, train_loss=losses
         )
+
+    def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
+        """Each node's outputs in turn, one module per architecture (:func:`infer_serial`).
+
+        Inference keeps modules of its own, built without touching the torch RNG, so adding inference to a
+        run never changes what training's modules draw.
+        """
+        module = self._infer_modules.get(cohort.arch_key)
+        if module is None:
+            module = self._infer_modules[cohort.arch_key] = template_module(cohort.model_fn, self.device)
+        return infer_serial(module, cohort, spec, self.device)
 
     @staticmethod
     def _fit(

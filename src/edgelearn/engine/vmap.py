@@ -40,9 +40,11 @@ from torch.func import functional_call, grad_and_value, vmap
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn, check_grad_shift
+from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
 from edgelearn.engine.precision import autocast, current_precision
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.state import StateDict, WeightedMean
+from edgelearn.engine.vmap_infer import VmapInference
 from edgelearn.engine.vmap_norm import MaskedNorms, overridden_batchnorm
 from edgelearn.errors import ConfigError, DataError
 
@@ -255,6 +257,7 @@ class VmapExecutor:
         if device.type == "cpu":
             tune_host_allocator(CPU_MEMORY_BUDGET_BYTES)
         self.serial = SerialExecutor(device)
+        self.inference = VmapInference(device, self.serial.infer, chunk_size)
         self._modules: dict[str, nn.Module] = {}
         self._norms: dict[str, MaskedNorms | None] = {}
         self._reasons: dict[str, str | None] = {}
@@ -278,6 +281,10 @@ class VmapExecutor:
         if cohort.arch_key not in self._reasons:
             self._reasons[cohort.arch_key] = unsupported_reason(self._module(cohort))
         return self._reasons[cohort.arch_key]
+
+    def infer(self, cohort: InferCohort, spec: InferSpec) -> InferResult:
+        """Every node's outputs, a chunk of nodes per vmapped forward (:mod:`edgelearn.engine.vmap_infer`)."""
+        return self.inference.infer(cohort, spec)
 
     def train(self, cohort: Cohort, spec: LocalSpec) -> CohortResult:
         """Local SGD for every client, chunk by chunk in lockstep; fold final states into group means."""

@@ -447,10 +447,8 @@ class DemLearn(Algorithm):
         """Root accuracy and loss (full test set) and ``accuracy_by_tier`` (module docstring)."""
         acc, loss = self._accuracy(self.cloud_state, self.ctx.test_x, self.ctx.test_y)
         x, y = self.tier_test
-        module = self._module  # built by the root's evaluation above
-        assert module is not None
-        members = ((module, self.device_states[d]) for d in self.eval_devices)
-        devices = mean_accuracy(members, x, y, self.ctx.cfg.eval.batch_size)
+        members = [(self.arch, self.device_states[d]) for d in self.eval_devices]
+        devices = mean_accuracy(self.ctx.executor, members, x, y, self.ctx.cfg.eval.batch_size)
         return {"accuracy": acc, "loss": loss, "accuracy_by_tier": accuracy_by_tier(acc, None, devices)}
 
     def summary_extras(self) -> dict[str, Any]:

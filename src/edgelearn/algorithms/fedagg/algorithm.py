@@ -269,12 +269,13 @@ class FedAgg(BSBODP, Failover, Algorithm):
     def evaluate(self) -> dict[str, Any]:
         """Cloud accuracy and loss (full test set), plus ``accuracy_by_tier``: cloud, the mean over edges
         and the mean over the evaluated devices (a fixed seeded sample of ``eval_devices``), both tested on a
-        fixed seeded subset of ``tier_eval_samples`` test samples, so many devices stay cheap to evaluate."""
+        fixed seeded subset of ``tier_eval_samples`` test samples, so many devices stay cheap to evaluate;
+        the node models infer through the executor (:func:`mean_accuracy`)."""
         ctx, batch = self.ctx, self.ctx.cfg.eval.batch_size
         acc, loss = evaluate_state(self.models.module(0), None, ctx.test_x, ctx.test_y, batch)
         x, y = self.tier_test
-        edges = mean_accuracy(((self.models.module(e), None) for e in ctx.topology.edges), x, y, batch)
-        devices = mean_accuracy(((self.models.module(d), None) for d in self.eval_devices), x, y, batch)
+        edges = mean_accuracy(ctx.executor, self.models.members(ctx.topology.edges), x, y, batch)
+        devices = mean_accuracy(ctx.executor, self.models.members(self.eval_devices), x, y, batch)
         return {"accuracy": acc, "loss": loss, "accuracy_by_tier": accuracy_by_tier(acc, edges, devices)}
 
 

@@ -40,6 +40,8 @@ from edgelearn.algorithms.kit.distill import (
 )
 from edgelearn.algorithms.kit.nodes import NodeModels
 from edgelearn.engine import ClientData, Cohort, CohortResult
+from edgelearn.engine.infer import InferCohort, InferSpec
+from edgelearn.engine.infer import logits as logits_of
 
 # Ledger phases of a distillation step.
 PHASE_TEACHER = "kd_teacher"
@@ -80,38 +82,68 @@ class BSBODP(SubtreeViews):
     _lost: frozenset[int]
 
     def _teach(self, teacher: int, ordinals: Sequence[int]) -> torch.Tensor:
-        """``teacher``'s logits on the bridges of ``ordinals``, large no-grad batches (callers charge it).
+        """``teacher``'s logits on the bridges of ``ordinals`` (:meth:`_teach_all` for one teacher)."""
+        return self._teach_all([(teacher, ordinals)])[0]
+
+    def _teach_all(self, requests: Sequence[tuple[int, Sequence[int]]]) -> list[torch.Tensor]:
+        """Each (teacher, ordinals) request's logits on the bridges of those ordinals, no-grad, eval mode
+        (callers charge it); the teachers of one level ask together.
 
         A non-leaf teacher's logits are reused while its state is unchanged: an edge teaches the cloud at
         the end of a round and its devices at the start of the next with the same model on the same rows,
-        and downward logits may have been computed ahead by :meth:`_prefetch_down`. Reuse returns exactly
-        what a fresh computation would (same rows, same batch size, eval mode).
+        and downward logits may have been computed ahead by :meth:`_prefetch_down`. The rest (the cache's
+        misses) go to the executor, one ``infer`` call per architecture, so a level's same-architecture
+        teachers infer at once (vmapped or spread over Ray workers where the executor does that). Reuse
+        returns exactly what a fresh computation would (same rows, same batch size, eval mode), and so does
+        the serial executor's ``infer`` what :func:`teacher_logits` did. Prefetches stay in the cache's own
+        thread (:func:`teacher_logits` on a module of its own): the executor serves the foreground only.
         """
         started = time.perf_counter()
-        demo = self.cfg.demo_compat
-        if demo:
-            bridges, _ = self.store.take(ordinals)
-            module = self.models.module(teacher)
-            logits = teacher_logits(module, bridges, batch_size=self.cfg.local.batch_size, train_mode=True)
-            # Train-mode BatchNorm updated the teacher's running statistics: keep them.
-            self.models.states[teacher] = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        if self.cfg.demo_compat:
+            out = [self._teach_train_mode(teacher, ordinals) for teacher, ordinals in requests]
         else:
-            rows = self._rows(ordinals)
-            cache = self._logit_cache()
-            state = self.models.states[teacher]
-            hit = cache.lookup(teacher, state, rows)
-            if hit is not None:
-                logits, background = hit
-                self.wall["teacher_background"] += background
-            else:
-                bridges, _ = self.store.take(rows)
-                logits = teacher_logits(
-                    self.models.module(teacher), bridges, batch_size=self.cfg.teacher_batch_size
-                )
-                if not self.is_leaf(teacher):  # a device always trains before it teaches again
-                    cache.store(teacher, state, rows, logits)
+            out = self._infer_teachers(requests)
         self.wall["teacher"] += time.perf_counter() - started
+        return out
+
+    def _teach_train_mode(self, teacher: int, ordinals: Sequence[int]) -> torch.Tensor:
+        """The official demo's teacher: train mode on the student's batch size; BatchNorm's running
+        statistics it updated are kept (a stateful pass per teacher, so never batched)."""
+        bridges, _ = self.store.take(ordinals)
+        module = self.models.module(teacher)
+        logits = teacher_logits(module, bridges, batch_size=self.cfg.local.batch_size, train_mode=True)
+        self.models.states[teacher] = {k: v.detach().clone() for k, v in module.state_dict().items()}
         return logits
+
+    def _infer_teachers(self, requests: Sequence[tuple[int, Sequence[int]]]) -> list[torch.Tensor]:
+        """Cache hits as they are, the misses grouped by architecture into executor ``infer`` calls; a
+        non-leaf teacher's fresh logits are stored (a device always trains before it teaches again)."""
+        cache = self._logit_cache()
+        out: list[torch.Tensor | None] = []
+        rows_of = [self._rows(ordinals) for _, ordinals in requests]
+        misses: dict[str, list[int]] = defaultdict(list)  # architecture key -> indices into requests
+        for j, (teacher, _) in enumerate(requests):
+            hit = cache.lookup(teacher, self.models.states[teacher], rows_of[j])
+            if hit is not None:
+                self.wall["teacher_background"] += hit[1]
+            else:
+                misses[self.models.arch_of[teacher]].append(j)
+            out.append(None if hit is None else hit[0])
+        spec = InferSpec(batch_size=self.cfg.teacher_batch_size, output=logits_of)
+        for key, picked in misses.items():
+            arch = self.models.archs[key]
+            teachers = [requests[j][0] for j in picked]
+            states = [self.models.states[t] for t in teachers]
+            inputs = [self.store.take(rows_of[j])[0] for j in picked]
+            result = self.ctx.executor.infer(InferCohort(arch.model_fn, arch.key, states, inputs), spec)
+            for j, teacher, state, z in zip(picked, teachers, states, result.output()):
+                out[j] = z
+                if not self.is_leaf(teacher):
+                    cache.store(teacher, state, rows_of[j], z)
+        done = [z for z in out if z is not None]
+        if len(done) != len(requests):  # every miss was inferred above
+            raise RuntimeError(f"{len(requests) - len(done)} teachers' logits were not computed")
+        return done
 
     def _logit_cache(self) -> LogitCache:
         """This run's :class:`LogitCache` (built on first use; background prefetch only where it can help)."""
@@ -223,16 +255,16 @@ class BSBODP(SubtreeViews):
 
     def _down(self, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
         """Downward KD for (parent, child) pairs at once: each parent infers once on all its listed children's
-        subtrees, sends each child its logits, then all children train in parallel cohorts."""
+        subtrees (the parents together, :meth:`_teach_all`), sends each child its logits, then all children
+        train in parallel cohorts."""
         self._prefetch_down(pairs)
         by_parent: dict[int, list[int]] = defaultdict(list)
         for parent, child in pairs:
             by_parent[parent].append(child)
         students: list[_Student] = []
         src, dst, nbytes, teachers, flops = [], [], [], [], []
-        for parent, children in by_parent.items():
-            ords = [k for c in children for k in self.ordinals(c)]
-            logits = self._teach(parent, ords)
+        requests = [(p, [k for c in children for k in self.ordinals(c)]) for p, children in by_parent.items()]
+        for (parent, children), logits in zip(by_parent.items(), self._teach_all(requests)):
             teachers.append(parent)
             flops.append(self.models.arch(parent).info.flops_forward * logits.shape[0])
             start = 0
@@ -255,18 +287,21 @@ class BSBODP(SubtreeViews):
         return self._train(students, round_, DOWN)
 
     def _up(self, pairs: Sequence[tuple[int, int]], round_: int) -> dict[int, float]:
-        """Upward KD: each child infers on its own subtree and sends the logits up; each parent then trains
-        once on the union of its listed children's bridge samples."""
+        """Upward KD: each child infers on its own subtree (every child of the level together,
+        :meth:`_teach_all`) and sends the logits up; each parent then trains once on the union of its listed
+        children's bridge samples."""
         by_parent: dict[int, list[int]] = defaultdict(list)
         for parent, child in pairs:
             by_parent[parent].append(child)
         students: list[_Student] = []
         src, dst, nbytes, teachers, flops = [], [], [], [], []
+        requests = [(c, self.ordinals(c)) for children in by_parent.values() for c in children]
+        taught = iter(self._teach_all(requests))  # every child of the level at once, in request order
         for parent, children in by_parent.items():
             parts, ords = [], []
             for child in children:
                 child_ords = self.ordinals(child)
-                logits = self._teach(child, child_ords)
+                logits = next(taught)
                 self.trace.append((UP, parent, child))
                 parts.append(logits)
                 ords.extend(child_ords)

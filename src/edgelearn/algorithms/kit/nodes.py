@@ -7,7 +7,7 @@ other, and so can a plugin algorithm.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,8 @@ from torch import nn
 from edgelearn.algorithms.base import RunContext
 from edgelearn.algorithms.kit.tiers import TierArch, make_arch
 from edgelearn.config import ModelConfig
-from edgelearn.engine import StateDict, evaluate_state
+from edgelearn.engine import Executor, StateDict
+from edgelearn.engine.infer import InferCohort, InferSpec, predictions
 from edgelearn.system import SystemModel, Topology
 
 SERVER = 0
@@ -30,7 +31,8 @@ EVAL_DEVICES_STREAM, TIER_TEST_STREAM = 0, 1
 class NodeModels:
     """Every node's own model: an architecture per node and a state per node, never shared between nodes.
 
-    Inference (teachers, evaluation) reuses one module per architecture, loaded with a node's state.
+    Inference goes through the executor (``executor.infer``, given each node's architecture and state);
+    :meth:`module` keeps one module per architecture, loaded with a node's state, for single-model uses.
     """
 
     def __init__(self, archs: Mapping[str, TierArch], arch_of: Mapping[int, str], device: torch.device):
@@ -82,6 +84,10 @@ class NodeModels:
         """The architecture of node ``node``."""
         return self.archs[self.arch_of[int(node)]]
 
+    def members(self, nodes: Sequence[int]) -> list[tuple[TierArch, StateDict]]:
+        """(architecture, current state) of each of ``nodes``: what :func:`mean_accuracy` evaluates."""
+        return [(self.arch(n), self.states[int(n)]) for n in nodes]
+
     def module(self, node: int) -> nn.Module:
         """The shared inference module of ``node``'s architecture, loaded with ``node``'s state."""
         arch = self.arch(node)
@@ -120,15 +126,44 @@ def tier_test_subset(ctx: RunContext, samples: int | None, purpose: str) -> tupl
     return ctx.test_x[index], ctx.test_y[index]
 
 
+def node_accuracies(
+    executor: Executor,
+    members: Sequence[tuple[TierArch, StateDict]],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int | None,
+) -> list[float]:
+    """Test accuracy (0..1) of each node model (its architecture and state) on ``(x, y)``, in order.
+
+    The models infer through the executor, one ``infer`` call per architecture with ``x`` shared by all
+    (vmapped or spread over Ray workers where the executor does that), predicting classes in batches of
+    ``batch_size`` (None: the device's evaluation default). The serial executor reproduces
+    :func:`~edgelearn.engine.evaluate_state`'s accuracies exactly: same batches, same argmax.
+    """
+    by_arch: dict[str, list[int]] = {}
+    for j, (arch, _) in enumerate(members):
+        by_arch.setdefault(arch.key, []).append(j)
+    n = max(1, len(y))
+    out = [0.0] * len(members)
+    spec = InferSpec(batch_size=batch_size, output=predictions)
+    for picked in by_arch.values():
+        arch = members[picked[0]][0]
+        cohort = InferCohort(arch.model_fn, arch.key, [members[j][1] for j in picked], x)
+        for j, predicted in zip(picked, executor.infer(cohort, spec).output()):
+            out[j] = int((predicted == y).sum()) / n
+    return out
+
+
 def mean_accuracy(
-    models: Iterable[tuple[nn.Module, StateDict | None]],
+    executor: Executor,
+    members: Sequence[tuple[TierArch, StateDict]],
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int | None,
 ) -> float | None:
-    """Mean test accuracy of several node models on ``(x, y)`` (each a module, with the state to load or
-    None for the module's own); None when there are none (a tier without models)."""
-    accuracies = [evaluate_state(module, state, x, y, batch_size)[0] for module, state in models]
+    """Mean test accuracy of several node models (:func:`node_accuracies`) on ``(x, y)``; None when there
+    are none (a tier without models)."""
+    accuracies = node_accuracies(executor, members, x, y, batch_size)
     return float(np.mean(accuracies)) if accuracies else None
 
 

@@ -44,6 +44,7 @@ from edgelearn.engine import (
     prediction_totals,
 )
 from edgelearn.engine import cross_entropy_loss as _ce_loss
+from edgelearn.engine.infer import InferCohort, InferSpec
 from edgelearn.errors import ConfigError, DataError
 from edgelearn.models import MLP, ConvNet, ResNet, SmallCNN, build_model
 from edgelearn.models.flops import MEASURE_DEVICE
@@ -73,6 +74,13 @@ class SplitModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (batch, num_classes)."""
         return self.classifier(self.extractor(x))
+
+
+def split_outputs(module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A :class:`SplitModel`'s (features, logits) on ``x``: the output function of its extraction (an
+    ``executor.infer`` output, :data:`~edgelearn.engine.infer.OutputFn`)."""
+    features = module.extractor(x)
+    return features, module.classifier(features)
 
 
 def split_model(module: nn.Module, name: str = "") -> tuple[nn.Module, nn.Module]:
@@ -254,18 +262,20 @@ class SplitTransfer(Algorithm):
             losses.extend(float(v) for v in result.train_loss)
         return losses
 
-    @torch.no_grad()
+    def extract_all(
+        self, nodes: Sequence[int], inputs: Sequence[torch.Tensor]
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(features, logits) of each device's client model in ``nodes`` on its ``inputs``: one executor
+        ``infer`` call for all of them (eval mode, no gradients, the precision policy; batches of
+        ``teacher_batch_size``)."""
+        states = [self.models.states[d] for d in nodes]
+        cohort = InferCohort(self.client.model_fn, self.client.key, states, inputs)
+        spec = InferSpec(batch_size=self.cfg.teacher_batch_size, output=split_outputs)
+        return [(features, logits) for features, logits in self.ctx.executor.infer(cohort, spec).outputs]
+
     def extract(self, node: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, logits) of device ``node``'s client model on ``x``, eval mode, no gradients."""
-        module = self.models.module(node)
-        module.eval()
-        size = self.cfg.teacher_batch_size
-        feats, logits = [], []
-        for i in range(0, x.shape[0], size):
-            f = module.extractor(x[i : i + size])
-            feats.append(f)
-            logits.append(module.classifier(f))
-        return torch.cat(feats), torch.cat(logits)
+        """(features, logits) of device ``node``'s client model on ``x`` (:meth:`extract_all` for one)."""
+        return self.extract_all([node], [x])[0]
 
     def _screen(self, round_: int) -> RoundScreen:
         """The round's device faults: who is unavailable or behind a failed edge (they sit out), and among
@@ -319,7 +329,7 @@ class SplitTransfer(Algorithm):
     def _server_round(self, round_: int, arrivals: Sequence[int], sizes: Sequence[int]) -> float:
         """Server training on the features that arrived, then its logits back down to those clients."""
         ctx, cfg, system = self.ctx, self.cfg, self.ctx.system
-        parts = [self.extract(d, ctx.client_data[ctx.ordinal(d)].x) for d in arrivals]
+        parts = self.extract_all(arrivals, [ctx.client_data[ctx.ordinal(d)].x for d in arrivals])
         features = torch.cat([f for f, _ in parts])
         client_logits = torch.cat([z for _, z in parts])
         labels = torch.cat([ctx.client_data[ctx.ordinal(d)].y for d in arrivals])
@@ -369,17 +379,17 @@ class SplitTransfer(Algorithm):
         ctx = self.ctx
         batch = ctx.cfg.eval.batch_size
         correct, loss = 0, 0.0
-        for d, share in zip(self.eval_devices, self.test_shares):
-            if len(share) == 0:
-                continue
-            index = torch.as_tensor(share, dtype=torch.long, device=ctx.test_y.device)
-            feats, _ = self.extract(d, ctx.test_x[index])
-            c, s = prediction_totals(self.models.module(SERVER), feats, ctx.test_y[index], batch)
+        dealt = [(d, share) for d, share in zip(self.eval_devices, self.test_shares) if len(share)]
+        index = [torch.as_tensor(share, dtype=torch.long, device=ctx.test_y.device) for _, share in dealt]
+        extracted = self.extract_all([d for d, _ in dealt], [ctx.test_x[i] for i in index])
+        for i, (feats, _) in zip(index, extracted):
+            c, s = prediction_totals(self.models.module(SERVER), feats, ctx.test_y[i], batch)
             correct, loss = correct + c, loss + s
         n = max(1, len(ctx.test_y))
         acc = correct / n
         x, y = self.tier_test
-        devices = mean_accuracy(((self.models.module(d), None) for d in self.eval_devices), x, y, batch)
+        members = [(self.client, self.models.states[d]) for d in self.eval_devices]
+        devices = mean_accuracy(ctx.executor, members, x, y, batch)
         return {"accuracy": acc, "loss": loss / n, "accuracy_by_tier": accuracy_by_tier(acc, None, devices)}
 
     def summary_extras(self) -> dict[str, Any]:

@@ -33,7 +33,8 @@ WARMUP_STEPS = 2
 
 
 class CountingExecutor:
-    """Forwards ``train`` to the real executor and counts the samples and device-updates it reports."""
+    """Forwards ``train`` (counting the samples and device-updates it reports) and ``infer`` (uncounted) to
+    the real executor."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
@@ -48,6 +49,10 @@ class CountingExecutor:
         self.samples += int(np.sum(result.samples))
         self.updates += int(np.count_nonzero(result.steps))
         return result
+
+    def infer(self, cohort: Any, spec: Any) -> Any:
+        """Infer through the wrapped executor (evaluation and teachers: not training work, not counted)."""
+        return self.inner.infer(cohort, spec)
 
 
 def executor_overrides(label: str) -> dict[str, Any]:
