@@ -40,6 +40,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from edgelearn.engine.allocator import tune_host_allocator
 from edgelearn.engine.batches import Schedules
 from edgelearn.engine.cohort import Cohort, CohortResult, LocalSpec, LossFn, check_grad_shift
+from edgelearn.engine.footprint import activation_bytes_per_sample, has_tied_parameters
 from edgelearn.engine.infer import InferCohort, InferResult, InferSpec
 from edgelearn.engine.precision import autocast, current_precision
 from edgelearn.engine.serial import SerialExecutor
@@ -78,8 +79,7 @@ def unsupported_reason(module: nn.Module) -> str | None:
             return f"{where} is {type(sub).__name__} with running statistics (updated in place)"
         if isinstance(sub, nn.modules.dropout._DropoutNd) and sub.p > 0:
             return f"{where} is {type(sub).__name__}: its random masks would differ from the serial run"
-    named = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
-    if not set(module.state_dict()) <= named:
+    if has_tied_parameters(module):
         return "the model has tied (shared) parameters"
     return None
 
@@ -90,31 +90,6 @@ def memory_budget(device: torch.device) -> int:
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * CUDA_FREE_MEMORY_FRACTION)
     return CPU_MEMORY_BUDGET_BYTES
-
-
-@torch.no_grad()
-def activation_bytes_per_sample(module: nn.Module, sample: torch.Tensor) -> int:
-    """Bytes of every leaf module's output for one input sample (plus the input): the activation footprint.
-
-    Measured in eval mode (same shapes; a train-mode BatchNorm refuses a batch of one value per channel and
-    would update its running statistics), then the module's mode is restored."""
-    total = sample.numel() * sample.element_size()
-    training = module.training
-
-    def hook(_mod: nn.Module, _inp: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
-    try:
-        module.eval()
-        module(sample[:1])
-    finally:
-        module.train(training)
-        for h in handles:
-            h.remove()
-    return total
 
 
 @dataclass

@@ -32,6 +32,7 @@ from torch.func import functional_call, functionalize, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from edgelearn.engine.evaluate import eval_batch_size
+from edgelearn.engine.footprint import activation_bytes_per_sample, has_tied_parameters
 from edgelearn.engine.infer import (
     InferCohort,
     InferResult,
@@ -45,6 +46,7 @@ from edgelearn.engine.infer import (
     to_float32,
 )
 from edgelearn.engine.precision import autocast, current_precision
+from edgelearn.engine.vmap_norm import overridden_batchnorm
 from edgelearn.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -71,14 +73,13 @@ def infer_unsupported_reason(module: nn.Module) -> str | None:
     """Why the eval-mode forward of ``module`` cannot run vmapped with results equal to serial, or None."""
     for name, sub in module.named_modules():
         where = name or type(module).__name__
-        if isinstance(sub, _BatchNorm) and type(sub).forward is not _BatchNorm.forward:
+        if overridden_batchnorm(sub):
             return f"{where} is {type(sub).__name__}: a BatchNorm with its own forward"
         if isinstance(sub, _BatchNorm) and not sub.track_running_stats:
             return f"{where} has no running statistics: in eval mode it normalizes with the (padded) batch's"
         if isinstance(sub, nn.modules.instancenorm._InstanceNorm) and sub.track_running_stats:
             return f"{where} is {type(sub).__name__} with running statistics"
-    named = {n for n, _ in module.named_parameters()} | {n for n, _ in module.named_buffers()}
-    if not set(module.state_dict()) <= named:
+    if has_tied_parameters(module):
         return "the model has tied (shared) parameters"
     return None
 
@@ -89,26 +90,6 @@ def infer_budget(device: torch.device) -> int:
         free, _total = torch.cuda.mem_get_info(device)
         return int(free * CUDA_INFER_FREE_FRACTION)
     return CPU_INFER_BUDGET_BYTES
-
-
-@torch.no_grad()
-def activation_bytes(module: nn.Module, fn: OutputFn, sample: torch.Tensor) -> int:
-    """Bytes of every leaf module's output (plus the input) while ``fn`` infers on one sample."""
-    total = sample.numel() * sample.element_size()
-
-    def hook(_mod: nn.Module, _inp: object, out: object) -> None:
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * out.element_size()
-
-    handles = [m.register_forward_hook(hook) for m in module.modules() if not list(m.children())]
-    try:
-        module.eval()
-        fn(module, sample[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return total
 
 
 class _Applied(nn.Module):
@@ -221,7 +202,9 @@ class VmapInference:
         per_sample_input = sample.numel() * sample.element_size()
         per_node = (
             STATE_COPIES * state_bytes
-            + ACTIVATION_COPIES * min(batch, widest) * activation_bytes(module, spec.output, sample)
+            + ACTIVATION_COPIES
+            * min(batch, widest)
+            * activation_bytes_per_sample(module, sample, spec.output)
             + (0 if cohort.shared else widest * per_sample_input)
         )
         return int(max(1, min(len(cohort), infer_budget(self.device) // max(1, per_node))))
