@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from edgelearn.errors import ConfigError
+from edgelearn.planning.convex import ACCEPTED_STATUSES
 from edgelearn.planning.tree.inner import price, solve
 from edgelearn.planning.tree.plan import Budgets
 from edgelearn.planning.tree.profile import RoundProfile
@@ -96,7 +97,7 @@ def associate(
             "weight_j_per_s": budgets.weight_j_per_s,
         }
         found = solve(terms, view, objective=budgets.objective, scale=scale, **kw)
-        if found.status not in ("optimal", "optimal_inaccurate"):
+        if found.status not in ACCEPTED_STATUSES:
             return float("inf")
         result = candidate.replay(view, found.point)
         if not budgets.feasible(result["energy_j"], result["delay_s"]):

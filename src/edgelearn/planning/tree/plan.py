@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgelearn.errors import ConfigError
+from edgelearn.planning.convex import ACCEPTED_STATUSES
 from edgelearn.planning.plan import FEASIBILITY_RTOL
 from edgelearn.planning.tree.bandwidth import split_bandwidth
 from edgelearn.planning.tree.inner import Objective, Parts, Terms, price, solve
@@ -148,6 +149,7 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
     scale = (full["delay_s"], full["energy_j"])
     schemes: dict[str, dict[str, Any]] = {}
     points: dict[str, OperatingPoint] = {}
+    costs: dict[str, dict[str, Any]] = {}
     solve_s = 0.0
     for name, parts in SCHEMES.items():
         if name == "planned":
@@ -158,17 +160,21 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
         else:
             point, status, seconds = _lexicographic(profile, terms, system, budgets, scale, parts)
             solve_s += seconds
-        schemes[name] = _scheme(budgets, profile.replay(system, point), status)
+        cost = full if parts is None else profile.replay(system, point)  # full speed was replayed above
+        costs[name] = cost
+        schemes[name] = _scheme(budgets, cost, status)
         points[name] = point
     start = points["uniform_bandwidth"]
-    best, status, seconds = _with_bandwidth(profile, graph, terms, system, budgets, scale, start)
+    best, predicted, status, seconds = _with_bandwidth(
+        profile, graph, terms, system, budgets, scale, start, costs["uniform_bandwidth"]
+    )
     solve_s += seconds
-    schemes = {"planned": _scheme(budgets, profile.replay(system, best), status), **schemes}
+    schemes = {"planned": _scheme(budgets, predicted, status), **schemes}
     points = {"planned": best, **points}
     return TreePlan(
         budgets=budgets,
         point=best,
-        predicted=profile.replay(system, best),
+        predicted=predicted,
         schemes=schemes,
         profile={"round": profile.round, "events": graph.size, "precedence_pairs": int(graph.before.size)},
         solve_s=solve_s,
@@ -196,13 +202,15 @@ def _with_bandwidth(
     budgets: Budgets,
     scale: tuple[float, float],
     start: OperatingPoint,
-) -> tuple[OperatingPoint, str, float]:
-    """Clocks, powers and FDMA shares together: from ``start`` (clocks and powers at equal shares) alternate
-    the shares at fixed link times and the clocks and powers at fixed shares (planning/tree/bandwidth.py)
-    while the objective falls by more than :data:`BANDWIDTH_RTOL`; the best feasible point found."""
+    start_cost: dict[str, Any],
+) -> tuple[OperatingPoint, dict[str, Any], str, float]:
+    """Clocks, powers and FDMA shares together: from ``start`` (clocks and powers at equal shares, costing
+    ``start_cost``) alternate the shares at fixed link times and the clocks and powers at fixed shares
+    (planning/tree/bandwidth.py) while the objective falls by more than :data:`BANDWIDTH_RTOL`; the best
+    feasible point found, with its replayed cost."""
     started = time.perf_counter()
-    cost = profile.replay(system, start)
-    best, best_value, status = start, budgets.value(cost["energy_j"], cost["delay_s"]), "optimal"
+    best, best_cost, status = start, start_cost, "optimal"
+    best_value = budgets.value(start_cost["energy_j"], start_cost["delay_s"])
     point, current, view = start, terms, system
     for _ in range(BANDWIDTH_ROUNDS):
         shares = split_bandwidth(current, view, point)
@@ -215,17 +223,15 @@ def _with_bandwidth(
         candidate = replace(found, bandwidth_hz=shares)
         cost = profile.replay(system, candidate)
         value = budgets.value(cost["energy_j"], cost["delay_s"])
-        if found_status not in ("optimal", "optimal_inaccurate") or not budgets.feasible(
-            cost["energy_j"], cost["delay_s"]
-        ):
+        if found_status not in ACCEPTED_STATUSES or not budgets.feasible(cost["energy_j"], cost["delay_s"]):
             break
         gain = best_value - value
         if value < best_value:
-            best, best_value, status = candidate, value, found_status
+            best, best_cost, best_value, status = candidate, cost, value, found_status
         point = candidate
         if gain <= BANDWIDTH_RTOL * abs(best_value):
             break
-    return best, status, time.perf_counter() - started
+    return best, best_cost, status, time.perf_counter() - started
 
 
 def _lexicographic(
@@ -240,7 +246,7 @@ def _lexicographic(
     the objective by more than :data:`LEXICOGRAPHIC_RTOL`."""
     kw = {"energy_j": budgets.energy_j, "delay_s": budgets.delay_s, "scale": scale, "parts": parts}
     first = solve(terms, system, objective=budgets.objective, weight_j_per_s=budgets.weight_j_per_s, **kw)
-    if first.status not in ("optimal", "optimal_inaccurate") or budgets.objective == "weighted":
+    if first.status not in ACCEPTED_STATUSES or budgets.objective == "weighted":
         return first.point, first.status, first.solve_s
     reached = profile.replay(system, first.point)
     loose = 1.0 + LEXICOGRAPHIC_RTOL
@@ -254,7 +260,7 @@ def _lexicographic(
             terms, system, objective="delay", energy_j=reached["energy_j"] * loose, delay_s=budgets.delay_s,
             scale=scale, parts=parts,
         )  # fmt: skip
-    if second.status not in ("optimal", "optimal_inaccurate"):
+    if second.status not in ACCEPTED_STATUSES:
         return first.point, first.status, first.solve_s + second.solve_s
     return second.point, second.status, first.solve_s + second.solve_s
 
