@@ -129,3 +129,10 @@ def build_context(cfg: RunConfig) -> RunContext:
         extras=extras,
         torch_threads=threads.as_dict(),
     )
+
+
+def release(ctx: RunContext) -> None:
+    """Shut down what the context's executor holds (Ray's worker actors); a no-op for in-process ones."""
+    shutdown = getattr(ctx.executor, "shutdown", None)
+    if callable(shutdown):
+        shutdown()

@@ -48,7 +48,7 @@ from edgelearn.run_config import RunConfig, build_config, dump_config
 if TYPE_CHECKING:
     pass
 
-from edgelearn.runner.context import build_context
+from edgelearn.runner.context import build_context, release
 from edgelearn.runner.planned import choose_rounds, plan_summary, tree_plan
 
 log = logging.getLogger(__name__)
@@ -298,9 +298,7 @@ def _run_locked(
     try:
         return _run(cfg, ctx, out, loaded, started, progress, outer)
     finally:
-        shutdown = getattr(ctx.executor, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
+        release(ctx)
 
 
 def _run(

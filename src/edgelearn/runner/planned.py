@@ -12,7 +12,7 @@ import numpy as np
 from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError
 from edgelearn.run_config import RunConfig, build_config
-from edgelearn.runner.context import build_context
+from edgelearn.runner.context import build_context, release
 from edgelearn.system import SystemModel
 
 if TYPE_CHECKING:
@@ -33,20 +33,16 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             hint="set the budgets under algorithm.budget and remove the plan section",
         )
     p = cfg.plan
+    budgets = round_budgets(cfg, int(cfg.algorithm.rounds))
     pilot, profile = _record(cfg, {})
     association = None
     if p.associate:
         from edgelearn.planning.tree.association import associate
 
-        association = associate(
-            pilot.system,
-            profile,
-            round_budgets(cfg, int(cfg.algorithm.rounds)),
-            max_evaluations=p.association_evaluations,
-        )
+        association = associate(pilot.system, profile, budgets, max_evaluations=p.association_evaluations)
         if association.moves:  # record the round again on the kept association: the plan is then exact
             pilot, profile = _record(cfg, association.moves)
-    plan = plan_round(pilot.system, profile, round_budgets(cfg, int(cfg.algorithm.rounds)))
+    plan = plan_round(pilot.system, profile, budgets)
     if association is not None:
         plan = replace(plan, association=dict(association.moves), association_record=association.record)
     if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)
@@ -78,9 +74,7 @@ def _record(cfg: RunConfig, moves: dict[int, int]) -> tuple[RunContext, RoundPro
         for r in range(1, min(cfg.plan.profile_round, algo.rounds) + 1):
             algo.run_round(r)
     finally:
-        shutdown = getattr(pilot.executor, "shutdown", None)
-        if callable(shutdown):
-            shutdown()
+        release(pilot)
     profile = RoundProfile.from_ledger(pilot.system.ledger, cfg.plan.profile_round, pilot.topology.num_nodes)
     return pilot, profile
 
@@ -133,9 +127,7 @@ def choose_rounds(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
                 if reached is not None and r >= p.profile_round:
                     break  # the rounds it needs are known and its profiled round recorded
         finally:
-            shutdown = getattr(ctx.executor, "shutdown", None)
-            if callable(shutdown):
-                shutdown()
+            release(ctx)
         entry: dict[str, Any] = {"settings": settings, "accuracy": accuracy, "rounds": reached}
         candidates.append(entry)
         if reached is None:
