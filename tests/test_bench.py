@@ -34,6 +34,7 @@ from edgelearn.commands.bench.records import (
     NUMERIC_KEYS,
     RECORD_KEYS,
     RSS_NOISE_MB,
+    STEADY_SPEEDUP_TARGET,
     memory_growth,
     summarize,
 )
@@ -166,6 +167,11 @@ def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
         assert r["samples"] == ROUNDS * TRAIN and r["updates"] == ROUNDS * DEVICES
         assert r["speedup_vs_naive"] == pytest.approx(r["naive_loop_s"] / r["loop_s"])
         assert r["naive_final_accuracy"] == naive["final_accuracy"]  # the same naive run, just interleaved
+        # The lean loop (one worker module, running sum) does the naive loop's arithmetic in the same order
+        # with the same batch orders, so it trains the very same model.
+        assert r["lean_final_accuracy"] == r["naive_final_accuracy"]
+        assert r["speedup_vs_lean"] == pytest.approx(r["lean_loop_s"] / r["loop_s"])
+        assert r["speedup_vs_naive_steady"] > 0 and r["speedup_vs_lean_steady"] > 0
         assert "x_centralized" not in r
     # Paired runs train the same model as the stand-alone run of that executor.
     assert (
@@ -180,9 +186,10 @@ def test_paired_run_times_executors_against_the_naive_loop_in_one_process(
     assert entry["paired_executor"] == best["executor"]
     assert entry["speedup_vs_naive_paired"] == best["speedup_vs_naive"]
     assert entry["naive_target_met_paired"] == (best["speedup_vs_naive"] >= NAIVE_SPEEDUP_TARGET)
+    assert entry["steady_target_met_paired"] == (best["speedup_vs_naive_steady"] >= STEADY_SPEEDUP_TARGET)
     print_tables(records, summary)
     printed = capsys.readouterr().out
-    assert "Paired with the naive loop" in printed and "paired, same process" in printed
+    assert "Paired with the naive and lean loops" in printed and "paired, same process" in printed
 
 
 def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:

@@ -156,7 +156,15 @@ class Seeds:
         run = _int_words(self.seed)
         run += [0] * (POOL_SIZE - len(run))  # numpy pads short run entropy when a spawn key follows
         words = [*run, _key(purpose)]
-        entropy = [np.full(shape, w, dtype=np.uint64) for w in words]
-        entropy += [a.astype(np.uint64) for a in arrays]
-        first = _generate_uint64(_pool([e.ravel() for e in entropy]), INT_SEED_WORDS)[:, 0]
+        # Words shared by every combination (the run seed, the purpose, scalar keys) hash as 0-d arrays that
+        # broadcast: the pool is the same arithmetic, without a full-size array per shared word.
+        entropy = [np.asarray(w, dtype=np.uint64) for w in words]
+        entropy += [
+            a.astype(np.uint64).ravel() if np.ndim(k) else np.asarray(k).astype(np.uint64)
+            for a, k in zip(arrays, keys)
+        ]
+        flat = int(np.prod(shape, dtype=np.int64))
+        with np.errstate(over="ignore"):  # 0-d uint64 arithmetic wraps exactly like arrays, but warns
+            pool = [np.broadcast_to(w, (flat,)) for w in _pool(entropy)]
+        first = _generate_uint64(pool, INT_SEED_WORDS)[:, 0]
         return (first >> np.uint64(1)).astype(np.int64).reshape(shape)

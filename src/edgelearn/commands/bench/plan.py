@@ -204,6 +204,8 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
             config=fedavg_config(dataset="digits", devices=W_DEVICES, rounds=W_ROUNDS),
             executors=(*IN_PROCESS, *ray),
             family=mlp,
+            naive=True,
+            paired=QUICK_PAIRED_EXECUTORS if quick else PAIRED_EXECUTORS,
             sweep=CENTRAL_SWEEP_BATCHES,
             sweep_samples=sweep_samples["mlp"],
             sweep_repeats=repeats,

@@ -18,6 +18,9 @@ HALF = 0.5
 """Issue 5: half of the best centralized throughput at any batch size is this CPU's practical ceiling."""
 NAIVE_SPEEDUP_TARGET = 10.0
 """Done-when: the fastest executor's loop at least 10x faster than the naive per-device-copy loop."""
+STEADY_SPEEDUP_TARGET = 6.0
+"""Done-when of issue 17: W's steady round at least 6x the naive loop's, one thread each, in one run (the
+ratio a bare ``torch.func`` prototype of the round reached)."""
 
 
 def record(
@@ -184,6 +187,9 @@ def _paired_summary(ok: Sequence[dict[str, Any]], workload: str) -> dict[str, An
         "speedup_vs_naive_paired": best["speedup_vs_naive"],
         "speedup_vs_naive_paired_median_round": best["speedup_vs_naive_median_round"],
         "naive_target_met_paired": best["speedup_vs_naive"] >= NAIVE_SPEEDUP_TARGET,
+        "speedup_vs_naive_paired_steady": best["speedup_vs_naive_steady"],
+        "speedup_vs_lean_paired_steady": best["speedup_vs_lean_steady"],
+        "steady_target_met_paired": best["speedup_vs_naive_steady"] >= STEADY_SPEEDUP_TARGET,
     }
 
 

@@ -15,11 +15,16 @@ import numpy as np
 import torch
 
 from edgelearn.commands.bench.measure import WARMUP_CLIENTS, CountingExecutor, build_fedavg, warm_up
-from edgelearn.commands.bench.plan import PAIRED_PREFIX, SEED
+from edgelearn.commands.bench.plan import PAIRED_PREFIX, SEED, THREAD_STEADY_FROM
 from edgelearn.commands.bench.records import MIN_DURATION_S, record
 from edgelearn.commands.bench.rss import peak_rss_mb
 
 CENTRAL_WARMUP_STEPS = 5
+STEADY_FROM = THREAD_STEADY_FROM
+"""First steady round of a paired run, as in the thread study (round 1 builds the executor's modules and
+plans, round 2 may still grow the allocator's pools)."""
+EXECUTOR_SLOT = "executor:"
+"""Prefix of an executor's slot in a paired round's order (the loops' slots are their names)."""
 
 
 def _train_data(config: Mapping[str, Any], threads: int) -> tuple[Any, torch.Tensor, torch.Tensor]:
@@ -138,10 +143,13 @@ class NaiveLoop:
 
     Same data, batch size, learning rate and rounds as FedAvg; the trained copies are kept until the round's
     average, as simple simulators do. Batch orders come from one ``torch.randperm`` stream seeded with
-    :data:`SEED`.
+    :data:`SEED`. ``lean=True`` is the loop a careful user writes by hand instead (``benchmarks/
+    plain_fedavg.py``): one worker module loaded with the global weights per device and a running weighted
+    sum, no copies kept.
     """
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: Any, *, lean: bool = False) -> None:
+        self.lean = lean
         local = ctx.cfg.algorithm.local
         self.ctx = ctx
         self.rounds, self.batch, self.lr = (
@@ -158,6 +166,8 @@ class NaiveLoop:
         """One round over ``clients`` (default: every device with data); returns the samples trained."""
         import torch.nn.functional as F
 
+        if self.lean:
+            return self._lean_round(self.devices if clients is None else clients)
         states, weights, seen = [], [], 0
         for data in self.devices if clients is None else clients:
             model = copy.deepcopy(self.model)
@@ -175,6 +185,33 @@ class NaiveLoop:
         total = sum(weights)
         averaged = {k: sum(w * s[k] for s, w in zip(states, weights)) / total for k in states[0]}
         self.model.load_state_dict(averaged)
+        return seen
+
+    def _lean_round(self, clients: Sequence[Any]) -> int:
+        """:meth:`round` as ``benchmarks/plain_fedavg.py`` writes it: one worker module, a running sum."""
+        import torch.nn.functional as F
+
+        worker = getattr(self, "_worker", None)
+        if worker is None:
+            worker = self._worker = copy.deepcopy(self.model)
+        start = {k: v.clone() for k, v in self.model.state_dict().items()}
+        total = {k: torch.zeros_like(v) for k, v in start.items()}
+        seen, weight = 0, 0.0
+        for data in clients:
+            worker.load_state_dict(start)
+            opt = torch.optim.SGD(worker.parameters(), lr=self.lr)
+            order = torch.randperm(len(data), generator=self.gen).to(data.y.device)
+            for i in range(0, len(data), self.batch):
+                idx = order[i : i + self.batch]
+                loss = F.cross_entropy(worker(data.x[idx]), data.y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                seen += len(idx)
+            for k, v in worker.state_dict().items():
+                total[k] += v * len(data)
+            weight += float(len(data))
+        self.model.load_state_dict({k: v / weight for k, v in total.items()})
         return seen
 
     def warm_up(self) -> float:
@@ -229,35 +266,51 @@ def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Ite
 def measure_paired(
     workload: str, config: Mapping[str, Any], labels: Sequence[str], threads: int
 ) -> Iterator[dict[str, Any]]:
-    """Time the naive loop and each executor round by round in this one process, alternating who goes first.
+    """Time the naive loop, the lean loop and each executor round by round in this one process, alternating
+    who goes first.
 
-    Every round of every executor runs right next to a naive round, so both see the same load from other
-    processes on a shared machine; ``speedup_vs_naive`` is the naive loop's time over the executor's, summed
-    over the rounds, and ``speedup_vs_naive_median_round`` the median of the per-round ratios. Peak RSS is
-    the whole process's (the naive loop and every paired executor).
+    Every round of every executor runs right next to a naive and a lean round (:class:`NaiveLoop`), so all
+    see the same load from other processes on a shared machine; ``speedup_vs_naive`` is the naive loop's
+    time over the executor's, summed over the rounds, ``speedup_vs_naive_median_round`` the median of the
+    per-round ratios, and ``speedup_vs_naive_steady`` that median from round :data:`STEADY_FROM` on (the
+    steady round); ``speedup_vs_lean*`` the same against the lean loop. Peak RSS is the whole process's (both
+    loops and every paired executor).
     """
     started = time.perf_counter()
-    naive = NaiveLoop(_train_data(config, threads)[0])
+    ctx0 = _train_data(config, threads)[0]
+    loops = {"naive": NaiveLoop(ctx0), "lean": NaiveLoop(ctx0, lean=True)}
     runs: dict[str, tuple[Any, Any, CountingExecutor]] = {}
     for label in labels:
         ctx, algo, counter = build_fedavg(config, label, threads)
         warm_up(ctx, algo, counter.inner)
         runs[label] = (ctx, algo, counter)
-    naive.warm_up()
-    naive_s: list[float] = []
+    for loop in loops.values():
+        loop.warm_up()
+    rounds = loops["naive"].rounds
+    loop_s: dict[str, list[float]] = {name: [] for name in loops}
     exec_s: dict[str, list[float]] = {label: [] for label in labels}
-    for r in range(1, naive.rounds + 1):
-        slots: list[str | None] = [None, *labels]  # None: the naive loop's round
+    for r in range(1, rounds + 1):
+        slots = [*loops, *(f"{EXECUTOR_SLOT}{label}" for label in labels)]
         for slot in slots if r % 2 else slots[::-1]:
             t = time.perf_counter()
-            if slot is None:
-                naive.round()
-                naive_s.append(time.perf_counter() - t)
+            if slot in loops:
+                loops[slot].round()
+                loop_s[slot].append(time.perf_counter() - t)
                 continue
-            runs[slot][1].run_round(r)
-            exec_s[slot].append(time.perf_counter() - t)
+            label = slot.removeprefix(EXECUTOR_SLOT)
+            runs[label][1].run_round(r)
+            exec_s[label].append(time.perf_counter() - t)
     for label, (ctx, algo, counter) in runs.items():
         times = exec_s[label]
+        ratios: dict[str, float] = {}
+        for name, base in loop_s.items():
+            per_round = [n / max(e, MIN_DURATION_S) for n, e in zip(base, times)]
+            ratios[f"speedup_vs_{name}"] = sum(base) / max(sum(times), MIN_DURATION_S)
+            ratios[f"speedup_vs_{name}_median_round"] = statistics.median(per_round)
+            steady = per_round[STEADY_FROM - 1 :] or per_round
+            ratios[f"speedup_vs_{name}_steady"] = statistics.median(steady)
+            ratios[f"{name}_round_s_median"] = statistics.median(base)
+        naive = loops["naive"]
         yield record(
             f"{PAIRED_PREFIX}{workload}",
             label,
@@ -267,17 +320,17 @@ def measure_paired(
             updates=counter.updates,
             peak_rss_mb=peak_rss_mb(),
             final_accuracy=float(algo.evaluate()["accuracy"]),
-            rounds=naive.rounds,
+            rounds=rounds,
             devices=int(ctx.topology.num_devices),
-            naive_loop_s=sum(naive_s),
-            naive_round_s_median=statistics.median(naive_s),
+            naive_loop_s=sum(loop_s["naive"]),
+            lean_loop_s=sum(loop_s["lean"]),
             naive_final_accuracy=naive.accuracy(),
+            lean_final_accuracy=loops["lean"].accuracy(),
             round_s_median=statistics.median(times),
-            speedup_vs_naive=sum(naive_s) / max(sum(times), MIN_DURATION_S),
-            speedup_vs_naive_median_round=statistics.median(
-                n / max(e, MIN_DURATION_S) for n, e in zip(naive_s, times)
-            ),
+            steady_round_s_median=statistics.median(times[STEADY_FROM - 1 :] or times),
+            **ratios,
             threads=threads,
-            peak_rss_scope="the naive loop and every paired executor in one process",
-            note="timed round by round against the naive loop in the same process (same machine load)",
+            peak_rss_scope="both loops and every paired executor in one process",
+            note="timed round by round against the naive and lean loops in the same process (same machine "
+            "load)",
         )

@@ -117,8 +117,19 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
     paired = [r for r in records if r["workload"].startswith(sections[2]) and r["status"] == "ok"]
     if paired:
         pt = _table(
-            "Paired with the naive loop: rounds alternated in one process (same machine load)",
-            ("workload", "executor", "rounds", "naive loop s", "loop s", "x naive", "x naive median round"),
+            "Paired with the naive and lean loops: rounds alternated in one process (same machine load)",
+            (
+                "workload",
+                "executor",
+                "rounds",
+                "naive loop s",
+                "lean loop s",
+                "loop s",
+                "x naive",
+                "x naive steady round",
+                "x lean",
+                "x lean steady round",
+            ),
             left=2,
         )
         for r in paired:
@@ -126,8 +137,9 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
                 r["workload"].removeprefix(sections[2]),
                 r["executor"],
                 str(r["rounds"]),
-                *(_fmt(r[k]) for k in ("naive_loop_s", "loop_s")),
-                *(_fmt(r[k]) for k in ("speedup_vs_naive", "speedup_vs_naive_median_round")),
+                *(_fmt(r[k]) for k in ("naive_loop_s", "lean_loop_s", "loop_s")),
+                *(_fmt(r[k]) for k in ("speedup_vs_naive", "speedup_vs_naive_steady")),
+                *(_fmt(r[k]) for k in ("speedup_vs_lean", "speedup_vs_lean_steady")),
             )
         console.print(pt)
     threads = [r for r in records if r["workload"].startswith(sections[3]) and r["status"] == "ok"]
@@ -166,6 +178,8 @@ def print_tables(records: Sequence[dict[str, Any]], summary: Mapping[str, Any], 
             "x_half_best_centralized": "x half the best centralized",
             "speedup_vs_naive": "x naive loop",
             "speedup_vs_naive_paired": "x naive loop (paired, same process)",
+            "speedup_vs_naive_paired_steady": "steady round x naive loop (paired)",
+            "speedup_vs_lean_paired_steady": "steady round x lean loop (paired)",
         }
         parts += [f"{label} {_fmt(entry[key])}" for key, label in labels.items() if key in entry]
         console.print(f"[bold]{name}[/]: " + ", ".join(parts), highlight=False)
