@@ -13,7 +13,8 @@ import argparse
 from pathlib import Path
 
 from edgelearn.commands.bench.main import main
-from edgelearn.commands.bench.plan import BENCH_THREADS
+from edgelearn.commands.bench.plan import BENCH_THREADS, DEVICES
+from edgelearn.errors import exit_on_user_error
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,9 +23,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a few-minute subset (CI smoke run)")
     p.add_argument("--json", type=Path, default=None, help="write every record (and a summary) here")
     p.add_argument("--threads", type=int, default=BENCH_THREADS, help="torch threads per measurement process")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where every workload runs")
     return p.parse_args(argv)
 
 
 if __name__ == "__main__":
     args = parse_args()
-    main(args.quick, args.json, threads=args.threads)
+    exit_on_user_error(lambda: main(args.quick, args.json, threads=args.threads, device=args.device))

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from edgelearn.commands.bench.plan import DEVICES
+from edgelearn.engine.device import resolve_device, timed
 from edgelearn.engine.infer import InferCohort, InferResult, InferSpec, logits, predictions
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.vmap import VmapExecutor
+from edgelearn.errors import exit_on_user_error
 from edgelearn.models import build_model, num_params
 
 SEED = 0
@@ -51,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ragged", action="store_true", help="each node its own inputs of varying count")
     p.add_argument("--batch", type=int, default=None, help="samples per forward (default: eval default)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where the executors infer")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per executor (the best counts)")
     return p.parse_args(argv)
 
@@ -78,24 +81,23 @@ def make_cohort(args: argparse.Namespace) -> InferCohort:
     return InferCohort(model_fn=model_fn, arch_key=key, states=states, inputs=inputs)
 
 
-def best_time(call: Callable[[], InferResult], repeats: int) -> tuple[float, InferResult]:
-    """One warm-up call, then the best wall-clock seconds of ``repeats`` calls and the last result."""
-    result = call()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = call()
-        best = min(best, time.perf_counter() - started)
-    return best, result
+def best_time(
+    call: Callable[[], InferResult], repeats: int, device: torch.device
+) -> tuple[float, InferResult]:
+    """One warm-up call, then the best wall-clock seconds of ``repeats`` calls (synchronized on a GPU) and
+    the last result."""
+    results = [call()]
+    best = min(timed(lambda: results.append(call()), device=device) for _ in range(repeats))
+    return best, results[-1]
 
 
 def main(argv: list[str] | None = None) -> None:
     """Time both executors on one cohort and print the comparison."""
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cpu = torch.device("cpu")
+    device = resolve_device(args.device)
     cohort = make_cohort(args)
-    serial, vmap = SerialExecutor(cpu), VmapExecutor(cpu)
+    serial, vmap = SerialExecutor(device), VmapExecutor(device)
     params = num_params(
         build_model(args.model, args.shape, NUM_CLASSES, **({"norm": args.norm} if args.norm else {}))
     )
@@ -103,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"{args.nodes} x {args.model} ({params:,} params), {'ragged ' if args.ragged else ''}"
         f"{args.samples} samples of {args.shape}, batch {args.batch or 'default'}, {args.threads} thread(s), "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, load average {load[0]:.2f} "
-        f"on {os.cpu_count()} CPUs"
+        f"device {device}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"load average {load[0]:.2f} on {os.cpu_count()} CPUs"
     )
     for name, fn in (("predictions", predictions), ("logits", logits)):
         spec = InferSpec(batch_size=args.batch, output=fn)
-        t_serial, ref = best_time(lambda spec=spec: serial.infer(cohort, spec), args.repeats)
-        t_vmap, got = best_time(lambda spec=spec: vmap.infer(cohort, spec), args.repeats)
+        t_serial, ref = best_time(lambda spec=spec: serial.infer(cohort, spec), args.repeats, device)
+        t_vmap, got = best_time(lambda spec=spec: vmap.infer(cohort, spec), args.repeats, device)
         pairs = list(zip(ref.output(), got.output()))
         if fn is predictions:
             agree = float(np.mean([(a == b).float().mean().item() for a, b in pairs]))
@@ -124,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from edgelearn.commands.bench.plan import DEVICES
 from edgelearn.engine.cohort import ClientData, Cohort, LocalSpec
+from edgelearn.engine.device import resolve_device, timed
 from edgelearn.engine.serial import SerialExecutor
 from edgelearn.engine.vmap import VmapExecutor
+from edgelearn.errors import exit_on_user_error
 from edgelearn.models import build_model, model_info
 
 SEED = 0
@@ -52,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=160, help="samples per client (steps = samples / batch)")
     p.add_argument("--batch", type=int, default=8, help="SGD batch (the paper's 8)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where the executors train")
     p.add_argument("--json", type=Path, default=None, help="write the records here")
     return p.parse_args(argv)
 
@@ -97,13 +100,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     info = model_info(work.model_fn(), args.shape)
     spec = LocalSpec(lr=1e-3, batch_size=args.batch, epochs=1, momentum=0.9)
     steps = args.clients * -(-args.samples // args.batch)
-    device = torch.device("cpu")
+    device = resolve_device(args.device)
     records = []
     for executor in (SerialExecutor(device), VmapExecutor(device, chunk_size=args.clients)):
         executor.train(work, spec)  # warm-up: allocator, kernels, vmap tracing
-        started = time.perf_counter()
-        executor.train(work, spec)
-        wall = time.perf_counter() - started
+        wall = timed(executor.train, work, spec, device=device)
         flops = args.clients * args.samples * info.flops_train
         records.append(
             {
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                 "samples": args.samples,
                 "batch": args.batch,
                 "threads": args.threads,
+                "device": str(device),
                 "wall_s": wall,
                 "ms_per_client_step": 1000 * wall / steps,
                 "gflops_per_s": flops / wall / 1e9,
@@ -135,4 +137,4 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

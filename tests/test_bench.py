@@ -202,6 +202,22 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         main(True, None, threads=0)
     with pytest.raises(ConfigError, match="unknown"):
         executor_overrides("gpu-farm")
+    with pytest.raises(ConfigError, match="--device is 'tpu'"):
+        default_plan(quick=True, device="tpu")
+
+
+def test_plan_places_every_workload_on_the_device() -> None:
+    """``--device`` reaches every workload's config; a GPU plan leaves out the CPU-only sections."""
+    plan = default_plan(quick=True, device="auto")
+    configs = [w.config for w in plan.workloads] + [s.config for s in plan.scaling]
+    assert plan.device == "auto" and {c["device"] for c in configs} == {"auto"}
+    assert default_plan(quick=True).workloads[0].config["device"] == "cpu"
+    if torch.cuda.is_available():
+        gpu = default_plan(quick=True, device="cuda")
+        assert gpu.thread_study is None and any(n["section"] == "threads" for n in gpu.notes)
+    else:  # the same error (exit 2) a config with device: cuda gives on a machine without a GPU
+        with pytest.raises(ConfigError, match="no CUDA GPU"):
+            default_plan(quick=True, device="cuda")
 
 
 def test_isolated_scaling_run_and_failures() -> None:
@@ -247,6 +263,7 @@ def test_quick_plan_shape() -> None:
     assert w.config["algorithm"]["rounds"] == 20 and w.config["topology"]["devices"] == 100
     assert w.config["algorithm"]["local"] == {"lr": 0.05, "batch_size": 16, "epochs": 1}
     assert plan.workloads[1].naive and plan.workloads[1].config["data"]["num_train"] == 14_000
+    assert w.naive and w.paired == ("vmap",)  # issue 17: W's steady round against the loops, in one run
     (scaling,) = plan.scaling
     assert scaling.devices == (10, 100, 1000, 10_000) and scaling.max_devices == {"serial": 1000}
     assert not any(e.startswith("ray") for w in plan.workloads for e in w.executors)

@@ -141,11 +141,14 @@ def plan(
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="a few-minute subset (CI smoke run)")] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="write every record as JSON here")] = None,
+    device: Annotated[
+        str, typer.Option("--device", help="cpu, cuda or auto: where every workload runs")
+    ] = "cpu",
 ) -> None:
     """Benchmark the executors (serial, vmap, auto, ray) against centralized training; print a table."""
     from edgelearn.commands.bench.main import main as bench_main
 
-    bench_main(quick, json_path)
+    bench_main(quick, json_path, device=device)
 
 
 @app.command()

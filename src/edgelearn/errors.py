@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 
 class EdgelearnError(Exception):
     """Bad input the user can fix (config, data file, budget); the CLI prints it and exits with code 2."""
@@ -50,3 +54,13 @@ class Interrupted(KeyboardInterrupt):
         self.message = message
         self.hint = hint
         super().__init__(message if hint is None else f"{message}\n  How to continue: {hint}")
+
+
+def exit_on_user_error(main: Callable[[], Any]) -> None:
+    """Run a script's ``main`` as the CLI runs a command: an :class:`EdgelearnError` prints its message and
+    fix-it hint and exits with its code (2 for bad input), never a traceback (``benchmarks/`` scripts)."""
+    try:
+        main()
+    except EdgelearnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -28,6 +28,9 @@ def environment(plan: BenchPlan) -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": plan.threads,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "device": plan.device,
+        "gpu": torch.cuda.get_device_name() if plan.device != "cpu" and torch.cuda.is_available() else None,
         "load_average": list(load) if load else None,
         "isolated_processes": plan.isolate,
         "seed": SEED,
@@ -60,10 +63,13 @@ def main(
     *,
     threads: int = BENCH_THREADS,
     plan: BenchPlan | None = None,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Run the benchmark (``quick``: the CI-sized subset), print tables, write JSON; return the records.
+    """Run the benchmark (``quick``: the CI-sized subset) on ``device`` (cpu, cuda, auto), print tables,
+    write JSON; return the records.
 
-    ``plan`` replaces the default workloads (tests run a miniature one); ``threads`` is ignored then.
+    ``plan`` replaces the default workloads (tests run a miniature one); ``threads`` and ``device`` are
+    ignored then.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ConfigError(f"--threads is {threads!r}; it must be a positive integer", hint="e.g. --threads 1")
@@ -72,7 +78,7 @@ def main(
     from edgelearn.report.progress import get_console
 
     progress = get_console()
-    plan = plan or default_plan(quick, threads)
+    plan = plan or default_plan(quick, threads, device)
     records = run_plan(plan, log=lambda msg: progress.print(msg, highlight=False))
     summary = summarize(records)
     print_tables(records, summary)

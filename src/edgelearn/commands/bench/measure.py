@@ -25,6 +25,7 @@ from edgelearn.commands.bench.rss import (
     reset_peak_rss,
     sum_peaks,
 )
+from edgelearn.engine.device import timed
 from edgelearn.errors import ConfigError
 
 WARMUP_CLIENTS = 32
@@ -179,11 +180,7 @@ def _measure_fl_one(
         )
     setup_s = time.perf_counter() - started
     warmup_s = warm_up(ctx, algo, counter.inner)
-    round_s = []
-    for r in range(1, algo.rounds + 1):
-        t = time.perf_counter()
-        algo.run_round(r)
-        round_s.append(time.perf_counter() - t)
+    round_s = [timed(algo.run_round, r, device=ctx.device) for r in range(1, algo.rounds + 1)]
     ev = algo.evaluate()
     wall_s = time.perf_counter() - started
     if ray_startup_s is not None:
@@ -262,11 +259,7 @@ def _measure_scaling_one(
     reset_ok = reset_peak_rss()
     rss_before = current_rss_mb()
     workers_reset = all(reset_peak_rss(pid) for pid in pids)
-    round_s = []
-    for r in range(1, algo.rounds + 1):
-        t = time.perf_counter()
-        algo.run_round(r)
-        round_s.append(time.perf_counter() - t)
+    round_s = [timed(algo.run_round, r, device=ctx.device) for r in range(1, algo.rounds + 1)]
     round_peak = peak_rss_mb()
     steady = round_s[-1]
     ev = algo.evaluate()

@@ -4,12 +4,17 @@ descriptions (:class:`BenchPlan`) and the default plan (full or ``--quick``), as
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgelearn.errors import ConfigError
+
 # Settings (each one is part of the workload definitions of issue 5 or explained where it is set)
+DEVICES = ("cpu", "cuda", "auto")
+"""``--device`` choices: the config's ``device`` values."""
 SEED = 0
 """Run seed of every workload: data split, initial model, batch orders."""
 BENCH_THREADS = 1
@@ -133,6 +138,8 @@ class BenchPlan:
     isolate: bool = True
     notes: tuple[dict[str, Any], ...] = ()
     thread_study: ThreadStudy | None = None
+    device: str = "cpu"
+    """Where the workloads run (``device`` of their configs); recorded with every result."""
 
 
 def ray_available() -> bool:
@@ -155,8 +162,10 @@ def fedavg_config(
     model: str = "mlp",
     num_train: int | None = None,
     local: Mapping[str, Any] | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """The ``build_config`` mapping of a FedAvg workload (W's settings unless overridden); no executor."""
+    """The ``build_config`` mapping of a FedAvg workload (W's settings unless overridden) on ``device``
+    (``cpu``, ``cuda`` or ``auto``); no executor."""
     data: dict[str, Any] = {"dataset": dataset}
     if dataset == "synthetic":
         data.update(
@@ -168,6 +177,7 @@ def fedavg_config(
     return {
         "name": "bench",
         "seed": SEED,
+        "device": device,
         "data": data,
         "partition": {"method": "dirichlet", "alpha": W_ALPHA},
         "topology": {"devices": int(devices)},
@@ -181,16 +191,28 @@ def fedavg_config(
     }
 
 
-def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan:
+def default_plan(quick: bool = False, threads: int = BENCH_THREADS, device: str = "cpu") -> BenchPlan:
     """The issue-5 benchmark; ``quick`` keeps every section but shrinks it to a few minutes (CI smoke).
 
     Quick mode runs no Ray executor (Ray has its own tests; its cluster and actors alone take ~20 s to
     start here), 3 W1000 rounds, one CNN round of 2 local steps, and serial scaling up to 1,000 devices.
+    ``device`` (``cpu``, ``cuda``, ``auto``) places every workload, reference and loop; on a GPU the Ray
+    executors (CPU workers here) and the torch thread study (CPU threads) are left out, with a note.
     """
+    if device not in DEVICES:
+        raise ConfigError(
+            f"--device is {device!r}; it must be one of {', '.join(DEVICES)}", hint="--device cpu"
+        )
+    from edgelearn.engine.device import resolve_device  # torch: only when a plan is built
+
+    on_gpu = resolve_device(device).type == "cuda"
+    workload = functools.partial(fedavg_config, device=device)
     notes: list[dict[str, Any]] = []
     ray: tuple[str, ...] = ()
     if quick:
         notes.append({"section": "ray", "note": "quick mode: Ray executors not run"})
+    elif on_gpu:
+        notes.append({"section": "ray", "note": f"device {device}: Ray executors (CPU workers) not run"})
     elif ray_available():
         ray = RAY_LABELS
     else:
@@ -201,7 +223,7 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
     workloads = [
         FLWorkload(
             name="W-digits-mlp",
-            config=fedavg_config(dataset="digits", devices=W_DEVICES, rounds=W_ROUNDS),
+            config=workload(dataset="digits", devices=W_DEVICES, rounds=W_ROUNDS),
             executors=(*IN_PROCESS, *ray),
             family=mlp,
             naive=True,
@@ -212,7 +234,7 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
         ),
         FLWorkload(
             name="W1000-synthetic-mlp",
-            config=fedavg_config(
+            config=workload(
                 dataset="synthetic", devices=W1000_DEVICES, rounds=QUICK_W1000_ROUNDS if quick else W_ROUNDS
             ),
             executors=("serial", "vmap") if quick else (*IN_PROCESS, *ray),
@@ -228,7 +250,7 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
         workloads.append(
             FLWorkload(
                 name="fashion-cnn_small",
-                config=fedavg_config(
+                config=workload(
                     dataset="fashion_mnist",
                     devices=W_DEVICES,
                     rounds=1 if quick else CNN_ROUNDS,
@@ -246,7 +268,7 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
         notes.append({"section": "fashion-cnn_small", "note": "Fashion-MNIST files absent: CNN skipped"})
     scaling = ScalingStudy(
         name="scaling-mlp-synthetic",
-        config=fedavg_config(dataset="synthetic", devices=SCALING_DEVICES[0], rounds=SCALING_TIMED_ROUNDS),
+        config=workload(dataset="synthetic", devices=SCALING_DEVICES[0], rounds=SCALING_TIMED_ROUNDS),
         devices=SCALING_DEVICES,
         executors=("vmap", "serial") if quick else (*IN_PROCESS, *ray),
         max_devices={"serial": QUICK_SERIAL_MAX_DEVICES} if quick else {},
@@ -254,17 +276,20 @@ def default_plan(quick: bool = False, threads: int = BENCH_THREADS) -> BenchPlan
     )
     thread_study = ThreadStudy(
         name=f"{THREADS_PREFIX}W-digits-mlp",
-        config=fedavg_config(
+        config=workload(
             dataset="digits", devices=W_DEVICES, rounds=QUICK_THREAD_ROUNDS if quick else W_ROUNDS
         ),
     )
+    if on_gpu:
+        notes.append({"section": "threads", "note": f"device {device}: the CPU thread study not run"})
     return BenchPlan(
         workloads=tuple(workloads),
         scaling=(scaling,),
         threads=int(threads),
         job_timeout_s=QUICK_JOB_TIMEOUT_S if quick else JOB_TIMEOUT_S,
         notes=tuple(notes),
-        thread_study=thread_study,
+        thread_study=None if on_gpu else thread_study,
+        device=device,
     )
 
 

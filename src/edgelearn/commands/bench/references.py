@@ -18,6 +18,7 @@ from edgelearn.commands.bench.measure import WARMUP_CLIENTS, CountingExecutor, b
 from edgelearn.commands.bench.plan import PAIRED_PREFIX, SEED, THREAD_STEADY_FROM
 from edgelearn.commands.bench.records import MIN_DURATION_S, record
 from edgelearn.commands.bench.rss import peak_rss_mb
+from edgelearn.engine.device import timed
 
 CENTRAL_WARMUP_STEPS = 5
 STEADY_FROM = THREAD_STEADY_FROM
@@ -238,11 +239,8 @@ def measure_naive(workload: str, config: Mapping[str, Any], threads: int) -> Ite
     naive = NaiveLoop(ctx)
     rounds, devices = naive.rounds, naive.devices
     warmup_s = naive.warm_up()
-    round_s, seen = [], 0
-    for _ in range(rounds):
-        t = time.perf_counter()
-        seen += naive.round()
-        round_s.append(time.perf_counter() - t)
+    round_s = [timed(naive.round, device=ctx.device) for _ in range(rounds)]
+    seen = rounds * sum(len(d) for d in devices)  # every device trains one epoch per round
     acc = naive.accuracy()
     yield record(
         workload,
@@ -292,14 +290,11 @@ def measure_paired(
     for r in range(1, rounds + 1):
         slots = [*loops, *(f"{EXECUTOR_SLOT}{label}" for label in labels)]
         for slot in slots if r % 2 else slots[::-1]:
-            t = time.perf_counter()
             if slot in loops:
-                loops[slot].round()
-                loop_s[slot].append(time.perf_counter() - t)
+                loop_s[slot].append(timed(loops[slot].round, device=ctx0.device))
                 continue
             label = slot.removeprefix(EXECUTOR_SLOT)
-            runs[label][1].run_round(r)
-            exec_s[label].append(time.perf_counter() - t)
+            exec_s[label].append(timed(runs[label][1].run_round, r, device=ctx0.device))
     for label, (ctx, algo, counter) in runs.items():
         times = exec_s[label]
         ratios: dict[str, float] = {}
