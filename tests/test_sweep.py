@@ -185,14 +185,24 @@ def test_parallel_failure_names_the_run_and_keeps_the_user_error(tmp_path: Path)
 def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
     from edgelearn.commands.sweep.results import _dig, run_metric
 
-    records = [{"round": 1, "accuracy": 0.4}, {"round": 2, "accuracy": 0.8}]
+    records = [
+        {"round": 1, "accuracy": 0.4, "delay_s": 1.5, "energy_j": 10.0},
+        {"round": 2, "accuracy": 0.8, "delay_s": 3.25, "energy_j": 21.0},
+    ]
     assert run_metric("rounds_to:0.5", {}, records) == 2.0
     assert run_metric("rounds_to:0.9", {}, records) is None
+    # time and energy to accuracy: the cumulative ledger totals at that first round
+    assert (
+        run_metric("delay_to:0.5", {}, records) == 3.25 and run_metric("energy_to:0.4", {}, records) == 10.0
+    )
+    assert run_metric("delay_to:0.9", {}, records) is None
     summary = {"rounds_to_target": {"72.5%": 3, "70%": None}, "a": {"b": {"c": 1}}}
     assert run_metric("rounds_to_target.72.5%", summary, []) == 3.0
     assert _dig(summary, "a.b.c") == 1 and _dig(summary, "a.x") is None and _dig(summary, "a.b.c.d") is None
     with pytest.raises(ConfigError, match="rounds_to:0.7"):
         load_suite(write_suite(tmp_path, metrics=["rounds_to:70"]))
+    with pytest.raises(ConfigError, match="delay_to:0.7"):
+        load_suite(write_suite(tmp_path, metrics=["delay_to:x"]))
     # a cell where only some seeds reach the target says how many did
     from edgelearn.commands.sweep.results import results_markdown
 

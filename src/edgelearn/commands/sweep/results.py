@@ -52,17 +52,28 @@ RUN_METRICS: dict[str, Callable[[dict[str, Any], list[dict[str, Any]]], float | 
 """Derived run metrics; any other name is a dotted key into summary.json (e.g. ``plan.M``)."""
 ROUNDS_TO = "rounds_to:"
 """Metric prefix: ``rounds_to:0.7`` is the first round whose test accuracy reaches 0.7 (None if none does)."""
+TO_TARGET = {ROUNDS_TO: "round", "delay_to:": "delay_s", "energy_to:": "energy_j"}
+"""Metric prefixes -> the metrics record key read at the first round reaching the target: ``delay_to:0.7``
+is the virtual time (s) and ``energy_to:0.7`` the energy (J) the run had spent by then (both cumulative in
+metrics.jsonl), time and energy to accuracy."""
+
+
+def target_prefix(name: str) -> str | None:
+    """The :data:`TO_TARGET` prefix ``name`` starts with, if any."""
+    return next((p for p in TO_TARGET if name.startswith(p)), None)
 
 
 def rounds_target(name: str) -> float:
-    """The target of a ``rounds_to:TARGET`` metric name; ValueError unless TARGET is in (0, 1]."""
-    text = name.removeprefix(ROUNDS_TO)
+    """The target of a ``rounds_to:`` / ``delay_to:`` / ``energy_to:TARGET`` metric name; ValueError
+    unless TARGET is in (0, 1]."""
+    prefix = target_prefix(name) or ROUNDS_TO
+    text = name.removeprefix(prefix)
     try:
         target = float(text)
     except ValueError:
         target = math.nan
     if not 0 < target <= 1:
-        raise ValueError(f"metric {name!r}: the target must be an accuracy in (0, 1], e.g. rounds_to:0.7")
+        raise ValueError(f"metric {name!r}: the target must be an accuracy in (0, 1], e.g. {prefix}0.7")
     return target
 
 
@@ -71,9 +82,13 @@ def run_metric(name: str, summary: dict[str, Any], records: list[dict[str, Any]]
     dotted key ``name`` of the summary."""
     if name in RUN_METRICS:
         return RUN_METRICS[name](summary, records)
-    if name.startswith(ROUNDS_TO):
+    prefix = target_prefix(name)
+    if prefix is not None:
         reached = rounds_to(records, rounds_target(name))
-        return None if reached is None else float(reached)
+        if reached is None:
+            return None
+        value = next(r.get(TO_TARGET[prefix]) for r in records if r.get("round") == reached)
+        return float(value) if isinstance(value, (int, float)) else None
     value = _dig(summary, name)
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 

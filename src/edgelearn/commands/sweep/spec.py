@@ -19,7 +19,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from edgelearn.commands.sweep.results import ROUNDS_TO, rounds_target
+from edgelearn.commands.sweep.results import rounds_target, target_prefix
 from edgelearn.errors import ConfigError
 from edgelearn.yamlsafe import load_yaml
 
@@ -32,7 +32,7 @@ SLUG_MAX = 80
 def _check_metrics(metrics: list[str] | None) -> list[str] | None:
     """Metric names as given; a ValueError naming a ``rounds_to:`` metric whose target does not parse."""
     for name in metrics or []:
-        if name.startswith(ROUNDS_TO):
+        if target_prefix(name) is not None:
             rounds_target(name)
     return metrics
 
@@ -97,7 +97,8 @@ class ExperimentSpec(BaseModel):
     )
     metrics: list[str] = Field(
         ["final_accuracy"],
-        description="run metrics aggregated per cell (RUN_METRICS, rounds_to:TARGET, or dotted keys)",
+        description="run metrics aggregated per cell (RUN_METRICS, rounds_to:TARGET, delay_to:TARGET, "
+        "energy_to:TARGET, or dotted keys)",
     )
     plots: list[PlotSpec] = []
 
