@@ -8,6 +8,15 @@ energy budget of half the full-speed round's; objective: the shortest round. Eac
 and, with --json PATH, writes the rows and the growth exponent of planning time in the number of devices.
 
     PYTHONPATH=src python benchmarks/plan_tree_scaling.py --json docs/results/plan_tree_scaling.json
+
+With --associate, each point instead times the edge-association search (planning/tree/association.py: HFEL
+moves priced by the per-edge surrogate, exact re-plans of what it keeps) on per-pair device-edge distances
+(10 m to 1 km), for the delay objective and the weighted one, and reports the planned objective of the
+nearest-edge association, the config's tree and the search's answer (exact: the dry-run round's server work
+does not depend on membership, so the re-targeted round is the recorded one).
+
+    PYTHONPATH=src python benchmarks/plan_tree_scaling.py --associate --devices 100 1000 \
+        --json docs/results/plan_association_scaling.json
 """
 
 from __future__ import annotations
@@ -76,6 +85,48 @@ def run(devices: tuple[int, ...], seed: int) -> list[dict[str, object]]:
     return rows
 
 
+ASSOCIATION_DISTANCE_M = (10.0, 1000.0)
+"""Per-pair device-edge distances for --associate: spread wide, so which edge a device joins matters."""
+ASSOCIATION_EVALUATIONS = 100_000
+"""Most surrogate evaluations per search (plan.association_evaluations' default)."""
+
+
+def run_association(devices: tuple[int, ...], seed: int) -> list[dict[str, object]]:
+    """Time the association search per tree size and objective; return a row per (size, objective)."""
+    from edgelearn.planning.tree.association import associate
+
+    rows = []
+    for n in devices:
+        spec = ChannelSpec(distance_m=ASSOCIATION_DISTANCE_M, edge_distances="per_pair")
+        system = SystemModel.build(Topology.hierarchical(EDGES, n // EDGES), None, spec, Seeds(seed))
+        profile = hierarchical_round(
+            system,
+            model_bytes=MODEL_BYTES,
+            device_flops=DEVICE_FLOPS,
+            edge_flops=SERVER_FLOPS,
+            cloud_flops=SERVER_FLOPS,
+        )
+        full = profile.replay(system, None)
+        for budgets in (Budgets("delay", energy_j=BUDGET_SHARE * full["energy_j"]), Budgets("weighted")):
+            started = time.perf_counter()
+            found = associate(system, profile, budgets, max_evaluations=ASSOCIATION_EVALUATIONS)
+            wall = time.perf_counter() - started
+            r = found.record
+            gain = 1.0 - r["objective"] / r["nearest_edge_objective"]
+            rows.append(
+                {"devices": n, "objective": budgets.objective, "search_s": wall, "improvement": gain, **r}
+            )
+            print(
+                f"{n:>7} devices  {budgets.objective:>8}  search {wall:7.2f} s "
+                f"(surrogate {r['surrogate_s']:.2f} s, {r['evaluations']} evaluations; "
+                f"{r['exact_solves']} exact plans {r['exact_s']:.2f} s)  "
+                f"nearest {r['nearest_edge_objective']:.4g}  config {r['configured_objective']:.4g}  "
+                f"kept {r['objective']:.4g} ({gain:.1%} below nearest, {r['moved_devices']} moved)",
+                flush=True,
+            )
+    return rows
+
+
 def growth_exponent(rows: list[dict[str, object]]) -> float:
     """Least-squares slope of log(plan time) on log(devices)."""
     x = np.log([float(r["devices"]) for r in rows])  # type: ignore[arg-type]
@@ -88,7 +139,19 @@ def main() -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=list(DEFAULT_DEVICES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--associate", action="store_true", help="time the edge-association search instead")
     args = parser.parse_args()
+    if args.associate:
+        rows = run_association(tuple(args.devices), args.seed)
+        if args.json is not None:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            record = {
+                "rows": rows,
+                "edges": EDGES,
+                "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()},
+            }
+            args.json.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        return
     rows = run(tuple(args.devices), args.seed)
     exponent = growth_exponent(rows)
     print(f"planning time grows as devices^{exponent:.2f}")

@@ -36,11 +36,15 @@ class PlanConfig(Section):
     weight_j_per_s: PositiveFloat = Field(
         1.0, description="weighted objective: joules one second of delay is worth"
     )
-    scheme: Literal["planned", "uniform_bandwidth", "max_speed", "clocks_only", "powers_only"] = Field(
+    scheme: Literal[
+        "planned", "uniform_bandwidth", "max_speed", "clocks_only", "powers_only",
+        "nearest_edge", "allocation_only", "association_only",
+    ] = Field(
         "planned",
         description="the operating point the run executes: the plan's, or a baseline's on the same budgets "
-        "(experiments compare them; a baseline may exceed the budgets, summary.json says so)",
-    )
+        "(experiments compare them; a baseline may exceed the budgets, summary.json says so); "
+        "nearest_edge, allocation_only and association_only need associate (and run on their own tree)",
+    )  # fmt: skip
     profile_round: PositiveInt = Field(
         1, description="the round recorded (in a pilot run of the same config and seed) and planned"
     )
@@ -50,7 +54,9 @@ class PlanConfig(Section):
         "channel.edge_distances: per_pair); devices move before the run starts",
     )
     association_evaluations: PositiveInt = Field(
-        200, description="most candidate associations the search prices (each one convex solve)"
+        100_000,
+        description="most candidate associations the search prices with its per-edge surrogate (no convex "
+        "solve; ~0.2 ms each at 1,000 devices); the few it keeps are re-planned exactly",
     )
     total_energy_j: PositiveFloat | None = Field(
         None, description="energy budget of the whole run (J), split evenly over its rounds"
@@ -86,6 +92,8 @@ class PlanConfig(Section):
             )
         if self.objective == "energy" and not delay:
             raise ValueError("objective `energy` needs `round_delay_s` or `total_delay_s`")
+        if self.scheme in ("nearest_edge", "allocation_only", "association_only") and not self.associate:
+            raise ValueError(f"scheme `{self.scheme}` is an association baseline: it needs `associate: true`")
         if self.choices and self.target_accuracy is None:
             raise ValueError("`choices` needs `target_accuracy` (what the candidates are compared on)")
         if any(not v for v in self.choices.values()):

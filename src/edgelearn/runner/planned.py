@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,16 +34,18 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
     p = cfg.plan
     budgets = round_budgets(cfg, int(cfg.algorithm.rounds))
     pilot, profile = _record(cfg, {})
-    association = None
-    if p.associate:
-        from edgelearn.planning.tree.association import associate
+    if p.associate:  # each tree it reports is recorded again (pilot runs): its plan is then exact
+        from edgelearn.planning.tree.association import associated_plan
 
-        association = associate(pilot.system, profile, budgets, max_evaluations=p.association_evaluations)
-        if association.moves:  # record the round again on the kept association: the plan is then exact
-            pilot, profile = _record(cfg, association.moves)
-    plan = plan_round(pilot.system, profile, budgets)
-    if association is not None:
-        plan = replace(plan, association=dict(association.moves), association_record=association.record)
+        def record(moves: dict[int, int]) -> tuple[SystemModel, RoundProfile]:
+            ctx, again = _record(cfg, moves)
+            return ctx.system, again
+
+        plan = associated_plan(
+            pilot.system, profile, budgets, record=record, max_evaluations=p.association_evaluations
+        )
+    else:
+        plan = plan_round(pilot.system, profile, budgets)
     if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)
         from edgelearn.planning.tree.plan import settings_summary
 

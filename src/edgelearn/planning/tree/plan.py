@@ -12,7 +12,9 @@ Schemes, each priced by replaying the profile at its operating point (the number
 ``uniform_bandwidth`` (clocks and powers at equal shares), ``max_speed`` (every clock at f_max, every radio at
 p_max, equal shares: what a run without a plan does), ``clocks_only`` and ``powers_only`` (those parts alone,
 the rest at full speed and equal shares). The edge association is the config's tree unless ``plan.associate``
-chose another (planning/tree/association.py).
+chose another (planning/tree/association.py); then the schemes also include :data:`ASSOCIATION_SCHEMES`
+(``nearest_edge``, ``allocation_only``, ``association_only``), each priced on a round recorded on its own
+tree.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ SCHEMES: dict[str, Parts | None] = {
     "powers_only": "powers",
 }
 """Scheme name -> what it optimizes (None: nothing, full speed)."""
+PARTS_ALONE = ("clocks_only", "powers_only")
+"""The allocation's parts alone (baselines :func:`plan_round` may skip)."""
+ASSOCIATION_SCHEMES = ("nearest_edge", "allocation_only", "association_only")
+"""With ``plan.associate``: the association's baselines (planning/tree/association.py,
+:func:`~edgelearn.planning.tree.association.associated_plan`): every device at its nearest edge server with
+the full planned allocation, the config's tree with the full planned allocation (the plan without
+association), and the chosen association at full speed with equal shares (association without allocation)."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +100,29 @@ class TreePlan:
     """Devices the plan moves to another edge server before the run (node id -> edge id; association.py)."""
     association_record: dict[str, Any] | None = None
     """The association search's record (objectives of the config's tree, the nearest-edge start, the kept)."""
+    associations: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Schemes that run on another association than :attr:`association` (``nearest_edge``,
+    ``allocation_only``): scheme -> its moves; :meth:`executing` re-parents accordingly."""
 
     def executing(self, scheme: str, settings: dict[str, Any]) -> TreePlan:
         """This plan with ``scheme``'s operating point to execute (a baseline's, for experiments on the same
         budgets), its predicted cost and its ``settings``."""
+        if scheme not in self.points:
+            raise ConfigError(
+                f"plan.scheme {scheme}: this plan has no operating point for it "
+                f"({'no feasible plan on its tree' if scheme in self.schemes else 'not computed'})",
+                hint="the association schemes need plan.associate: true; `edgelearn plan CONFIG` shows them",
+            )
         row = self.schemes[scheme]
         predicted = {"energy_j": row["energy_j"], "delay_s": row["delay_s"]}
+        moves = self.associations.get(scheme, self.association)
         return replace(
-            self, point=self.points[scheme], predicted=predicted, settings=settings, executed=scheme
+            self,
+            point=self.points[scheme],
+            predicted=predicted,
+            settings=settings,
+            executed=scheme,
+            association=dict(moves),
         )
 
     @property
@@ -134,9 +158,12 @@ class TreePlan:
         }
 
 
-def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> TreePlan:
+def plan_round(
+    system: SystemModel, profile: RoundProfile, budgets: Budgets, *, baselines: bool = True
+) -> TreePlan:
     """Plan ``profile`` on ``system`` (its hardware, channel and tree) for ``budgets``; ConfigError naming
-    the smallest feasible budgets when none can be met."""
+    the smallest feasible budgets when none can be met. ``baselines=False`` skips ``clocks_only`` and
+    ``powers_only`` (the association search prices many trees and needs only the plan)."""
     full = profile.replay(system, None)
     if full["energy_j"] <= 0 or full["delay_s"] <= 0:
         raise ConfigError(
@@ -152,8 +179,8 @@ def plan_round(system: SystemModel, profile: RoundProfile, budgets: Budgets) -> 
     costs: dict[str, dict[str, Any]] = {}
     solve_s = 0.0
     for name, parts in SCHEMES.items():
-        if name == "planned":
-            continue  # after uniform_bandwidth, which it starts from
+        if name == "planned" or (not baselines and name in PARTS_ALONE):
+            continue  # planned: after uniform_bandwidth, which it starts from
         if parts is None:
             point = OperatingPoint.full_speed(system.topology.num_nodes)
             status = "fixed"
