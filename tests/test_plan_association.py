@@ -69,11 +69,15 @@ def test_a_retargeted_round_costs_what_the_moved_tree_records(seed: int, moves: 
     assert again.replay(after, None)["delay_s"] == pytest.approx(direct.replay(after, None)["delay_s"])
 
 
-@pytest.mark.parametrize("seed", [0, 2])
-def test_the_search_is_never_worse_than_the_config_or_the_nearest_edges(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "objective"), [(0, "weighted"), (2, "weighted"), (0, "delay")])
+def test_the_search_is_never_worse_than_the_config_or_the_nearest_edges(seed: int, objective: str) -> None:
     system = _system(2, 4, seed)
     profile = hierarchical_round(system, **ROUND)
-    found = associate(system, profile, Budgets("weighted"), max_evaluations=10_000)
+    full = profile.replay(system, None)
+    budgets = (
+        Budgets("weighted") if objective == "weighted" else Budgets("delay", energy_j=0.5 * full["energy_j"])
+    )
+    found = associate(system, profile, budgets, max_evaluations=10_000)
     record = found.record
     assert record["objective"] <= record["configured_objective"]
     assert record["objective"] <= record["nearest_edge_objective"]
@@ -179,7 +183,8 @@ def test_the_search_relieves_a_crowded_nearest_edge() -> None:
     system = _system(10, 10, 0)
     _crowded(system)
     profile = hierarchical_round(system, **ROUND)
-    found = associate(system, profile, Budgets("weighted"), max_evaluations=100_000)
+    # the surrogate search alone relieves it (no exact polish: 100 devices plan in ~50 ms each)
+    found = associate(system, profile, Budgets("weighted"), max_evaluations=100_000, polish_solves=0)
     record = found.record
     edges = sorted(system.topology.edges)
     nearest = [found.nearest.get(d, system.topology.parent(d)) for d in system.topology.devices]
@@ -207,7 +212,9 @@ def test_the_plan_is_no_worse_than_each_association_baseline(seed: int, objectiv
     budgets = (
         Budgets("delay", energy_j=0.5 * full["energy_j"]) if objective == "delay" else Budgets("weighted")
     )
-    plan = associated_plan(system, profile, budgets, record=_recorder(2, 3, seed), max_evaluations=10_000)
+    plan = associated_plan(
+        system, profile, budgets, record=_recorder(2, 3, seed), max_evaluations=10_000, polish_solves=8
+    )
     planned = plan.schemes["planned"]["objective"]
     for name in ASSOCIATION_SCHEMES:
         row = plan.schemes[name]
@@ -224,13 +231,20 @@ BRUTE_FORCE_RTOL = 0.01
 """The issue's bound for the search against brute force (here they agree exactly)."""
 
 
-def test_the_search_agrees_with_brute_force_on_a_small_tree() -> None:
-    """2 edges x 4 devices: every one of the 2^8 associations planned exactly (~25 s on a loaded core)."""
-    system = _system(2, 4, 0)
+@pytest.mark.parametrize("objective", ["weighted", "delay", "energy"])
+def test_the_search_agrees_with_brute_force_on_a_small_tree(objective: str) -> None:
+    """2 edges x 3 devices, seed 1 (where the surrogate search alone stops 8-11 % short and the exact polish
+    closes the gap): every one of the 2^6 associations planned exactly."""
+    system = _system(2, 3, 1)
     profile = hierarchical_round(system, **ROUND)
-    budgets = Budgets("weighted")
+    full = profile.replay(system, None)
+    budgets = {
+        "weighted": Budgets("weighted"),
+        "delay": Budgets("delay", energy_j=0.5 * full["energy_j"]),
+        "energy": Budgets("energy", delay_s=1.2 * full["delay_s"]),
+    }[objective]
     found = associate(system, profile, budgets, max_evaluations=10_000)
     search = _Search(system, profile, budgets)
-    best = min(search.exact(np.array(a))[0] for a in itertools.product(range(2), repeat=8))
+    best = min(search.exact(np.array(a))[0] for a in itertools.product(range(2), repeat=6))
     assert found.record["objective"] <= best * (1 + BRUTE_FORCE_RTOL)
-    assert found.record["objective"] < found.record["nearest_edge_objective"]  # seed 0: nearest is not best
+    assert found.record["objective"] < found.record["nearest_edge_objective"]  # seed 1: nearest is not best

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from edgelearn.config.base import PositiveFloat, PositiveInt, Section
+from edgelearn.config.base import NonNegInt, PositiveFloat, PositiveInt, Section
 
 
 class PlanConfig(Section):
@@ -57,6 +57,11 @@ class PlanConfig(Section):
         100_000,
         description="most candidate associations the search prices with its per-edge surrogate (no convex "
         "solve; ~0.2 ms each at 1,000 devices); the few it keeps are re-planned exactly",
+    )
+    association_polish: NonNegInt = Field(
+        64,
+        description="most exact plans (each a full convex solve) the search's closing polish of moves and "
+        "swaps may price from each start; 0 skips it",
     )
     total_energy_j: PositiveFloat | None = Field(
         None, description="energy budget of the whole run (J), split evenly over its rounds"

@@ -42,7 +42,12 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             return ctx.system, again
 
         plan = associated_plan(
-            pilot.system, profile, budgets, record=record, max_evaluations=p.association_evaluations
+            pilot.system,
+            profile,
+            budgets,
+            record=record,
+            max_evaluations=p.association_evaluations,
+            polish_solves=p.association_polish,
         )
     else:
         plan = plan_round(pilot.system, profile, budgets)

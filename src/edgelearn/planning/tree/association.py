@@ -11,8 +11,11 @@ the tree. The search here follows it in two nested loops:
   may only go to one of its :data:`NEAREST_EDGES` nearest edge servers (HFEL's candidate pruning: a far
   server costs more air time than its spare bandwidth buys). Devices are tried farthest link first (the
   likeliest stragglers); a swap partner is the device on the target edge nearest to the mover's edge. A
-  change is kept when it stays within the budgets at that point and lowers the objective, or keeps the
-  objective and lowers the other measure (energy or time a re-plan turns into a better objective);
+  change is kept when it lowers the objective's Lagrangian at that point: the objective plus the other
+  measure at the shadow price of its budget (:meth:`_Search.price`, the convex program's dual), energy or
+  time a re-plan turns into a better objective. For ``delay`` the same moves are also priced on the
+  full-speed round (what a loose energy budget plans: the dual is then zero, and at the plan's point the
+  critical links' gains from more bandwidth do not show);
 * outer (exact): the association the inner loop settles on is planned with the full planner
   (:func:`~edgelearn.planning.tree.plan.plan_round`, clocks, powers and bandwidth shares) and kept only if its
   planned objective is lower; the inner loop then restarts at the new plan's point, for at most
@@ -37,6 +40,9 @@ from typing import Any
 import numpy as np
 
 from edgelearn.errors import ConfigError
+from edgelearn.planning.convex import ACCEPTED_STATUSES
+from edgelearn.planning.tree.inner import price as price_terms
+from edgelearn.planning.tree.inner import solve
 from edgelearn.planning.tree.plan import Budgets, TreePlan, plan_round
 from edgelearn.planning.tree.profile import RoundProfile
 from edgelearn.planning.tree.surrogate import EdgeSurrogate
@@ -49,6 +55,9 @@ EXACT_ROUNDS = 3
 """Most exact re-plans of the inner search's answer (each restarts it at the new plan's point)."""
 MAX_PASSES = 50
 """Most passes of the inner search over all devices (it stops earlier once a pass changes nothing)."""
+POLISH_SOLVES = 64
+"""Default most exact plans of each start's closing polish (:meth:`_Search.polish`,
+``plan.association_polish``): bounds its time on big trees (a plan of 100 devices takes ~50 ms here)."""
 MOVE_RTOL = 1e-6
 """A change is kept only if it lowers a measure by more than this (relative): no cycling on float ties."""
 
@@ -143,18 +152,74 @@ class _Search:
             point = replace(point, freq_hz=np.where(servers, np.nan, point.freq_hz))
         return EdgeSurrogate(view, candidate, point, self.devices, self.edges, self.dist, hold="time")
 
-    def price(self, plan: TreePlan | None) -> float:
-        """What one unit of the measure the objective does not count is worth in the objective's unit, at
-        ``plan``: the slope of the secant from its full-speed round to its planned one (s per J for
-        ``delay``, J per s for ``energy``; 0 where they coincide). The objective's Lagrangian under its budget
-        (a re-plan trades the two along that curve); ``weighted`` counts both already."""
+    def price(self, assign: np.ndarray) -> float:
+        """What one unit of the measure the objective does not count is worth in the objective's unit on
+        ``assign``'s tree: the shadow price of its budget in the convex program (s per J for ``delay``, J per
+        s for ``energy``; 0 for ``weighted``, which counts both already, or where the program has none). Moves
+        are then scored by the objective's Lagrangian, the cost HFEL decomposes per edge server."""
         b = self.budgets
-        if plan is None or b.objective == "weighted":
+        if b.objective == "weighted":
             return 0.0
-        fast, best = plan.schemes["max_speed"], plan.schemes["planned"]
-        spent, saved = ("energy_j", "delay_s") if b.objective == "delay" else ("delay_s", "energy_j")
-        gain, cost = best[saved] - fast[saved], fast[spent] - best[spent]
-        return max(0.0, gain / cost) if cost > 0 else 0.0
+        started = time.perf_counter()
+        moves = self.moves(assign)
+        view = moved_view(self.system, moves)
+        home = self.system.topology.parent_array
+        candidate = retarget(self.profile, {d: (int(home[d]), e) for d, e in moves.items()})
+        full = candidate.replay(view, None)
+        found = solve(
+            price_terms(candidate.graph(), view, candidate.round),
+            view,
+            objective=b.objective,
+            energy_j=b.energy_j,
+            delay_s=b.delay_s,
+            scale=(full["delay_s"], full["energy_j"]),
+        )
+        self.exact_s += time.perf_counter() - started
+        if found.status not in ACCEPTED_STATUSES or found.budget_price is None:
+            return 0.0
+        return max(0.0, found.budget_price)
+
+    def _move_and_swap(self, assign: np.ndarray, i: int, e: int) -> list[np.ndarray]:
+        """Device ``i`` moved to edge ``e``, and swapped with the device at ``e`` nearest to ``i``'s edge
+        (among those that may go there; loads unchanged)."""
+        a = int(assign[i])
+        move = assign.copy()
+        move[i] = e
+        trials = [move]
+        there = np.flatnonzero(assign == e)
+        there = there[(self.candidates[there] == a).any(axis=1)]  # may go to a
+        if there.size:
+            swap = move.copy()
+            swap[there[np.argmin(self.dist[there, a])]] = a
+            trials.append(swap)
+        return trials
+
+    def polish(self, assign: np.ndarray, value: float, limit: int) -> tuple[np.ndarray, float]:
+        """HFEL's moves and swaps to each device's nearest edges priced exactly (a full plan each), farthest
+        link first, first improvement kept, at most ``limit`` plans: the surrogate ranks moves by
+        a bound, and one move it misranks can stand between its answer and a better association."""
+        solves = 0
+        improved = True
+        while improved and solves < limit:
+            improved = False
+            rows = np.arange(self.devices.size)
+            for i in np.argsort(-self.dist[rows, assign], kind="stable").tolist():
+                for e in self.candidates[i].tolist():
+                    if e == assign[i] or solves >= limit:
+                        continue
+                    for trial in self._move_and_swap(assign, i, e):
+                        if solves >= limit:
+                            break
+                        solves += 1
+                        trial_value, _ = self.exact(trial)
+                        if trial_value < value * (1 - MOVE_RTOL):
+                            assign, value, improved = trial, trial_value, True
+                            break
+                    if improved:
+                        break
+                if improved:
+                    break
+        return assign, value
 
     def score(self, energy_j: float, delay_s: float, price: float) -> float:
         """The objective plus ``price`` times the other measure (:meth:`price`)."""
@@ -176,16 +241,7 @@ class _Search:
                 for e in self.candidates[i].tolist():
                     if e == a or self.evaluations >= limit:
                         continue
-                    move = assign.copy()
-                    move[i] = e
-                    trials = [move]
-                    there = np.flatnonzero(assign == e)
-                    there = there[(self.candidates[there] == a).any(axis=1)]  # may go to a
-                    if there.size:
-                        swap = move.copy()
-                        swap[there[np.argmin(self.dist[there, a])]] = a
-                        trials.append(swap)
-                    for trial in trials:
+                    for trial in self._move_and_swap(assign, i, e):
                         self.evaluations += 1
                         score = self.score(*sur.cost(trial, (a, e)), price)
                         if score < current * (1 - MOVE_RTOL):
@@ -201,10 +257,16 @@ class _Search:
 
 
 def associate(
-    system: SystemModel, profile: RoundProfile, budgets: Budgets, *, max_evaluations: int
+    system: SystemModel,
+    profile: RoundProfile,
+    budgets: Budgets,
+    *,
+    max_evaluations: int,
+    polish_solves: int = POLISH_SOLVES,
 ) -> Association:
     """The association HFEL's search keeps (module docstring), at most ``max_evaluations`` surrogate
-    evaluations; ConfigError without per-pair edge distances."""
+    evaluations and ``polish_solves`` exact plans in each start's closing polish; ConfigError without
+    per-pair edge distances."""
     if system.channel.spec.edge_distances != "per_pair":
         raise ConfigError(
             "plan.associate needs channel.edge_distances: per_pair (each device's own distance to every edge "
@@ -232,13 +294,17 @@ def associate(
         for _ in range(EXACT_ROUNDS):
             if search.evaluations >= limit:
                 break
-            found = search.local(search.surrogate(current, plan), current, limit, search.price(plan))
-            if np.array_equal(found, current):
+            proposals = [search.local(search.surrogate(current, plan), current, limit, search.price(current))]
+            if budgets.objective == "delay":  # the full-speed round: what a loose energy budget plans
+                proposals.append(search.local(search.surrogate(current, None), current, limit, 0.0))
+            tried = [(*search.exact(p), p) for p in _distinct(proposals, current)]
+            if not tried:
                 break
-            found_value, found_plan = search.exact(found)
+            found_value, found_plan, found = min(tried, key=lambda x: x[0])
             if not found_value < value * (1 - MOVE_RTOL):
                 break
             current, value, plan = found, found_value, found_plan
+        current, value = search.polish(current, value, polish_solves)
         answers.append((value, k, current))
     value, _, current = min(answers, key=lambda a: (a[0], a[1]))
     moves = search.moves(current)
@@ -260,19 +326,34 @@ def associate(
     )
 
 
+def _distinct(proposals: list[np.ndarray], current: np.ndarray) -> list[np.ndarray]:
+    """The proposals that differ from ``current`` and from each other, in order."""
+    out: list[np.ndarray] = []
+    for p in proposals:
+        if not np.array_equal(p, current) and not any(np.array_equal(p, q) for q in out):
+            out.append(p)
+    return out
+
+
 Recorder = Callable[[dict[int, int]], tuple[SystemModel, RoundProfile]]
 """Records the round again with the given devices re-parented (node id -> edge id): its system and profile."""
 
 
 def associated_plan(
-    system: SystemModel, profile: RoundProfile, budgets: Budgets, *, record: Recorder, max_evaluations: int
+    system: SystemModel,
+    profile: RoundProfile,
+    budgets: Budgets,
+    *,
+    record: Recorder,
+    max_evaluations: int,
+    polish_solves: int = POLISH_SOLVES,
 ) -> TreePlan:
     """The plan with the association :func:`associate` keeps, and the association baselines as schemes
     (plan.py, ``ASSOCIATION_SCHEMES``): ``nearest_edge`` and ``allocation_only`` (the config's tree), each
     planned in full on a round ``record``-ed on its own tree, and ``association_only`` (the kept tree at full
     speed and equal shares). Of the kept, the nearest-edge and the config's tree, the one whose recorded round
     plans best is the plan, so the plan is never worse than either baseline on its objective, exactly."""
-    found = associate(system, profile, budgets, max_evaluations=max_evaluations)
+    found = associate(system, profile, budgets, max_evaluations=max_evaluations, polish_solves=polish_solves)
     cache: dict[frozenset[tuple[int, int]], TreePlan | None] = {}
 
     def planned(moves: dict[int, int]) -> TreePlan | None:

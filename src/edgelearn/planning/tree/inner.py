@@ -50,6 +50,9 @@ class Allocation:
     point: OperatingPoint
     status: str
     solve_s: float
+    budget_price: float | None = None
+    """The binding budget's shadow price in objective units: seconds of delay one more joule buys (objective
+    ``delay``), joules one more second saves (``energy``); None for ``weighted`` or without a solution."""
 
 
 @dataclass(frozen=True)
@@ -202,10 +205,12 @@ def solve(
     if g.before.size:
         cons.append(finish[g.after] >= finish[g.before] + duration[g.after])
     limit = 1.0 - BUDGET_MARGIN
+    budget: dict[str, cp.Constraint] = {}
     if energy_j is not None:
-        cons.append(energy <= energy_j / e0 * limit)
+        budget["energy"] = energy <= energy_j / e0 * limit
     if delay_s is not None:
-        cons.append(delay <= delay_s / t0 * limit)
+        budget["delay"] = delay <= delay_s / t0 * limit
+    cons += list(budget.values())
     goal = {"delay": delay, "energy": energy, "weighted": energy + weight_j_per_s * t0 / e0 * delay}
     program = cp.Problem(cp.Minimize(goal[objective]), cons)
     status = solve_program(program, solver or pick_solver())
@@ -213,7 +218,12 @@ def solve(
         return Allocation(OperatingPoint.full_speed(system.topology.num_nodes), status, _since(started))
     t_s = None if t is None else np.asarray(t.value, dtype=np.float64) * terms.cpu_x
     taus = None if tau is None else np.asarray(tau.value, dtype=np.float64) * terms.link_tau_min
-    return Allocation(operating_point(terms, system, t_s, taus), status, _since(started))
+    # the dual of the other measure's budget, back in seconds per joule (delay) or joules per second (energy)
+    other = {"delay": ("energy", t0 / e0), "energy": ("delay", e0 / t0)}.get(objective)
+    shadow = None
+    if other is not None and other[0] in budget and budget[other[0]].dual_value is not None:
+        shadow = float(np.asarray(budget[other[0]].dual_value)) * other[1]
+    return Allocation(operating_point(terms, system, t_s, taus), status, _since(started), shadow)
 
 
 def _since(started: float) -> float:
