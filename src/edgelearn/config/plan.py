@@ -49,6 +49,14 @@ class PlanConfig(Section):
         description="also choose each device's edge server (HFEL moves from the nearest edge; needs "
         "channel.edge_distances: per_pair); devices move before the run starts",
     )
+    associate_round: PositiveInt | None = Field(
+        None,
+        description="execute the association mid-run instead: the run starts on the config's tree at the "
+        "plan for that tree and at the start of this round every moved device migrates to its planned edge "
+        "(FedAgg's migration, Wu et al., INFOCOM 2024, Theorem 1; the round also pays the migration), then "
+        "runs at the plan for the new tree; needs associate and an algorithm that re-parents mid-run "
+        "(None = before the run starts)",
+    )
     association_evaluations: PositiveInt = Field(
         200, description="most candidate associations the search prices (each one convex solve)"
     )
@@ -86,6 +94,8 @@ class PlanConfig(Section):
             )
         if self.objective == "energy" and not delay:
             raise ValueError("objective `energy` needs `round_delay_s` or `total_delay_s`")
+        if self.associate_round is not None and not self.associate:
+            raise ValueError("`associate_round` needs `associate: true` (the association it executes)")
         if self.choices and self.target_accuracy is None:
             raise ValueError("`choices` needs `target_accuracy` (what the candidates are compared on)")
         if any(not v for v in self.choices.values()):

@@ -91,6 +91,10 @@ class TreePlan:
     """Devices the plan moves to another edge server before the run (node id -> edge id; association.py)."""
     association_record: dict[str, Any] | None = None
     """The association search's record (objectives of the config's tree, the nearest-edge start, the kept)."""
+    association_round: int | None = None
+    """The round at whose start the devices move (``plan.associate_round``; None: before the run starts)."""
+    before: TreePlan | None = None
+    """With :attr:`association_round`: the plan of the config's tree, executed before that round."""
 
     def executing(self, scheme: str, settings: dict[str, Any]) -> TreePlan:
         """This plan with ``scheme``'s operating point to execute (a baseline's, for experiments on the same
@@ -129,6 +133,11 @@ class TreePlan:
             **(
                 {"association": {"moves": dict(self.association), **self.association_record}}
                 if self.association_record is not None
+                else {}
+            ),
+            **(
+                {"association_round": self.association_round, "before": self.before.summary()}
+                if self.before is not None
                 else {}
             ),
         }
