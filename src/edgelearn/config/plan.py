@@ -10,8 +10,11 @@ algorithm's settings (e.g. HierFAVG's kappa1 and kappa2): each candidate's pilot
 round by round (a plan changes clocks, powers and bandwidth, never what is learned), the candidate needs the
 first round that reaches the target, and the one with the best total objective within the total budgets
 runs. A candidate whose pilot never reaches the target within ``pilot_rounds`` is infeasible: the planner
-does not extrapolate. (Two-stage learning plans its own
-rounds, batches, clocks and powers under ``algorithm.budget`` and takes no ``plan:`` section.)
+does not extrapolate. With ``associate`` the planner also moves devices to other edge servers: before the
+run, or with ``associate_round`` mid-run through the algorithm's own re-parenting (FedAgg's migration, Wu et
+al., INFOCOM 2024, Theorem 1; runner/midrun.py), the config tree's plan running until then. (Two-stage
+learning plans its own rounds, batches, clocks and powers under ``algorithm.budget`` and takes no ``plan:``
+section.)
 """
 
 from __future__ import annotations
