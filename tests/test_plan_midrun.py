@@ -118,6 +118,11 @@ def test_the_learning_is_fedaggs_with_the_same_configured_migrations(
         configured["by_phase"]["migrate_embed"]["bytes_up"]
         == summary["by_phase"]["migrate_embed"]["bytes_up"]
     )
+    data["algorithm"]["migrations"] = []  # the control: the moves change what is learned from round R on
+    run(build_config(data, source="no migrations"), tmp_path / "unmoved")
+    unmoved = _metrics(tmp_path / "unmoved", energy)
+    assert unmoved[: ROUND - 1] == _metrics(out, energy)[: ROUND - 1]
+    assert [m["loss"] for m in unmoved[ROUND - 1 :]] != [m["loss"] for m in _metrics(out)[ROUND - 1 :]]
 
 
 @pytest.mark.parametrize("after", [ROUND - 1, ROUND])
