@@ -46,6 +46,16 @@ def test_keep_prunes_and_corruption_falls_back(tmp_path: Path, caplog: pytest.Lo
     assert "falling back" in caplog.text
 
 
+def test_keep_deletes_nothing_until_more_than_keep_are_saved(tmp_path: Path) -> None:
+    """Fewer checkpoints than ``keep`` are all kept (a negative slice once deleted all but the newest)."""
+    for r in (1, 2, 3):
+        save_checkpoint(tmp_path, r, {"round": r}, keep=4)
+        assert [k for k, _ in checkpoints(tmp_path)] == list(range(1, r + 1))
+    for r in (4, 5):
+        save_checkpoint(tmp_path, r, {"round": r}, keep=4)
+    assert [k for k, _ in checkpoints(tmp_path)] == [2, 3, 4, 5]
+
+
 def test_tampered_checkpoint_cannot_run_code(tmp_path: Path) -> None:
     import hashlib
     import pickle

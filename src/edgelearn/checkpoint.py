@@ -85,7 +85,7 @@ def save_checkpoint(folder: Path, round_: int, payload: Mapping[str, Any], *, ke
 def remove_checkpoints(folder: Path, *, keep: int = 0) -> None:
     """Delete the checkpoints in ``folder`` (each with its checksum file) but the newest ``keep``."""
     saved = checkpoints(folder)
-    for _, old in saved[: len(saved) - keep]:
+    for _, old in saved[: max(0, len(saved) - keep)]:  # fewer than `keep` saved: none deleted
         old.unlink(missing_ok=True)
         old.with_suffix(".pt.sha256").unlink(missing_ok=True)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -131,6 +131,12 @@ class Algorithm(ABC):
     name: ClassVar[str]
     # Attributes holding everything a checkpoint must restore (model states and the like).
     checkpoint_attrs: ClassVar[tuple[str, ...]] = ()
+    reparents_mid_run: ClassVar[bool] = False
+    """Whether a node may move to another parent between rounds of a run (:meth:`schedule_reparenting`):
+    FedAgg's migration (Wu et al., INFOCOM 2024, Theorem 1) keeps its learning valid on the new tree, so a
+    planned edge association can be executed mid-run (``plan.associate_round``). Averaging algorithms
+    (FedAvg, HierFAVG) fix their tree at the start. A plugin opts in by setting this and overriding
+    :meth:`schedule_reparenting`."""
 
     @classmethod
     def prepare_data(
@@ -197,6 +203,15 @@ class Algorithm(ABC):
     @abstractmethod
     def run_round(self, round_: int) -> dict[str, Any]:
         """One round (1-based); returns per-round statistics such as the mean training loss."""
+
+    def schedule_reparenting(
+        self, round_: int, moves: Mapping[int, int], then: Callable[[], None] | None = None
+    ) -> None:
+        """Move each node in ``moves`` under its new parent (node id -> parent id) at the start of round
+        ``round_``, charged to that round as the algorithm's own re-parenting is, then call ``then`` (before
+        the round's work; the runner sets the operating point planned for the new tree there). Only for
+        algorithms with :attr:`reparents_mid_run`; call it before the run's first round."""
+        raise NotImplementedError(f"{type(self).__name__} cannot re-parent nodes mid-run")
 
     @abstractmethod
     def delivered_state(self) -> StateDict:

@@ -10,8 +10,11 @@ algorithm's settings (e.g. HierFAVG's kappa1 and kappa2): each candidate's pilot
 round by round (a plan changes clocks, powers and bandwidth, never what is learned), the candidate needs the
 first round that reaches the target, and the one with the best total objective within the total budgets
 runs. A candidate whose pilot never reaches the target within ``pilot_rounds`` is infeasible: the planner
-does not extrapolate. (Two-stage learning plans its own
-rounds, batches, clocks and powers under ``algorithm.budget`` and takes no ``plan:`` section.)
+does not extrapolate. With ``associate`` the planner also moves devices to other edge servers: before the
+run, or with ``associate_round`` mid-run through the algorithm's own re-parenting (FedAgg's migration, Wu et
+al., INFOCOM 2024, Theorem 1; runner/midrun.py), the config tree's plan running until then. (Two-stage
+learning plans its own rounds, batches, clocks and powers under ``algorithm.budget`` and takes no ``plan:``
+section.)
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from edgelearn.config.base import NonNegInt, PositiveFloat, PositiveInt, Section
+
+ASSOCIATION_BASELINES = ("nearest_edge", "allocation_only", "association_only")
+"""``scheme`` values that are association baselines (planning/tree/association.py)."""
 
 
 class PlanConfig(Section):
@@ -52,6 +58,14 @@ class PlanConfig(Section):
         False,
         description="also choose each device's edge server (HFEL moves from the nearest edge; needs "
         "channel.edge_distances: per_pair); devices move before the run starts",
+    )
+    associate_round: PositiveInt | None = Field(
+        None,
+        description="execute the association mid-run instead: the run starts on the config's tree at the "
+        "plan for that tree and at the start of this round every moved device migrates to its planned edge "
+        "(FedAgg's migration, Wu et al., INFOCOM 2024, Theorem 1; the round also pays the migration), then "
+        "runs at the plan for the new tree; needs associate and an algorithm that re-parents mid-run "
+        "(None = before the run starts)",
     )
     association_evaluations: PositiveInt = Field(
         100_000,
@@ -97,8 +111,14 @@ class PlanConfig(Section):
             )
         if self.objective == "energy" and not delay:
             raise ValueError("objective `energy` needs `round_delay_s` or `total_delay_s`")
-        if self.scheme in ("nearest_edge", "allocation_only", "association_only") and not self.associate:
+        if self.scheme in ASSOCIATION_BASELINES and not self.associate:
             raise ValueError(f"scheme `{self.scheme}` is an association baseline: it needs `associate: true`")
+        if self.associate_round is not None and not self.associate:
+            raise ValueError("`associate_round` needs `associate: true` (the association it executes)")
+        if self.associate_round is not None and self.scheme in ASSOCIATION_BASELINES:
+            raise ValueError(
+                f"scheme `{self.scheme}` runs its own association from the start: drop `associate_round`"
+            )
         if self.choices and self.target_accuracy is None:
             raise ValueError("`choices` needs `target_accuracy` (what the candidates are compared on)")
         if any(not v for v in self.choices.values()):

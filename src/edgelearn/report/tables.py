@@ -275,5 +275,11 @@ def tree_plans_table(report: dict[str, Any]) -> Table:
             for k, v in entry.items()
         ]
         lines.append(f"{tier}: " + "; ".join(parts))
+    if "before" in report:  # plan.associate_round: the rows are the new tree's plan, from that round on
+        before = report["before"]
+        lines.append(
+            f"from round {report['association_round']}, after {len(report['association']['moves'])} devices "
+            f"migrate; before it the config's tree: {before['energy_j']:.5g} J, {before['delay_s']:.5g} s"
+        )
     table.caption = "\n".join(lines)
     return table

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     pass
 
 from edgelearn.runner.context import build_context, release
+from edgelearn.runner.midrun import attach_plan, resume_plan, start_plan
 from edgelearn.runner.planned import choose_rounds, plan_summary, tree_plan
 
 log = logging.getLogger(__name__)
@@ -315,11 +316,11 @@ def _run(
     ckpt_dir = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
     plan = tree_plan(cfg) if cfg.plan is not None else None
-    if plan is not None:
-        for device, edge in plan.association.items():  # the planned edge association, before anything runs
-            ctx.system.reparent(device, edge)
-        ctx.system.set_operating_point(plan.point)  # INIT and every round run at the planned point
+    if plan is not None:  # the planned association (before the run, or mid-run) and operating point(s)
+        start_plan(plan, ctx.system)
     algo = make_algorithm(ctx)
+    if plan is not None:
+        attach_plan(plan, algo, ctx.system)
     algo.init()
     rounds = algo.rounds
     first, last, best, wall_before = 1, {}, 0.0, 0.0
@@ -329,6 +330,8 @@ def _run(
         ctx.system.load_state_dict(payload["system"])
         first, last, best, wall_before = done + 1, payload["last"], payload["best"], payload["wall_s"]
         _truncate_metrics(metrics_path, done)
+        if plan is not None:  # the restored tree resets the bandwidth shares: the plan's point again
+            resume_plan(plan, ctx.system, first)
 
     def wall() -> float:
         return wall_before + time.perf_counter() - started

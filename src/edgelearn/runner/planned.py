@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,6 +13,7 @@ from edgelearn.algorithms.registry import make_algorithm
 from edgelearn.errors import ConfigError
 from edgelearn.run_config import RunConfig, build_config
 from edgelearn.runner.context import build_context, release
+from edgelearn.runner.midrun import check_associate_round, phases_summary
 from edgelearn.system import SystemModel
 
 if TYPE_CHECKING:
@@ -22,7 +24,11 @@ if TYPE_CHECKING:
 
 def tree_plan(cfg: RunConfig) -> TreePlan:
     """The ``plan:`` section's plan (planning/tree): round ``plan.profile_round`` of a pilot run of the same
-    config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it."""
+    config and seed (in memory, nothing written) is recorded, and clocks and powers are chosen for it.
+
+    With ``plan.associate`` the plan is made on the association kept (recorded again on it); with
+    ``plan.associate_round`` too, the config tree's plan, executed until the devices migrate, is its
+    :attr:`~edgelearn.planning.tree.plan.TreePlan.before` (runner/midrun.py)."""
     from edgelearn.planning.tree.plan import plan_round  # cvxpy: only runs that plan import it
 
     assert cfg.plan is not None
@@ -31,9 +37,11 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             "`plan` does not apply to two_stage, which plans its own rounds, batches, clocks and powers",
             hint="set the budgets under algorithm.budget and remove the plan section",
         )
+    check_associate_round(cfg)
     p = cfg.plan
     budgets = round_budgets(cfg, int(cfg.algorithm.rounds))
     pilot, profile = _record(cfg, {})
+    before = None
     if p.associate:  # each tree it reports is recorded again (pilot runs): its plan is then exact
         from edgelearn.planning.tree.association import associated_plan
 
@@ -49,19 +57,27 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             max_evaluations=p.association_evaluations,
             polish_solves=p.association_polish,
         )
+        if p.associate_round is not None and plan.association:  # the config's tree runs until they migrate
+            before = plan_round(pilot.system, profile, budgets)
     else:
         plan = plan_round(pilot.system, profile, budgets)
     if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)
         from edgelearn.planning.tree.plan import settings_summary
 
-        return plan.executing(p.scheme, settings_summary(pilot.system, plan.points[p.scheme]))
-    if not plan.feasible:
+        if before is not None:
+            before = before.executing(p.scheme, settings_summary(pilot.system, before.points[p.scheme]))
+        plan = plan.executing(p.scheme, settings_summary(pilot.system, plan.points[p.scheme]))
+    elif not plan.feasible or (before is not None and not before.feasible):
+        failed = plan if before is None or not plan.feasible else before
+        where = " on the config's tree (before plan.associate_round)" if failed is before else ""
         raise ConfigError(
-            f"plan: the solver found no operating point within the budgets (status "
-            f"{plan.schemes['planned']['status']}); round_energy_j={p.round_energy_j}, "
+            f"plan: the solver found no operating point within the budgets{where} (status "
+            f"{failed.schemes['planned']['status']}); round_energy_j={p.round_energy_j}, "
             f"round_delay_s={p.round_delay_s}",
             hint="raise the budgets a little: `edgelearn plan CONFIG` shows every scheme's energy and delay",
         )
+    if before is not None:
+        plan = replace(plan, association_round=p.associate_round, before=before)
     return plan
 
 
@@ -105,6 +121,7 @@ def choose_rounds(cfg: RunConfig) -> tuple[RunConfig, dict[str, Any] | None]:
     p = cfg.plan
     if p is None or not p.chooses_rounds:
         return cfg, None
+    check_associate_round(cfg)  # before the pilots
     from edgelearn.planning.tree.plan import plan_round  # cvxpy: only runs that plan import it
     from edgelearn.planning.tree.profile import RoundProfile
 
@@ -186,8 +203,12 @@ def plan_summary(
 ) -> dict[str, Any]:
     """summary.json's ``plan``: the planner's prediction beside what the ledger measured, in the profiled
     round and averaged over every round (rounds whose work differs from the profile differ too), and the
-    record of :func:`choose_rounds` when it chose the rounds."""
+    record of :func:`choose_rounds` when it chose the rounds. A mid-run association adds ``phases``: each
+    phase's prediction beside the ledger, round by round (runner/midrun.py); ``measured.round`` is then
+    one on the new tree (the plan predicts those), after the association round."""
     r = plan.profile["round"]
+    if plan.before is not None and plan.association_round is not None:
+        r = max(r, plan.association_round + 1)
     measured = [system.ledger.round_totals(k) for k in range(1, rounds + 1)]
     return {
         **plan.summary(),
@@ -201,4 +222,5 @@ def plan_summary(
             "total_delay_s": float(np.sum([m["delay_s"] for m in measured])),
         },
         **({"outer": outer} if outer is not None else {}),
+        **(phases_summary(plan, system, rounds) if plan.before is not None else {}),
     }

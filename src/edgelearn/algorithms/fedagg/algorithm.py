@@ -16,7 +16,7 @@ bridge` (bridge samples) and :mod:`~edgelearn.algorithms.fedagg.pretrain` (the f
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +60,7 @@ class FedAgg(BSBODP, Failover, Algorithm):
     """
 
     name = "fedagg"
+    reparents_mid_run = True  # migrations (Theorem 1): a planned association can be executed mid-run
 
     @classmethod
     def holdout_size(cls, cfg: RunConfig) -> int:
@@ -91,6 +92,10 @@ class FedAgg(BSBODP, Failover, Algorithm):
         """Node -> its home edge, for nodes moved away from a failed edge (module docstring)."""
         self.holders: dict[int, set[int]] = {}
         """Device -> the nodes holding its embeddings (set in :meth:`init`, grown by :meth:`migrate`)."""
+        self.scheduled: list[tuple[int, int, int]] = []
+        """(round, node, new parent) of the moves :meth:`schedule_reparenting` added to the configured."""
+        self._after_moves: dict[int, list[Callable[[], None]]] = defaultdict(list)
+        """Per round: what to call once that round's migrations are done (:meth:`schedule_reparenting`)."""
 
     def init(self) -> None:
         """Models, autoencoder, INIT embeddings up the tree (charged), bridge samples decoded once."""
@@ -167,11 +172,11 @@ class FedAgg(BSBODP, Failover, Algorithm):
         self.wall.clear()
         self.trace.clear()
         self._idle, self._lost, self._moved = frozenset(), frozenset(), 0
-        for m in self.cfg.migrations:
-            if m.round == round_:
-                node = self._node_id(m.node)
-                self.displaced.pop(node, None)  # an explicit move makes the new parent its home
-                self.migrate(node, self._node_id(m.new_parent))
+        for node, new_parent in self._migrations(round_):
+            self.displaced.pop(node, None)  # an explicit move makes the new parent its home
+            self.migrate(node, new_parent)
+        for then in self._after_moves.get(round_, ()):
+            then()
         screen = self._apply_faults(round_) if faults.enabled else None
         losses: dict[int, list[float]] = defaultdict(list)
         if self.cfg.schedule == "sequential":
@@ -203,6 +208,24 @@ class FedAgg(BSBODP, Failover, Algorithm):
             stats["kept_previous_model"] = not losses.get(0)  # the cloud learns from live edges regardless
             stats["reparented"] = self._moved
         return stats
+
+    def _migrations(self, round_: int) -> list[tuple[int, int]]:
+        """(node, new parent) of round ``round_``'s moves: the configured ``migrations``, then scheduled."""
+        configured = [(m.node, m.new_parent) for m in self.cfg.migrations if m.round == round_]
+        scheduled = [(node, parent) for r, node, parent in self.scheduled if r == round_]
+        return [(self._node_id(node), self._node_id(parent)) for node, parent in configured + scheduled]
+
+    def schedule_reparenting(
+        self, round_: int, moves: Mapping[int, int], then: Callable[[], None] | None = None
+    ) -> None:
+        """Migrate each node in ``moves`` to its new parent at the start of round ``round_`` exactly as a
+        configured migration (``algorithm.migrations``) would, after that round's configured ones (Wu et al.,
+        INFOCOM 2024, Theorem 1: the agglomerative learning stays valid on the new tree); then call ``then``,
+        before the round's work. The runner executes a planned edge association this way
+        (``plan.associate_round``)."""
+        self.scheduled.extend((int(round_), int(node), int(parent)) for node, parent in moves.items())
+        if then is not None:
+            self._after_moves[int(round_)].append(then)
 
     def state_dict(self) -> dict[str, Any]:
         """Every node's model state, the tree's current parentage, the displaced nodes with their homes and

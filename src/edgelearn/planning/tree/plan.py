@@ -103,6 +103,10 @@ class TreePlan:
     associations: dict[str, dict[int, int]] = field(default_factory=dict)
     """Schemes that run on another association than :attr:`association` (``nearest_edge``,
     ``allocation_only``): scheme -> its moves; :meth:`executing` re-parents accordingly."""
+    association_round: int | None = None
+    """The round at whose start the devices move (``plan.associate_round``; None: before the run starts)."""
+    before: TreePlan | None = None
+    """With :attr:`association_round`: the plan of the config's tree, executed before that round."""
 
     def executing(self, scheme: str, settings: dict[str, Any]) -> TreePlan:
         """This plan with ``scheme``'s operating point to execute (a baseline's, for experiments on the same
@@ -153,6 +157,11 @@ class TreePlan:
             **(
                 {"association": {"moves": dict(self.association), **self.association_record}}
                 if self.association_record is not None
+                else {}
+            ),
+            **(
+                {"association_round": self.association_round, "before": self.before.summary()}
+                if self.before is not None
                 else {}
             ),
         }
