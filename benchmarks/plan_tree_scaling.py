@@ -87,7 +87,7 @@ def run(devices: tuple[int, ...], seed: int) -> list[dict[str, object]]:
 
 ASSOCIATION_DISTANCE_M = (10.0, 1000.0)
 """Per-pair device-edge distances for --associate: spread wide, so which edge a device joins matters."""
-ASSOCIATION_EVALUATIONS = 100_000
+ASSOCIATION_EVALUATIONS = 20_000
 """Most surrogate evaluations per search (plan.association_evaluations' default)."""
 
 

@@ -68,14 +68,15 @@ class PlanConfig(Section):
         "(None = before the run starts)",
     )
     association_evaluations: PositiveInt = Field(
-        100_000,
+        20_000,
         description="most candidate associations the search prices with its per-edge surrogate (no convex "
         "solve; ~0.2 ms each at 1,000 devices); the few it keeps are re-planned exactly",
     )
-    association_polish: NonNegInt = Field(
-        64,
+    association_polish: NonNegInt | None = Field(
+        None,
         description="most exact plans (each a full convex solve) the search's closing polish of moves and "
-        "swaps may price from each start; 0 skips it",
+        "swaps may price from each start; 0 skips it, null scales it with the tree (64 on small trees, 10 "
+        "at 100 devices, 1 at 1,000)",
     )
     total_energy_j: PositiveFloat | None = Field(
         None, description="energy budget of the whole run (J), split evenly over its rounds"
