@@ -1,0 +1,469 @@
+"""Two standard FL benchmark shapes on Fashion-MNIST, reported the way the field reports them.
+
+* ``flute-lr``: FLUTE's LR-MNIST experiment (microsoft/msrflute, ``experiments/cv_lr_mnist/config.yaml``):
+  multinomial logistic regression (edgelearn's ``mlp`` with ``hidden: []``, one 784x10 linear layer), 1,000
+  clients, 10 sampled per round, 100 rounds of FedAvg, client SGD at lr 0.03 and batch 10, one local pass.
+* ``pfl-cnn``: pfl-research's CIFAR-10 benchmark (apple/pfl-research,
+  ``benchmarks/image_classification/configs/baseline.yaml``): 1,000 clients, a cohort of 50 per round, batch
+  10, one local epoch at lr 0.1, FedAvg, a small CNN of two conv layers and a dense head. pfl runs 1,500
+  rounds of its ``simple_cnn`` (32/64 3x3 convs, a 128-unit dense layer, ~1.2M parameters at 28x28); this
+  runs :data:`PFL_DEFAULT_ROUNDS` rounds of edgelearn's built-in ``cnn_small`` (two 5x5 convs of 10/20
+  channels, a 50-unit dense layer, 21,840 parameters), the closest built-in, so it finishes in minutes here.
+
+Both use the whole Fashion-MNIST training set split IID (``partition.method: iid``): 60,000 / 1,000 = 60
+images per client, like the IID splits FLUTE's LR-MNIST and pfl's ``cifar10_iid`` use (not Dirichlet: the
+shapes being reproduced are IID). Server learning rate 1 and sample-weighted averaging on equal-size clients
+make edgelearn's FedAvg the same update as both frameworks' FedAvg settings. Data are Fashion-MNIST, not
+MNIST or CIFAR-10 (neither can be fetched here), so accuracies are not comparable with the published ones.
+
+Each run goes through the real code path (``build_config`` -> ``build_context`` -> ``make_algorithm`` ->
+``run_round`` / ``evaluate``, via :func:`edgelearn.commands.bench.measure.build_fedavg`), after an untimed
+warm-up. Reported: wall time, seconds per round (median of the steady rounds, i.e. all but the first), client
+SGD steps per second, peak RSS, final test accuracy, and the centralized reference: plain mini-batch SGD of
+one copy of the same model on the same training data at the same batch size and lr, for as many samples as
+the FL run trained (:func:`edgelearn.commands.bench.references._central_steps`). The JSON records the thread
+count, executor, CPU capability, device and the load average before and after each run.
+
+    PYTHONPATH=src nice python benchmarks/protocols.py --json docs/results/protocols.json
+    PYTHONPATH=src python benchmarks/protocols.py --protocol flute-lr --executor vmap --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgelearn.commands.bench.measure import CountingExecutor, build_fedavg, warm_up
+from edgelearn.commands.bench.references import CENTRAL_WARMUP_STEPS, _central_steps
+from edgelearn.commands.bench.rss import peak_rss_mb, reset_peak_rss
+from edgelearn.engine import evaluate_state
+from edgelearn.models import describe
+
+SEED = 0
+"""Run seed: data split, client sampling, initial model, batch orders (and the centralized reference's)."""
+DATASET = "fashion_mnist"
+"""Both shapes run on Fashion-MNIST (MNIST and CIFAR-10 cannot be fetched on this machine)."""
+CLIENTS = 1_000
+"""Clients in both shapes: the training set split IID over 1,000 clients (60 Fashion-MNIST images each)."""
+PFL_DEFAULT_ROUNDS = 200
+"""pfl-cnn rounds by default: pfl runs 1,500; 200 rounds (600,000 samples, 10 epochs of the training set)
+take a few minutes on one CPU thread here."""
+EXECUTORS = ("auto", "vmap", "serial", "ray")
+"""``--executor`` choices; ``ray`` runs Ray workers with the config's default inner executor (serial)."""
+RAY_LABEL = "ray-serial"
+"""The benchmark label :func:`build_fedavg` knows for ``executor: ray`` with ``engine.ray_inner: serial``."""
+QUICK_CLIENTS = 20
+"""``--quick``: clients of the smoke-test run."""
+QUICK_PER_ROUND = 5
+"""``--quick``: clients sampled per round."""
+QUICK_ROUNDS = 2
+"""``--quick``: rounds (one first round and one steady round)."""
+QUICK_MAX_TRAIN = 600
+"""``--quick``: training images kept (``data.max_train``; a smaller data folder keeps all of its own)."""
+BUSY_LOAD_PER_CPU = 0.5
+"""A machine counts as busy when its 1-minute load average before a run is at least this per CPU: other
+processes then hold a CPU for a good share of the time and single-thread timings stretch."""
+BYTES_PER_MB = 2**20
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One benchmark shape: FedAvg settings, model, the published setup it follows and how it differs."""
+
+    name: str
+    model: str
+    model_options: dict[str, Any]
+    per_round: int
+    rounds: int
+    batch_size: int
+    lr: float
+    follows: str
+    differs: str
+    local_epochs: int = 1
+    clients: int = CLIENTS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "flute-lr": Protocol(
+        name="flute-lr",
+        model="mlp",
+        model_options={"hidden": []},
+        per_round=10,
+        rounds=100,
+        batch_size=10,
+        lr=0.03,
+        follows="FLUTE LR-MNIST (msrflute experiments/cv_lr_mnist): logistic regression 784->10, 1,000 "
+        "clients, 10 per round, 100 rounds, FedAvg (server SGD lr 1.0), client SGD lr 0.03, batch 10",
+        differs="Fashion-MNIST instead of MNIST; IID split of the 60,000 training images (60 per client); "
+        "one local epoch",
+    ),
+    "pfl-cnn": Protocol(
+        name="pfl-cnn",
+        model="cnn_small",
+        model_options={},
+        per_round=50,
+        rounds=PFL_DEFAULT_ROUNDS,
+        batch_size=10,
+        lr=0.1,
+        follows="pfl-research CIFAR-10 (benchmarks/image_classification baseline.yaml, cifar10_iid): "
+        "1,000 clients of 50 images, cohort 50, batch 10, one local epoch at lr 0.1, FedAvg (central lr "
+        "1.0), simple_cnn (2 conv + dense), 1,500 rounds",
+        differs=f"Fashion-MNIST 1x28x28 instead of CIFAR-10 3x32x32 (60 images per client, not 50); "
+        f"edgelearn's cnn_small (2 conv 5x5 10/20 ch + dense 50; 21,840 params) instead of simple_cnn "
+        f"(2 conv 3x3 32/64 ch + dense 128, dropout; ~1.2M params); {PFL_DEFAULT_ROUNDS} rounds by default, "
+        "not 1,500",
+    ),
+}
+"""The shapes ``--protocol`` selects by name."""
+
+
+def protocol_config(
+    proto: Protocol, *, rounds: int, device: str, data_dir: str | None, quick: bool
+) -> dict[str, Any]:
+    """The edgelearn run config of ``proto`` (``--quick``: :data:`QUICK_CLIENTS` clients on a subsample)."""
+    data: dict[str, Any] = {"dataset": DATASET}
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    if quick:
+        data["max_train"] = QUICK_MAX_TRAIN
+    return {
+        "name": f"protocol-{proto.name}",
+        "seed": SEED,
+        "device": device,
+        "data": data,
+        "partition": {"method": "iid"},
+        "topology": {"devices": QUICK_CLIENTS if quick else proto.clients},
+        "model": {"name": proto.model, "options": dict(proto.model_options)},
+        "algorithm": {
+            "name": "fedavg",
+            "rounds": rounds,
+            "clients_per_round": QUICK_PER_ROUND if quick else proto.per_round,
+            "local": {"epochs": proto.local_epochs, "batch_size": proto.batch_size, "lr": proto.lr},
+        },
+        "output": {"plots": False, "progress": False},
+    }
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued CUDA work so wall-clock readings cover it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _loadavg() -> list[float] | None:
+    """The 1/5/15-minute load averages, or None where the OS has none."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _busy(load: list[float] | None) -> bool | None:
+    """Whether the 1-minute load reaches :data:`BUSY_LOAD_PER_CPU` per CPU (None without a load average)."""
+    if load is None:
+        return None
+    return load[0] >= BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
+
+
+def _label(executor: str) -> str:
+    """The :func:`build_fedavg` label of an ``--executor`` choice."""
+    return RAY_LABEL if executor == "ray" else executor
+
+
+def measure_central(ctx: Any, samples: int) -> dict[str, Any]:
+    """Plain mini-batch SGD of one model (the run's model, batch size and lr) on the run's whole training
+    set for ``samples`` samples, after :data:`CENTRAL_WARMUP_STEPS` untimed steps; its rate and accuracy."""
+    local = ctx.cfg.algorithm.local
+    batch, lr = int(local.batch_size), float(local.lr)
+    x = torch.as_tensor(ctx.bundle.train.x, device=ctx.device)
+    y = torch.as_tensor(ctx.bundle.train.y, device=ctx.device)
+    gen = torch.Generator().manual_seed(SEED)
+    torch.manual_seed(SEED)
+    model = ctx.model_fn().to(ctx.device)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    warm = ctx.model_fn().to(ctx.device)
+    _central_steps(
+        warm, torch.optim.SGD(warm.parameters(), lr=lr), x, y, batch, CENTRAL_WARMUP_STEPS * batch, gen
+    )
+    _sync(ctx.device)
+    started = time.perf_counter()
+    seen = _central_steps(model, opt, x, y, batch, samples, gen)
+    _sync(ctx.device)
+    seconds = time.perf_counter() - started
+    acc, loss = evaluate_state(model, None, ctx.test_x, ctx.test_y, ctx.cfg.eval.batch_size)
+    return {
+        "samples": seen,
+        "steps": math.ceil(seen / batch),
+        "seconds": seconds,
+        "samples_per_s": seen / seconds,
+        "batch_size": batch,
+        "lr": lr,
+        "final_accuracy": float(acc),
+        "final_loss": float(loss),
+        "note": "one model, plain PyTorch SGD loop over shuffled passes of the same training set, as many "
+        "samples as the FL run trained",
+    }
+
+
+def run_protocol(
+    proto: Protocol,
+    executor: str,
+    *,
+    rounds: int,
+    threads: int,
+    device: str,
+    data_dir: str | None,
+    quick: bool,
+) -> tuple[dict[str, Any], Any]:
+    """One FedAvg run of ``proto`` on ``executor``, timed round by round; its record and run context."""
+    load_before = _loadavg()
+    reset_ok = reset_peak_rss()
+    config = protocol_config(proto, rounds=rounds, device=device, data_dir=data_dir, quick=quick)
+    started = time.perf_counter()
+    ctx, algo, counter = build_fedavg(config, _label(executor), threads)
+    if ctx.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ctx.device)
+    setup_s = time.perf_counter() - started
+    warmup_s = warm_up(ctx, algo, counter.inner)
+    _sync(ctx.device)
+    round_s: list[float] = []
+    round_steps: list[int] = []
+    round_samples: list[int] = []
+    for r in range(1, algo.rounds + 1):
+        steps, samples = counter.steps, counter.samples
+        t = time.perf_counter()
+        algo.run_round(r)
+        _sync(ctx.device)
+        round_s.append(time.perf_counter() - t)
+        round_steps.append(counter.steps - steps)
+        round_samples.append(counter.samples - samples)
+    ev = algo.evaluate()
+    wall_s = time.perf_counter() - started
+    fl_peak = peak_rss_mb()
+    first = 1 if len(round_s) > 1 else 0  # the steady rounds: all but the first (one-time costs)
+    steady_s = sum(round_s[first:])
+    loop_s = sum(round_s)
+    bundle = ctx.bundle
+    info = describe(
+        proto.model, tuple(bundle.train.x.shape[1:]), int(bundle.num_classes), **proto.model_options
+    )
+    record: dict[str, Any] = {
+        "protocol": proto.name,
+        "follows": proto.follows,
+        "differs": proto.differs,
+        "executor": executor,
+        **_executor_facts(counter),
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(ctx.device),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "data": DATASET,
+        "train_samples": len(bundle.train.y),
+        "test_samples": len(ctx.test_y),
+        "partition": "iid",
+        "clients": int(ctx.topology.num_devices),
+        "clients_per_round": int(config["algorithm"]["clients_per_round"]),
+        "rounds": algo.rounds,
+        "batch_size": proto.batch_size,
+        "local_epochs": proto.local_epochs,
+        "lr": proto.lr,
+        "model": proto.model,
+        "model_options": proto.model_options,
+        "model_params": info.params,
+        "seed": SEED,
+        "quick": quick,
+        "wall_s": wall_s,
+        "setup_s": setup_s,
+        "warmup_s": warmup_s,
+        "first_round_s": round_s[0],
+        "s_per_round": statistics.median(round_s[first:]),
+        "steady_note": "s_per_round is the median steady round, the rates are over the steady rounds (all "
+        "but the first, which pays one-time costs); *_all_rounds rates include the first",
+        "loop_s": loop_s,
+        "client_steps": counter.steps,
+        "client_steps_per_s": sum(round_steps[first:]) / steady_s,
+        "client_steps_per_s_all_rounds": counter.steps / loop_s,
+        "client_updates": counter.updates,
+        "samples": counter.samples,
+        "samples_per_s": sum(round_samples[first:]) / steady_s,
+        "samples_per_s_all_rounds": counter.samples / loop_s,
+        "peak_rss_mb": fl_peak,
+        "peak_rss_scope": "this run" if reset_ok else "process lifetime (peak RSS could not be reset)",
+        "cuda_peak_mb": torch.cuda.max_memory_allocated(ctx.device) / BYTES_PER_MB
+        if ctx.device.type == "cuda"
+        else None,
+        "final_accuracy": float(ev["accuracy"]),
+        "final_loss": float(ev["loss"]),
+        "loadavg_before": load_before,
+        "busy": _busy(load_before),
+        "busy_rule": f"1-minute load >= {BUSY_LOAD_PER_CPU} x {os.cpu_count()} CPUs before the run",
+    }
+    release = getattr(counter.inner, "shutdown", None)
+    if callable(release):
+        release()
+    return record, ctx
+
+
+def _executor_facts(counter: CountingExecutor) -> dict[str, Any]:
+    """What the executor was and chose (auto's per-cohort picks)."""
+    facts: dict[str, Any] = {"executor_name": str(counter.inner.name)}
+    choices = getattr(counter.inner, "choices", None)
+    if choices:
+        facts["auto_picks"] = sorted({str(c["executor"]) for c in choices.values()})
+    return facts
+
+
+def run(
+    names: Sequence[str],
+    executors: Sequence[str],
+    *,
+    rounds: int | None,
+    threads: int,
+    device: str,
+    data_dir: str | None,
+    quick: bool,
+) -> dict[str, Any]:
+    """Every protocol on every executor; one centralized reference per protocol (after its first run)."""
+    records = []
+    for name in names:
+        proto = PROTOCOLS[name]
+        n_rounds = rounds if rounds is not None else QUICK_ROUNDS if quick else proto.rounds
+        central: dict[str, Any] | None = None
+        for executor in executors:
+            rec, ctx = run_protocol(
+                proto,
+                executor,
+                rounds=n_rounds,
+                threads=threads,
+                device=device,
+                data_dir=data_dir,
+                quick=quick,
+            )
+            if central is None:
+                central = measure_central(ctx, rec["samples"])
+            rec["central"] = central
+            rec["fl_over_central_samples_per_s"] = rec["samples_per_s"] / central["samples_per_s"]
+            rec["loadavg_after"] = _loadavg()
+            records.append(rec)
+            print(f"{name} on {executor}: done in {rec['wall_s']:.1f} s", file=sys.stderr, flush=True)
+            del ctx
+    return {"environment": environment(device), "records": records}
+
+
+def environment(device: str) -> dict[str, Any]:
+    """Machine facts the numbers depend on."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "requested_device": device,
+        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "loadavg_end": _loadavg(),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The records as a rich table (plain text when not on a terminal)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    env = result["environment"]
+    table = Table(
+        title=f"FL protocol shapes on Fashion-MNIST ({env['cpu_count']} CPUs, "
+        f"capability {env['cpu_capability']})"
+    )
+    columns = (
+        "protocol",
+        "executor",
+        "device",
+        "threads",
+        "clients/round",
+        "rounds",
+        "wall s",
+        "s/round",
+        "client-steps/s",
+        "peak RSS MB",
+        "test acc",
+        "central samples/s",
+        "FL samples/s",
+        "load (1 min)",
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("protocol", "executor", "device") else "right")
+    for r in result["records"]:
+        executor = r["executor"] + (f" ({'/'.join(r['auto_picks'])})" if r.get("auto_picks") else "")
+        load = r["loadavg_before"]
+        table.add_row(
+            r["protocol"],
+            executor,
+            r["device"],
+            str(r["threads"]),
+            f"{r['clients_per_round']}/{r['clients']}",
+            str(r["rounds"]),
+            f"{r['wall_s']:.1f}",
+            f"{r['s_per_round']:.4f}",
+            f"{r['client_steps_per_s']:,.0f}",
+            f"{r['peak_rss_mb']:.0f}",
+            f"{r['final_accuracy']:.4f}",
+            f"{r['central']['samples_per_s']:,.0f}",
+            f"{r['samples_per_s']:,.0f}",
+            "-" if load is None else f"{load[0]:.2f}" + (" busy" if r["busy"] else ""),
+        )
+    Console(width=200).print(table)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line (argparse reports bad flags)."""
+
+    def positive(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        return value
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--protocol", choices=[*PROTOCOLS, "all"], default="all")
+    parser.add_argument("--executor", choices=EXECUTORS, nargs="+", default=["auto"], help="one or more")
+    parser.add_argument("--threads", type=positive, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--rounds", type=positive, default=None, help="rounds of every protocol run")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    parser.add_argument("--data-dir", default=None, help="Fashion-MNIST idx folder (default: the system's)")
+    parser.add_argument("--json", type=Path, default=None, help="write the records here")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run the selected protocols, print the table, write ``--json``; returns the result."""
+    args = parse_args(argv)
+    names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
+    result = run(
+        names,
+        args.executor,
+        rounds=args.rounds,
+        threads=args.threads,
+        device=args.device,
+        data_dir=args.data_dir,
+        quick=args.quick,
+    )
+    print_table(result)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()
