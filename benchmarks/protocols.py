@@ -12,17 +12,21 @@
 
 Both use the whole Fashion-MNIST training set split IID (``partition.method: iid``): 60,000 / 1,000 = 60
 images per client, like the IID splits FLUTE's LR-MNIST and pfl's ``cifar10_iid`` use (not Dirichlet: the
-shapes being reproduced are IID). Server learning rate 1 and sample-weighted averaging on equal-size clients
-make edgelearn's FedAvg the same update as both frameworks' FedAvg settings. Data are Fashion-MNIST, not
-MNIST or CIFAR-10 (neither can be fetched here), so accuracies are not comparable with the published ones.
+shapes being reproduced are IID). edgelearn's FedAvg replaces the global model by the sample-weighted mean
+of the clients' models (a server learning rate of 1); on equal-size clients that is pfl's setting (central lr
+1.0, ``weight_by_samples: false``); FLUTE's aggregation-weighting options were not checked against it. Data
+are Fashion-MNIST, not MNIST or CIFAR-10 (neither can be fetched here), so accuracies are not comparable with
+the published ones.
 
 Each run goes through the real code path (``build_config`` -> ``build_context`` -> ``make_algorithm`` ->
 ``run_round`` / ``evaluate``, via :func:`edgelearn.commands.bench.measure.build_fedavg`), after an untimed
-warm-up. Reported: wall time, seconds per round (median of the steady rounds, i.e. all but the first), client
-SGD steps per second, peak RSS, final test accuracy, and the centralized reference: plain mini-batch SGD of
-one copy of the same model on the same training data at the same batch size and lr, for as many samples as
-the FL run trained (:func:`edgelearn.commands.bench.references._central_steps`). The JSON records the thread
-count, executor, CPU capability, device and the load average before and after each run.
+warm-up, each (protocol, executor) pair in a fresh process so its peak RSS is its own (``--in-process``: all
+in this one). Reported: wall time, seconds per round (median of the steady rounds, i.e. all but the first),
+client SGD steps per second, peak RSS, final test accuracy, and the centralized reference: plain mini-batch
+SGD of one copy of the same model on the same training data at the same batch size and lr, for as many
+samples as the FL run trained (:func:`edgelearn.commands.bench.references._central_steps`). The JSON records
+the thread count, executor, CPU capability, device, the load average before and after each run, and how many
+CPUs other processes kept busy during it (``busy`` when at least :data:`BUSY_OTHER_CPUS`).
 
     PYTHONPATH=src nice python benchmarks/protocols.py --json docs/results/protocols.json
     PYTHONPATH=src python benchmarks/protocols.py --protocol flute-lr --executor vmap --quick
@@ -72,9 +76,10 @@ QUICK_ROUNDS = 2
 """``--quick``: rounds (one first round and one steady round)."""
 QUICK_MAX_TRAIN = 600
 """``--quick``: training images kept (``data.max_train``; a smaller data folder keeps all of its own)."""
-BUSY_LOAD_PER_CPU = 0.5
-"""A machine counts as busy when its 1-minute load average before a run is at least this per CPU: other
-processes then hold a CPU for a good share of the time and single-thread timings stretch."""
+BUSY_OTHER_CPUS = 0.5
+"""A run counts as busy when other processes used at least this many CPUs on average while it ran (machine
+CPU time from /proc/stat minus this process's): half a core taken away stretches single-thread timings on a
+small machine. Ray's workers are other processes, so a Ray run always reads busy."""
 BYTES_PER_MB = 2**20
 
 
@@ -168,11 +173,40 @@ def _loadavg() -> list[float] | None:
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-def _busy(load: list[float] | None) -> bool | None:
-    """Whether the 1-minute load reaches :data:`BUSY_LOAD_PER_CPU` per CPU (None without a load average)."""
-    if load is None:
+def _machine_cpu_s() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = handle.readline().split()
+    except OSError:
         return None
-    return load[0] >= BUSY_LOAD_PER_CPU * (os.cpu_count() or 1)
+    if not fields or fields[0] != "cpu":
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (float(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds this process (all its threads) and its waited-for children have used."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    """How many CPUs other processes kept busy, on average, between construction and :meth:`others`."""
+
+    def __init__(self) -> None:
+        self.machine = _machine_cpu_s()
+        self.own = _own_cpu_s()
+        self.started = time.perf_counter()
+
+    def others(self) -> float | None:
+        """Average CPUs used by other processes since construction (None off Linux)."""
+        machine = _machine_cpu_s()
+        if machine is None or self.machine is None:
+            return None
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        return max(0.0, (machine - self.machine) - (_own_cpu_s() - self.own)) / elapsed
 
 
 def _label(executor: str) -> str:
@@ -227,6 +261,7 @@ def run_protocol(
 ) -> tuple[dict[str, Any], Any]:
     """One FedAvg run of ``proto`` on ``executor``, timed round by round; its record and run context."""
     load_before = _loadavg()
+    watch = CpuWatch()
     reset_ok = reset_peak_rss()
     config = protocol_config(proto, rounds=rounds, device=device, data_dir=data_dir, quick=quick)
     started = time.perf_counter()
@@ -250,6 +285,7 @@ def run_protocol(
     ev = algo.evaluate()
     wall_s = time.perf_counter() - started
     fl_peak = peak_rss_mb()
+    others = watch.others()
     first = 1 if len(round_s) > 1 else 0  # the steady rounds: all but the first (one-time costs)
     steady_s = sum(round_s[first:])
     loop_s = sum(round_s)
@@ -305,8 +341,11 @@ def run_protocol(
         "final_accuracy": float(ev["accuracy"]),
         "final_loss": float(ev["loss"]),
         "loadavg_before": load_before,
-        "busy": _busy(load_before),
-        "busy_rule": f"1-minute load >= {BUSY_LOAD_PER_CPU} x {os.cpu_count()} CPUs before the run",
+        "loadavg_after": _loadavg(),
+        "other_processes_cpus": others,
+        "busy": None if others is None else others >= BUSY_OTHER_CPUS,
+        "busy_rule": f"other processes used >= {BUSY_OTHER_CPUS} CPUs on average during the FL run "
+        f"(of {os.cpu_count()})",
     }
     release = getattr(counter.inner, "shutdown", None)
     if callable(release):
@@ -323,7 +362,13 @@ def _executor_facts(counter: CountingExecutor) -> dict[str, Any]:
     return facts
 
 
-def run(
+def _attach_central(record: dict[str, Any], central: dict[str, Any]) -> None:
+    """Put the protocol's centralized reference in ``record`` with FL's share of its throughput."""
+    record["central"] = central
+    record["fl_over_central_samples_per_s"] = record["samples_per_s"] / central["samples_per_s"]
+
+
+def run_in_process(
     names: Sequence[str],
     executors: Sequence[str],
     *,
@@ -332,13 +377,15 @@ def run(
     device: str,
     data_dir: str | None,
     quick: bool,
-) -> dict[str, Any]:
-    """Every protocol on every executor; one centralized reference per protocol (after its first run)."""
+    central: bool = True,
+) -> list[dict[str, Any]]:
+    """Every protocol on every executor in this process; the centralized reference of each protocol once,
+    after its first run (``central=False``: none; the caller supplies it)."""
     records = []
     for name in names:
         proto = PROTOCOLS[name]
         n_rounds = rounds if rounds is not None else QUICK_ROUNDS if quick else proto.rounds
-        central: dict[str, Any] | None = None
+        reference: dict[str, Any] | None = None
         for executor in executors:
             rec, ctx = run_protocol(
                 proto,
@@ -349,15 +396,47 @@ def run(
                 data_dir=data_dir,
                 quick=quick,
             )
-            if central is None:
-                central = measure_central(ctx, rec["samples"])
-            rec["central"] = central
-            rec["fl_over_central_samples_per_s"] = rec["samples_per_s"] / central["samples_per_s"]
-            rec["loadavg_after"] = _loadavg()
+            if central and reference is None:
+                reference = measure_central(ctx, rec["samples"])
+            if reference is not None:
+                _attach_central(rec, reference)
             records.append(rec)
             print(f"{name} on {executor}: done in {rec['wall_s']:.1f} s", file=sys.stderr, flush=True)
             del ctx
-    return {"environment": environment(device), "records": records}
+    return records
+
+
+def run_isolated(args: argparse.Namespace, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Each (protocol, executor) pair in a fresh process, so its peak RSS is its own and no pair inherits
+    another's heap or warm caches; the first pair of a protocol also measures its centralized reference."""
+    import subprocess
+    import tempfile
+
+    import edgelearn
+
+    src = str(Path(edgelearn.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    common = ["--threads", str(args.threads), "--device", args.device, "--in-process"]
+    common += ["--rounds", str(args.rounds)] if args.rounds is not None else []
+    common += ["--quick"] if args.quick else []
+    common += ["--data-dir", args.data_dir] if args.data_dir is not None else []
+    records: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in names:
+            reference: dict[str, Any] | None = None
+            for executor in args.executor:
+                out = Path(tmp) / f"{name}-{executor}.json"
+                cmd = [sys.executable, __file__, "--protocol", name, "--executor", executor, *common]
+                cmd += ["--json", str(out)] + (["--no-central"] if reference is not None else [])
+                subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+                (rec,) = json.loads(out.read_text(encoding="utf-8"))["records"]
+                if reference is None:
+                    reference = rec["central"]
+                else:
+                    _attach_central(rec, reference)
+                rec["process"] = "fresh process for this pair"
+                records.append(rec)
+    return records
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -398,11 +477,13 @@ def print_table(result: dict[str, Any]) -> None:
         "test acc",
         "central samples/s",
         "FL samples/s",
-        "load (1 min)",
+        "load before",
+        "others' CPUs",
     )
     for col in columns:
         table.add_column(col, justify="left" if col in ("protocol", "executor", "device") else "right")
     for r in result["records"]:
+        central = r.get("central")
         executor = r["executor"] + (f" ({'/'.join(r['auto_picks'])})" if r.get("auto_picks") else "")
         load = r["loadavg_before"]
         table.add_row(
@@ -417,9 +498,10 @@ def print_table(result: dict[str, Any]) -> None:
             f"{r['client_steps_per_s']:,.0f}",
             f"{r['peak_rss_mb']:.0f}",
             f"{r['final_accuracy']:.4f}",
-            f"{r['central']['samples_per_s']:,.0f}",
+            "-" if central is None else f"{central['samples_per_s']:,.0f}",
             f"{r['samples_per_s']:,.0f}",
-            "-" if load is None else f"{load[0]:.2f}" + (" busy" if r["busy"] else ""),
+            "-" if load is None else f"{load[0]:.2f}",
+            "-" if r["other_processes_cpus"] is None else f"{r['other_processes_cpus']:.2f}",
         )
     Console(width=200).print(table)
 
@@ -442,6 +524,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST idx folder (default: the system's)")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run every pair in this process (default: a fresh process per protocol and executor pair)",
+    )
+    parser.add_argument("--no-central", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -449,15 +537,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the selected protocols, print the table, write ``--json``; returns the result."""
     args = parse_args(argv)
     names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
-    result = run(
-        names,
-        args.executor,
-        rounds=args.rounds,
-        threads=args.threads,
-        device=args.device,
-        data_dir=args.data_dir,
-        quick=args.quick,
-    )
+    if args.in_process or len(names) * len(args.executor) == 1:
+        records = run_in_process(
+            names,
+            args.executor,
+            rounds=args.rounds,
+            threads=args.threads,
+            device=args.device,
+            data_dir=args.data_dir,
+            quick=args.quick,
+            central=not args.no_central,
+        )
+    else:
+        records = run_isolated(args, names)
+    result = {"environment": environment(args.device), "records": records}
     print_table(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
     out = tmp_path / "protocols.json"
     data = _fashion_dir(tmp_path / "fashion")
     argv = ["--quick", "--data-dir", str(data), "--executor", "serial", "vmap", "--device", "cpu"]
-    result = bench.main([*argv, "--json", str(out)])
+    result = bench.main([*argv, "--in-process", "--json", str(out)])
     assert json.loads(out.read_text(encoding="utf-8")) == result
     env = result["environment"]
     assert env["cpu_capability"] and env["cpu_count"] >= 1
@@ -79,6 +79,7 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
         assert 0.0 <= r["final_accuracy"] <= 1.0 and math.isfinite(r["final_loss"])
         assert r["threads"] == 1 and r["device"] == "cpu" and r["cpu_capability"] == env["cpu_capability"]
         assert len(r["loadavg_before"]) == 3 and isinstance(r["busy"], bool)
+        assert 0.0 <= r["other_processes_cpus"] <= env["cpu_count"]
         central = r["central"]
         assert central["samples"] == r["samples"] and central["batch_size"] == proto.batch_size
         _finite_positive(central, "samples_per_s", "seconds")
@@ -87,6 +88,18 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
     assert lr["model_params"] == SIDE * SIDE * 10 + 10  # logistic regression: one 784x10 layer
     assert cnn["model"] == "cnn_small" and cnn["model_params"] > lr["model_params"]
     assert records[0]["central"] == records[1]["central"]  # one centralized reference per protocol
+
+
+def test_pairs_run_in_fresh_processes_share_one_central_reference(tmp_path: Path) -> None:
+    bench = _load_script()
+    data = _fashion_dir(tmp_path / "fashion")
+    argv = ["--quick", "--data-dir", str(data), "--protocol", "flute-lr", "--executor", "serial", "vmap"]
+    records = bench.main([*argv, "--device", "cpu"])["records"]
+    assert [r["executor"] for r in records] == ["serial", "vmap"]
+    assert all(r["process"] == "fresh process for this pair" for r in records)
+    assert records[0]["central"] == records[1]["central"] and records[0]["central"]["samples_per_s"] > 0
+    # same seed, same data, same sampled clients: both executors deliver the same model within float noise
+    assert records[0]["final_loss"] == pytest.approx(records[1]["final_loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize("flags", [["--rounds", "0"], ["--threads", "-1"], ["--protocol", "mnist"]])
