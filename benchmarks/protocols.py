@@ -453,57 +453,66 @@ def environment(device: str) -> dict[str, Any]:
     }
 
 
+TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("protocol", "{protocol}"),
+    ("executor", "{executor_label}"),
+    ("device", "{device}"),
+    ("threads", "{threads}"),
+    ("clients/round", "{clients_per_round}/{clients:,}"),
+    ("rounds", "{rounds}"),
+    ("wall s", "{wall_s:.1f}"),
+    ("s/round", "{s_per_round:.4f}"),
+    ("client-steps/s", "{client_steps_per_s:,.0f}"),
+    ("peak RSS MB", "{peak_rss_mb:.0f}"),
+    ("test acc", "{final_accuracy:.4f}"),
+    ("FL samples/s", "{samples_per_s:,.0f}"),
+    ("central samples/s", "{central_rate}"),
+    ("central test acc", "{central_acc}"),
+    ("load 1/5/15 before", "{load}"),
+    ("others' CPUs", "{others}"),
+)
+"""The table columns (printed and Markdown) and how each cell is formatted from a record."""
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """One row of formatted cells per record, in :data:`TABLE_COLUMNS` order."""
+    rows = []
+    for r in result["records"]:
+        central, load, others = r.get("central"), r["loadavg_before"], r["other_processes_cpus"]
+        cells = {
+            **r,
+            "executor_label": r["executor"]
+            + (f" ({'/'.join(r['auto_picks'])})" if r.get("auto_picks") else ""),
+            "central_rate": "-" if central is None else f"{central['samples_per_s']:,.0f}",
+            "central_acc": "-" if central is None else f"{central['final_accuracy']:.4f}",
+            "load": "-" if load is None else "/".join(f"{v:.2f}" for v in load),
+            "others": "-" if others is None else f"{others:.2f}" + (" (busy)" if r["busy"] else ""),
+        }
+        rows.append([fmt.format(**cells) for _, fmt in TABLE_COLUMNS])
+    return rows
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The records as a Markdown table (what docs/protocols.md shows; ``--render FILE`` prints it)."""
+    head = ["| " + " | ".join(name for name, _ in TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    return "\n".join(head + ["| " + " | ".join(row) + " |" for row in table_rows(result)])
+
+
 def print_table(result: dict[str, Any]) -> None:
     """The records as a rich table (plain text when not on a terminal)."""
     from rich.console import Console
     from rich.table import Table
 
     env = result["environment"]
-    table = Table(
-        title=f"FL protocol shapes on Fashion-MNIST ({env['cpu_count']} CPUs, "
-        f"capability {env['cpu_capability']})"
+    title = (
+        f"FL protocol shapes on Fashion-MNIST ({env['cpu_count']} CPUs, capability {env['cpu_capability']})"
     )
-    columns = (
-        "protocol",
-        "executor",
-        "device",
-        "threads",
-        "clients/round",
-        "rounds",
-        "wall s",
-        "s/round",
-        "client-steps/s",
-        "peak RSS MB",
-        "test acc",
-        "central samples/s",
-        "FL samples/s",
-        "load before",
-        "others' CPUs",
-    )
-    for col in columns:
-        table.add_column(col, justify="left" if col in ("protocol", "executor", "device") else "right")
-    for r in result["records"]:
-        central = r.get("central")
-        executor = r["executor"] + (f" ({'/'.join(r['auto_picks'])})" if r.get("auto_picks") else "")
-        load = r["loadavg_before"]
-        table.add_row(
-            r["protocol"],
-            executor,
-            r["device"],
-            str(r["threads"]),
-            f"{r['clients_per_round']}/{r['clients']}",
-            str(r["rounds"]),
-            f"{r['wall_s']:.1f}",
-            f"{r['s_per_round']:.4f}",
-            f"{r['client_steps_per_s']:,.0f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['final_accuracy']:.4f}",
-            "-" if central is None else f"{central['samples_per_s']:,.0f}",
-            f"{r['samples_per_s']:,.0f}",
-            "-" if load is None else f"{load[0]:.2f}",
-            "-" if r["other_processes_cpus"] is None else f"{r['other_processes_cpus']:.2f}",
-        )
-    Console(width=200).print(table)
+    table = Table(title=title)
+    for name, _ in TABLE_COLUMNS:
+        table.add_column(name, justify="left" if name in ("protocol", "executor", "device") else "right")
+    for row in table_rows(result):
+        table.add_row(*row)
+    Console(width=220).print(table)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -530,12 +539,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="run every pair in this process (default: a fresh process per protocol and executor pair)",
     )
     parser.add_argument("--no-central", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--render", type=Path, default=None, help="print this JSON result as a Markdown table and exit"
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Run the selected protocols, print the table, write ``--json``; returns the result."""
     args = parse_args(argv)
+    if args.render is not None:
+        result = json.loads(args.render.read_text(encoding="utf-8"))
+        print(markdown_table(result))
+        return result
     names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
     if args.in_process or len(names) * len(args.executor) == 1:
         records = run_in_process(

@@ -88,6 +88,11 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
     assert lr["model_params"] == SIDE * SIDE * 10 + 10  # logistic regression: one 784x10 layer
     assert cnn["model"] == "cnn_small" and cnn["model_params"] > lr["model_params"]
     assert records[0]["central"] == records[1]["central"]  # one centralized reference per protocol
+    assert bench.main(["--render", str(out)]) == result
+    table = bench.markdown_table(result).splitlines()
+    assert len(table) == 2 + len(records) and table[2].startswith(
+        "| flute-lr | serial | cpu | 1 | 5/20 | 2 |"
+    )
 
 
 def test_pairs_run_in_fresh_processes_share_one_central_reference(tmp_path: Path) -> None:
