@@ -10,9 +10,12 @@
   runs :data:`PFL_DEFAULT_ROUNDS` rounds of edgelearn's built-in ``cnn_small`` (two 5x5 convs of 10/20
   channels, a 50-unit dense layer, 21,840 parameters), the closest built-in, so it finishes in minutes here.
 
-Both use the whole Fashion-MNIST training set split IID (``partition.method: iid``): 60,000 / 1,000 = 60
-images per client, like the IID splits FLUTE's LR-MNIST and pfl's ``cifar10_iid`` use (not Dirichlet: the
-shapes being reproduced are IID). edgelearn's FedAvg replaces the global model by the sample-weighted mean
+Both split the whole Fashion-MNIST training set, 60 images per client, the way their sources split theirs.
+pfl's ``cifar10_iid`` is IID, so ``pfl-cnn`` uses ``partition.method: iid``. FLUTE's LR-MNIST reads FedML's
+MNIST, the FedProx split (Li et al., MLSys 2020): 1,000 users holding only 2 digits each, with power-law
+sizes; ``flute-lr`` therefore uses ``partition.method: shards`` with 2 label-sorted shards of 30 images per
+client (at most 2 digits each; equal sizes, as edgelearn has no power-law partitioner). ``--partition``
+overrides both (e.g. ``iid``). edgelearn's FedAvg replaces the global model by the sample-weighted mean
 of the clients' models (a server learning rate of 1); on equal-size clients that is pfl's setting (central lr
 1.0, ``weight_by_samples: false``); FLUTE's aggregation-weighting options were not checked against it. Data
 are Fashion-MNIST, not MNIST or CIFAR-10 (neither can be fetched here), so accuracies are not comparable with
@@ -43,7 +46,7 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +63,11 @@ SEED = 0
 DATASET = "fashion_mnist"
 """Both shapes run on Fashion-MNIST (MNIST and CIFAR-10 cannot be fetched on this machine)."""
 CLIENTS = 1_000
-"""Clients in both shapes: the training set split IID over 1,000 clients (60 Fashion-MNIST images each)."""
+"""Clients in both shapes: the training set split over 1,000 clients (60 Fashion-MNIST images each)."""
+PARTITIONS = ("default", "iid", "shards", "dirichlet")
+"""``--partition`` choices; ``default`` is each protocol's own (:attr:`Protocol.partition`)."""
+SHARDS_PER_CLIENT = 2
+"""``shards`` partition: label-sorted shards per client, so each holds at most 2 digits (FedProx's MNIST)."""
 PFL_DEFAULT_ROUNDS = 200
 """pfl-cnn rounds by default: pfl runs 1,500; 200 rounds (600,000 samples, 10 epochs of the training set)
 take a few minutes on one CPU thread here."""
@@ -96,9 +103,9 @@ class Protocol:
     lr: float
     follows: str
     differs: str
+    partition: str
     local_epochs: int = 1
     clients: int = CLIENTS
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -110,10 +117,12 @@ PROTOCOLS: dict[str, Protocol] = {
         rounds=100,
         batch_size=10,
         lr=0.03,
-        follows="FLUTE LR-MNIST (msrflute experiments/cv_lr_mnist): logistic regression 784->10, 1,000 "
-        "clients, 10 per round, 100 rounds, FedAvg (server SGD lr 1.0), client SGD lr 0.03, batch 10",
-        differs="Fashion-MNIST instead of MNIST; IID split of the 60,000 training images (60 per client); "
-        "one local epoch",
+        follows="FLUTE LR-MNIST (msrflute experiments/cv_lr_mnist): logistic regression 784->10 on FedML's "
+        "MNIST (1,000 users of 2 digits each, power-law sizes), 10 clients per round, 100 rounds, FedAvg "
+        "(server SGD lr 1.0), client SGD lr 0.03, batch 10",
+        differs="Fashion-MNIST instead of MNIST; the 60,000 training images in 2 label-sorted shards of 30 "
+        "per client (at most 2 classes each, equal sizes instead of power-law); one local epoch",
+        partition="shards",
     ),
     "pfl-cnn": Protocol(
         name="pfl-cnn",
@@ -130,15 +139,23 @@ PROTOCOLS: dict[str, Protocol] = {
         f"edgelearn's cnn_small (2 conv 5x5 10/20 ch + dense 50; 21,840 params) instead of simple_cnn "
         f"(2 conv 3x3 32/64 ch + dense 128, dropout; ~1.2M params); {PFL_DEFAULT_ROUNDS} rounds by default, "
         "not 1,500",
+        partition="iid",
     ),
 }
 """The shapes ``--protocol`` selects by name."""
 
 
 def protocol_config(
-    proto: Protocol, *, rounds: int, device: str, data_dir: str | None, quick: bool
+    proto: Protocol,
+    *,
+    rounds: int,
+    device: str,
+    data_dir: str | None,
+    quick: bool,
+    partition: str = "default",
 ) -> dict[str, Any]:
-    """The edgelearn run config of ``proto`` (``--quick``: :data:`QUICK_CLIENTS` clients on a subsample)."""
+    """The edgelearn run config of ``proto`` (``--quick``: :data:`QUICK_CLIENTS` clients on a subsample;
+    ``partition``: a method overriding the protocol's own)."""
     data: dict[str, Any] = {"dataset": DATASET}
     if data_dir is not None:
         data["data_dir"] = data_dir
@@ -149,7 +166,10 @@ def protocol_config(
         "seed": SEED,
         "device": device,
         "data": data,
-        "partition": {"method": "iid"},
+        "partition": {
+            "method": proto.partition if partition == "default" else partition,
+            "shards_per_device": SHARDS_PER_CLIENT,
+        },
         "topology": {"devices": QUICK_CLIENTS if quick else proto.clients},
         "model": {"name": proto.model, "options": dict(proto.model_options)},
         "algorithm": {
@@ -250,20 +270,13 @@ def measure_central(ctx: Any, samples: int) -> dict[str, Any]:
 
 
 def run_protocol(
-    proto: Protocol,
-    executor: str,
-    *,
-    rounds: int,
-    threads: int,
-    device: str,
-    data_dir: str | None,
-    quick: bool,
+    proto: Protocol, config: dict[str, Any], executor: str, threads: int, quick: bool
 ) -> tuple[dict[str, Any], Any]:
-    """One FedAvg run of ``proto`` on ``executor``, timed round by round; its record and run context."""
+    """One FedAvg run of ``proto`` (its run ``config``) on ``executor``, timed round by round; its record
+    and run context."""
     load_before = _loadavg()
     watch = CpuWatch()
     reset_ok = reset_peak_rss()
-    config = protocol_config(proto, rounds=rounds, device=device, data_dir=data_dir, quick=quick)
     started = time.perf_counter()
     ctx, algo, counter = build_fedavg(config, _label(executor), threads)
     if ctx.device.type == "cuda":
@@ -306,7 +319,7 @@ def run_protocol(
         "data": DATASET,
         "train_samples": len(bundle.train.y),
         "test_samples": len(ctx.test_y),
-        "partition": "iid",
+        "partition": config["partition"]["method"],
         "clients": int(ctx.topology.num_devices),
         "clients_per_round": int(config["algorithm"]["clients_per_round"]),
         "rounds": algo.rounds,
@@ -368,35 +381,25 @@ def _attach_central(record: dict[str, Any], central: dict[str, Any]) -> None:
     record["fl_over_central_samples_per_s"] = record["samples_per_s"] / central["samples_per_s"]
 
 
-def run_in_process(
-    names: Sequence[str],
-    executors: Sequence[str],
-    *,
-    rounds: int | None,
-    threads: int,
-    device: str,
-    data_dir: str | None,
-    quick: bool,
-    central: bool = True,
-) -> list[dict[str, Any]]:
-    """Every protocol on every executor in this process; the centralized reference of each protocol once,
-    after its first run (``central=False``: none; the caller supplies it)."""
+def run_in_process(args: argparse.Namespace, names: Sequence[str]) -> list[dict[str, Any]]:
+    """Every protocol on every executor of ``args`` in this process; the centralized reference of each
+    protocol once, after its first run (``--no-central``: none; the parent process supplies it)."""
     records = []
     for name in names:
         proto = PROTOCOLS[name]
-        n_rounds = rounds if rounds is not None else QUICK_ROUNDS if quick else proto.rounds
+        rounds = args.rounds if args.rounds is not None else QUICK_ROUNDS if args.quick else proto.rounds
+        config = protocol_config(
+            proto,
+            rounds=rounds,
+            device=args.device,
+            data_dir=args.data_dir,
+            quick=args.quick,
+            partition=args.partition,
+        )
         reference: dict[str, Any] | None = None
-        for executor in executors:
-            rec, ctx = run_protocol(
-                proto,
-                executor,
-                rounds=n_rounds,
-                threads=threads,
-                device=device,
-                data_dir=data_dir,
-                quick=quick,
-            )
-            if central and reference is None:
+        for executor in args.executor:
+            rec, ctx = run_protocol(proto, config, executor, args.threads, args.quick)
+            if not args.no_central and reference is None:
                 reference = measure_central(ctx, rec["samples"])
             if reference is not None:
                 _attach_central(rec, reference)
@@ -416,7 +419,8 @@ def run_isolated(args: argparse.Namespace, names: Sequence[str]) -> list[dict[st
 
     src = str(Path(edgelearn.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
-    common = ["--threads", str(args.threads), "--device", args.device, "--in-process"]
+    common = ["--threads", str(args.threads), "--device", args.device, "--partition", args.partition]
+    common += ["--in-process"]
     common += ["--rounds", str(args.rounds)] if args.rounds is not None else []
     common += ["--quick"] if args.quick else []
     common += ["--data-dir", args.data_dir] if args.data_dir is not None else []
@@ -456,6 +460,7 @@ def environment(device: str) -> dict[str, Any]:
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("protocol", "{protocol}"),
     ("executor", "{executor_label}"),
+    ("partition", "{partition}"),
     ("device", "{device}"),
     ("threads", "{threads}"),
     ("clients/round", "{clients_per_round}/{clients:,}"),
@@ -531,6 +536,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--rounds", type=positive, default=None, help="rounds of every protocol run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes for a smoke test")
+    parser.add_argument(
+        "--partition", choices=PARTITIONS, default="default", help="default: each protocol's own split"
+    )
     parser.add_argument("--data-dir", default=None, help="Fashion-MNIST idx folder (default: the system's)")
     parser.add_argument("--json", type=Path, default=None, help="write the records here")
     parser.add_argument(
@@ -554,16 +562,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return result
     names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
     if args.in_process or len(names) * len(args.executor) == 1:
-        records = run_in_process(
-            names,
-            args.executor,
-            rounds=args.rounds,
-            threads=args.threads,
-            device=args.device,
-            data_dir=args.data_dir,
-            quick=args.quick,
-            central=not args.no_central,
-        )
+        records = run_in_process(args, names)
     else:
         records = run_isolated(args, names)
     result = {"environment": environment(args.device), "records": records}

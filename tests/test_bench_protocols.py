@@ -72,7 +72,9 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
     for r in records:
         proto = bench.PROTOCOLS[r["protocol"]]
         assert (r["clients"], r["clients_per_round"], r["rounds"]) == (clients, per_round, rounds)
-        assert r["train_samples"] == TRAIN and r["partition"] == "iid" and r["data"] == "fashion_mnist"
+        assert (
+            r["train_samples"] == TRAIN and r["partition"] == proto.partition and r["data"] == "fashion_mnist"
+        )
         assert r["samples"] == rounds * per_round * per_client
         assert r["client_steps"] == rounds * per_round * math.ceil(per_client / proto.batch_size)
         _finite_positive(r, "wall_s", "s_per_round", "client_steps_per_s", "samples_per_s", "peak_rss_mb")
@@ -91,7 +93,7 @@ def test_quick_protocols_write_sensible_json(tmp_path: Path) -> None:
     assert bench.main(["--render", str(out)]) == result
     table = bench.markdown_table(result).splitlines()
     assert len(table) == 2 + len(records) and table[2].startswith(
-        "| flute-lr | serial | cpu | 1 | 5/20 | 2 |"
+        "| flute-lr | serial | shards | cpu | 1 | 5/20 | 2 |"
     )
 
 
@@ -99,15 +101,18 @@ def test_pairs_run_in_fresh_processes_share_one_central_reference(tmp_path: Path
     bench = _load_script()
     data = _fashion_dir(tmp_path / "fashion")
     argv = ["--quick", "--data-dir", str(data), "--protocol", "flute-lr", "--executor", "serial", "vmap"]
-    records = bench.main([*argv, "--device", "cpu"])["records"]
+    records = bench.main([*argv, "--device", "cpu", "--partition", "iid"])["records"]
     assert [r["executor"] for r in records] == ["serial", "vmap"]
+    assert all(r["partition"] == "iid" for r in records)  # the override reaches the child processes
     assert all(r["process"] == "fresh process for this pair" for r in records)
     assert records[0]["central"] == records[1]["central"] and records[0]["central"]["samples_per_s"] > 0
     # same seed, same data, same sampled clients: both executors deliver the same model within float noise
     assert records[0]["final_loss"] == pytest.approx(records[1]["final_loss"], rel=1e-4)
 
 
-@pytest.mark.parametrize("flags", [["--rounds", "0"], ["--threads", "-1"], ["--protocol", "mnist"]])
+@pytest.mark.parametrize(
+    "flags", [["--rounds", "0"], ["--threads", "-1"], ["--protocol", "mnist"], ["--partition", "power"]]
+)
 def test_bad_flags_are_rejected(flags: list[str]) -> None:
     with pytest.raises(SystemExit):
         _load_script().parse_args(flags)
