@@ -360,6 +360,8 @@ def run_protocol(
         "busy_rule": f"other processes used >= {BUSY_OTHER_CPUS} CPUs on average during the FL run "
         f"(of {os.cpu_count()})",
     }
+    if executor == "ray":  # its workers are other processes: their memory and CPU are not this one's
+        record["peak_rss_scope"] += "; the driver only (Ray's worker processes are not counted)"
     release = getattr(counter.inner, "shutdown", None)
     if callable(release):
         release()
