@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from edgelearn.commands.bench.measure import CountingExecutor, build_fedavg, warm_up
+from edgelearn.commands.bench.records import MIN_DURATION_S
 from edgelearn.commands.bench.references import CENTRAL_WARMUP_STEPS, _central_steps
 from edgelearn.commands.bench.rss import peak_rss_mb, reset_peak_rss
 from edgelearn.engine import evaluate_state
@@ -225,7 +226,7 @@ class CpuWatch:
         machine = _machine_cpu_s()
         if machine is None or self.machine is None:
             return None
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        elapsed = max(time.perf_counter() - self.started, MIN_DURATION_S)
         return max(0.0, (machine - self.machine) - (_own_cpu_s() - self.own)) / elapsed
 
 
@@ -253,7 +254,7 @@ def measure_central(ctx: Any, samples: int) -> dict[str, Any]:
     started = time.perf_counter()
     seen = _central_steps(model, opt, x, y, batch, samples, gen)
     _sync(ctx.device)
-    seconds = time.perf_counter() - started
+    seconds = max(time.perf_counter() - started, MIN_DURATION_S)
     acc, loss = evaluate_state(model, None, ctx.test_x, ctx.test_y, ctx.cfg.eval.batch_size)
     return {
         "samples": seen,
@@ -300,8 +301,8 @@ def run_protocol(
     fl_peak = peak_rss_mb()
     others = watch.others()
     first = 1 if len(round_s) > 1 else 0  # the steady rounds: all but the first (one-time costs)
-    steady_s = sum(round_s[first:])
-    loop_s = sum(round_s)
+    steady_s = max(sum(round_s[first:]), MIN_DURATION_S)
+    loop_s = max(sum(round_s), MIN_DURATION_S)
     bundle = ctx.bundle
     info = describe(
         proto.model, tuple(bundle.train.x.shape[1:]), int(bundle.num_classes), **proto.model_options
