@@ -1,8 +1,9 @@
 """Two standard FL benchmark shapes on Fashion-MNIST, reported the way the field reports them.
 
 * ``flute-lr``: FLUTE's LR-MNIST experiment (microsoft/msrflute, ``experiments/cv_lr_mnist/config.yaml``):
-  multinomial logistic regression (edgelearn's ``mlp`` with ``hidden: []``, one 784x10 linear layer), 1,000
-  clients, 10 sampled per round, 100 rounds of FedAvg, client SGD at lr 0.03 and batch 10, one local pass.
+  multinomial logistic regression (edgelearn's ``mlp`` with ``hidden: []``, one 784x10 linear layer; FLUTE's
+  FedML model adds a sigmoid before the cross-entropy, ours does not), 1,000 clients, 10 sampled per round,
+  100 rounds of FedAvg, client SGD at lr 0.03 and batch 10, one local pass.
 * ``pfl-cnn``: pfl-research's CIFAR-10 benchmark (apple/pfl-research,
   ``benchmarks/image_classification/configs/baseline.yaml``): 1,000 clients, a cohort of 50 per round, batch
   10, one local epoch at lr 0.1, FedAvg, a small CNN of two conv layers and a dense head. pfl runs 1,500
@@ -122,7 +123,8 @@ PROTOCOLS: dict[str, Protocol] = {
         "MNIST (1,000 users of 2 digits each, power-law sizes), 10 clients per round, 100 rounds, FedAvg "
         "(server SGD lr 1.0), client SGD lr 0.03, batch 10",
         differs="Fashion-MNIST instead of MNIST; the 60,000 training images in 2 label-sorted shards of 30 "
-        "per client (at most 2 classes each, equal sizes instead of power-law); one local epoch",
+        "per client (at most 2 classes each, equal sizes instead of power-law); one local epoch; "
+        "cross-entropy on the logits (FLUTE's FedML model puts a sigmoid before the cross-entropy)",
         partition="shards",
     ),
     "pfl-cnn": Protocol(
