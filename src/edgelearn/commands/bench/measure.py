@@ -34,20 +34,22 @@ WARMUP_STEPS = 2
 
 
 class CountingExecutor:
-    """Forwards ``train`` (counting the samples and device-updates it reports) and ``infer`` (uncounted) to
-    the real executor."""
+    """Forwards ``train`` (counting the samples, SGD steps and device-updates it reports) and ``infer``
+    (uncounted) to the real executor."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.name = inner.name
         self.device = inner.device
         self.samples = 0
+        self.steps = 0
         self.updates = 0
 
     def train(self, cohort: Any, spec: Any) -> Any:
-        """Train through the wrapped executor; add the cohort's trained samples and updated devices."""
+        """Train through the wrapped executor; add the cohort's trained samples, steps and updated devices."""
         result = self.inner.train(cohort, spec)
         self.samples += int(np.sum(result.samples))
+        self.steps += int(np.sum(result.steps))
         self.updates += int(np.count_nonzero(result.steps))
         return result
 
