@@ -58,6 +58,8 @@ from edgelearn.commands.bench.records import MIN_DURATION_S
 from edgelearn.commands.bench.references import CENTRAL_WARMUP_STEPS, _central_steps
 from edgelearn.commands.bench.rss import peak_rss_mb, reset_peak_rss
 from edgelearn.engine import evaluate_state
+from edgelearn.engine.device import resolve_device, timed
+from edgelearn.errors import exit_on_user_error
 from edgelearn.models import describe
 
 SEED = 0
@@ -185,12 +187,6 @@ def protocol_config(
     }
 
 
-def _sync(device: torch.device) -> None:
-    """Wait for queued CUDA work so wall-clock readings cover it (a no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _loadavg() -> list[float] | None:
     """The 1/5/15-minute load averages, or None where the OS has none."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -252,11 +248,11 @@ def measure_central(ctx: Any, samples: int) -> dict[str, Any]:
     _central_steps(
         warm, torch.optim.SGD(warm.parameters(), lr=lr), x, y, batch, CENTRAL_WARMUP_STEPS * batch, gen
     )
-    _sync(ctx.device)
-    started = time.perf_counter()
-    seen = _central_steps(model, opt, x, y, batch, samples, gen)
-    _sync(ctx.device)
-    seconds = max(time.perf_counter() - started, MIN_DURATION_S)
+    trained: list[int] = []
+    seconds = timed(
+        lambda: trained.append(_central_steps(model, opt, x, y, batch, samples, gen)), device=ctx.device
+    )
+    seconds, seen = max(seconds, MIN_DURATION_S), trained[0]
     acc, loss = evaluate_state(model, None, ctx.test_x, ctx.test_y, ctx.cfg.eval.batch_size)
     return {
         "samples": seen,
@@ -286,16 +282,12 @@ def run_protocol(
         torch.cuda.reset_peak_memory_stats(ctx.device)
     setup_s = time.perf_counter() - started
     warmup_s = warm_up(ctx, algo, counter.inner)
-    _sync(ctx.device)
     round_s: list[float] = []
     round_steps: list[int] = []
     round_samples: list[int] = []
     for r in range(1, algo.rounds + 1):
         steps, samples = counter.steps, counter.samples
-        t = time.perf_counter()
-        algo.run_round(r)
-        _sync(ctx.device)
-        round_s.append(time.perf_counter() - t)
+        round_s.append(timed(algo.run_round, r, device=ctx.device))
         round_steps.append(counter.steps - steps)
         round_samples.append(counter.samples - samples)
     ev = algo.evaluate()
@@ -566,6 +558,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(markdown_table(result))
         return result
     names = list(PROTOCOLS) if args.protocol == "all" else [args.protocol]
+    resolve_device(args.device)  # a missing GPU exits 2 here, before any child process starts
     if args.in_process or len(names) * len(args.executor) == 1:
         records = run_in_process(args, names)
     else:
@@ -579,4 +572,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)
