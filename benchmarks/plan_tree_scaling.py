@@ -27,10 +27,12 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edgelearn.planning.tree.plan import Budgets, plan_round
+from edgelearn.planning.tree.profile import RoundProfile
 from edgelearn.planning.tree.synthetic import hierarchical_round
 from edgelearn.seeding import Seeds
 from edgelearn.system import ChannelSpec, SystemModel, Topology
@@ -47,19 +49,25 @@ BUDGET_SHARE = 0.5
 """Energy budget: this share of the full-speed round's energy."""
 
 
+def _tree_round(n: int, seed: int, spec: ChannelSpec) -> tuple[SystemModel, RoundProfile, dict[str, Any]]:
+    """``n`` devices under :data:`EDGES` edge servers, a dry-run HierFAVG round on them and its full-speed
+    cost."""
+    system = SystemModel.build(Topology.hierarchical(EDGES, n // EDGES), None, spec, Seeds(seed))
+    profile = hierarchical_round(
+        system,
+        model_bytes=MODEL_BYTES,
+        device_flops=DEVICE_FLOPS,
+        edge_flops=SERVER_FLOPS,
+        cloud_flops=SERVER_FLOPS,
+    )
+    return system, profile, profile.replay(system, None)
+
+
 def run(devices: tuple[int, ...], seed: int) -> list[dict[str, object]]:
     """Plan one round per tree size; return a row per size."""
     rows = []
     for n in devices:
-        system = SystemModel.build(Topology.hierarchical(EDGES, n // EDGES), None, ChannelSpec(), Seeds(seed))
-        profile = hierarchical_round(
-            system,
-            model_bytes=MODEL_BYTES,
-            device_flops=DEVICE_FLOPS,
-            edge_flops=SERVER_FLOPS,
-            cloud_flops=SERVER_FLOPS,
-        )
-        full = profile.replay(system, None)
+        system, profile, full = _tree_round(n, seed, ChannelSpec())
         started = time.perf_counter()
         plan = plan_round(system, profile, Budgets("delay", energy_j=BUDGET_SHARE * full["energy_j"]))
         wall = time.perf_counter() - started
@@ -98,15 +106,7 @@ def run_association(devices: tuple[int, ...], seed: int) -> list[dict[str, objec
     rows = []
     for n in devices:
         spec = ChannelSpec(distance_m=ASSOCIATION_DISTANCE_M, edge_distances="per_pair")
-        system = SystemModel.build(Topology.hierarchical(EDGES, n // EDGES), None, spec, Seeds(seed))
-        profile = hierarchical_round(
-            system,
-            model_bytes=MODEL_BYTES,
-            device_flops=DEVICE_FLOPS,
-            edge_flops=SERVER_FLOPS,
-            cloud_flops=SERVER_FLOPS,
-        )
-        full = profile.replay(system, None)
+        system, profile, full = _tree_round(n, seed, spec)
         for budgets in (Budgets("delay", energy_j=BUDGET_SHARE * full["energy_j"]), Budgets("weighted")):
             started = time.perf_counter()
             found = associate(system, profile, budgets, max_evaluations=ASSOCIATION_EVALUATIONS)

@@ -165,22 +165,12 @@ class NaiveLoop:
 
     def round(self, clients: Sequence[Any] | None = None) -> int:
         """One round over ``clients`` (default: every device with data); returns the samples trained."""
-        import torch.nn.functional as F
-
         if self.lean:
             return self._lean_round(self.devices if clients is None else clients)
         states, weights, seen = [], [], 0
         for data in self.devices if clients is None else clients:
             model = copy.deepcopy(self.model)
-            opt = torch.optim.SGD(model.parameters(), lr=self.lr)
-            order = torch.randperm(len(data), generator=self.gen).to(data.y.device)
-            for i in range(0, len(data), self.batch):
-                idx = order[i : i + self.batch]
-                loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                seen += len(idx)
+            seen += self._local_epoch(model, data)
             states.append(model.state_dict())
             weights.append(float(len(data)))
         total = sum(weights)
@@ -188,10 +178,24 @@ class NaiveLoop:
         self.model.load_state_dict(averaged)
         return seen
 
-    def _lean_round(self, clients: Sequence[Any]) -> int:
-        """:meth:`round` as ``benchmarks/plain_fedavg.py`` writes it: one worker module, a running sum."""
+    def _local_epoch(self, model: torch.nn.Module, data: Any) -> int:
+        """One shuffled epoch of plain SGD of ``model`` on ``data`` (a fresh optimizer); samples trained."""
         import torch.nn.functional as F
 
+        opt = torch.optim.SGD(model.parameters(), lr=self.lr)
+        order = torch.randperm(len(data), generator=self.gen).to(data.y.device)
+        seen = 0
+        for i in range(0, len(data), self.batch):
+            idx = order[i : i + self.batch]
+            loss = F.cross_entropy(model(data.x[idx]), data.y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(idx)
+        return seen
+
+    def _lean_round(self, clients: Sequence[Any]) -> int:
+        """:meth:`round` as ``benchmarks/plain_fedavg.py`` writes it: one worker module, a running sum."""
         worker = getattr(self, "_worker", None)
         if worker is None:
             worker = self._worker = copy.deepcopy(self.model)
@@ -200,15 +204,7 @@ class NaiveLoop:
         seen, weight = 0, 0.0
         for data in clients:
             worker.load_state_dict(start)
-            opt = torch.optim.SGD(worker.parameters(), lr=self.lr)
-            order = torch.randperm(len(data), generator=self.gen).to(data.y.device)
-            for i in range(0, len(data), self.batch):
-                idx = order[i : i + self.batch]
-                loss = F.cross_entropy(worker(data.x[idx]), data.y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                seen += len(idx)
+            seen += self._local_epoch(worker, data)
             for k, v in worker.state_dict().items():
                 total[k] += v * len(data)
             weight += float(len(data))

@@ -115,6 +115,20 @@ class RoundProfile:
         """Charge the batches again on a fresh ledger and clock sharing ``system``'s tree, hardware and
         channel, at ``point`` (None: full clock and p_max): the energy (J), delay (s) and FLOPs/bytes this
         round would cost. The same code path as execution, so a run at ``point`` records exactly this."""
+        scratch, delay = self.charge(system, point)
+        totals = scratch.ledger.round_totals(self.round)
+        return {
+            "energy_j": float(totals["energy_j"]),
+            "delay_s": float(delay),
+            "compute_j": float(totals["compute_j"]),
+            "transmit_j": float(totals["transmit_j"]),
+            "events": int(totals["events"]),
+        }
+
+    def charge(self, system: SystemModel, point: OperatingPoint | None) -> tuple[SystemModel, float]:
+        """The batches charged at ``point`` on a scratch system (a fresh ledger and clock sharing ``system``'s
+        tree, hardware and a copy of its channel): the scratch system, its ledger holding the round's events,
+        and the round's delay (s)."""
         scratch = SystemModel(
             system.topology,
             system.profiles,
@@ -129,15 +143,7 @@ class RoundProfile:
                 scratch.compute(b.nodes, b.flops, phase=b.phase)
             else:
                 scratch.transmit(b.src, b.dst, b.nbytes, phase=b.phase)
-        delay = scratch.end_round()
-        totals = scratch.ledger.round_totals(self.round)
-        return {
-            "energy_j": float(totals["energy_j"]),
-            "delay_s": float(delay),
-            "compute_j": float(totals["compute_j"]),
-            "transmit_j": float(totals["transmit_j"]),
-            "events": int(totals["events"]),
-        }
+        return scratch, scratch.end_round()
 
     def graph(self) -> Graph:
         """The events and their precedence pairs under the clock's rules (module docstring)."""

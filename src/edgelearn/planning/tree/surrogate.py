@@ -36,7 +36,7 @@ import numpy as np
 from edgelearn.planning.tree.profile import RoundProfile
 from edgelearn.system import OperatingPoint, SystemModel
 from edgelearn.system.costs import BITS_PER_BYTE, db_to_linear, path_loss_db, shannon_rate
-from edgelearn.system.ledger import Ledger, VirtualClock
+from edgelearn.system.ledger import VirtualClock
 
 Hold = Literal["power", "time"]
 """What a device's link keeps when its edge or that edge's device count changes. ``power``: every sender at
@@ -71,7 +71,8 @@ class EdgeSurrogate:
         self.devices, self.edges = np.asarray(devices, np.int64), np.asarray(edges, np.int64)
         self.home = np.searchsorted(self.edges, topo.parent_array[self.devices])  # recorded edge index
         fixed = None if point is None else replace(point, bandwidth_hz=None)
-        events = _replay_events(system, profile, fixed)
+        scratch, _ = profile.charge(system, fixed)
+        events = scratch.ledger.events(profile.round)
         self.num_nodes = topo.num_nodes
         spec = channel.spec
         loss = path_loss_db(np.asarray(distance, np.float64), spec.path_loss_a_db, spec.path_loss_b_db)
@@ -192,23 +193,3 @@ class EdgeSurrogate:
             down = (where[b] >= 0) & (a == home[b])
             clock.transmit(np.where(down, where[b], a), np.where(up, where[a], b), seconds[lo:hi])
         return self.fixed_j + float(np.sum(link_j)), float(clock.ready.max())
-
-
-def _replay_events(system: SystemModel, profile: RoundProfile, point: OperatingPoint | None) -> np.ndarray:
-    """The round's events as a fresh ledger records them at ``point`` (as :meth:`RoundProfile.replay`)."""
-    scratch = SystemModel(
-        system.topology,
-        system.profiles,
-        system.channel.clone(),
-        ledger=Ledger([n.tier for n in system.topology.nodes]),
-        clock=VirtualClock(system.topology.num_nodes),
-    )
-    scratch.set_operating_point(point)
-    scratch.begin_round(profile.round)
-    for b in profile.batches:
-        if b.kind == "compute":
-            scratch.compute(b.nodes, b.flops, phase=b.phase)
-        else:
-            scratch.transmit(b.src, b.dst, b.nbytes, phase=b.phase)
-    scratch.end_round()
-    return scratch.ledger.events(profile.round)
