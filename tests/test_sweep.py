@@ -198,6 +198,8 @@ def test_rounds_to_metric_and_dotted_keys_with_dots(tmp_path: Path) -> None:
     assert run_metric("delay_to:0.9", {}, records) is None
     summary = {"rounds_to_target": {"72.5%": 3, "70%": None}, "a": {"b": {"c": 1}}}
     assert run_metric("rounds_to_target.72.5%", summary, []) == 3.0
+    assert run_metric("plan.feasible", {"plan": {"feasible": True}}, []) == 1.0  # a flag's mean is a share
+    assert run_metric("plan.feasible", {"plan": {"feasible": False}}, []) == 0.0
     assert _dig(summary, "a.b.c") == 1 and _dig(summary, "a.x") is None and _dig(summary, "a.b.c.d") is None
     with pytest.raises(ConfigError, match="rounds_to:0.7"):
         load_suite(write_suite(tmp_path, metrics=["rounds_to:70"]))

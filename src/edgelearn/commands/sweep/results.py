@@ -79,7 +79,7 @@ def rounds_target(name: str) -> float:
 
 def run_metric(name: str, summary: dict[str, Any], records: list[dict[str, Any]]) -> float | None:
     """A derived metric from :data:`RUN_METRICS`, ``rounds_to:TARGET`` from the records, or the number at
-    dotted key ``name`` of the summary."""
+    dotted key ``name`` of the summary (a boolean counts as 1 or 0)."""
     if name in RUN_METRICS:
         return RUN_METRICS[name](summary, records)
     prefix = target_prefix(name)
@@ -90,7 +90,9 @@ def run_metric(name: str, summary: dict[str, Any], records: list[dict[str, Any]]
         value = next(r.get(TO_TARGET[prefix]) for r in records if r.get("round") == reached)
         return float(value) if isinstance(value, (int, float)) else None
     value = _dig(summary, name)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool):  # a flag (e.g. plan.feasible): 1 or 0, so its mean over seeds is a share
+        return float(value)
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def aggregate(rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
