@@ -317,3 +317,23 @@ def test_a_run_can_execute_a_baselines_point_on_the_same_budgets(tmp_path: Path)
     assert plan["measured"]["energy_j"] == pytest.approx(row["energy_j"], rel=MATCH_RTOL)
     assert plan["measured"]["delay_s"] == pytest.approx(row["delay_s"], rel=MATCH_RTOL)
     assert plan["schemes"]["planned"]["objective"] <= row["objective"] * (1 + OBJECTIVE_RTOL)
+
+
+def test_one_pilot_planned_for_many_budgets_equals_each_plan_alone(tmp_path: Path) -> None:
+    """``benchmarks/plan_budgets.py`` records the round once and plans each budget: every row is the plan
+    ``tree_plan`` makes for that budget alone (same pilot, same solver), and a budget below the floor is a
+    row that says so."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plan_budgets", ROOT / "benchmarks" / "plan_budgets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "b.json"
+    result = module.main(
+        [str(HIERFAVG), "--values", "1e-6", "40", *(f"--set={s}" for s in TINY_TREE), "--json", str(out)]
+    )
+    assert json.loads(out.read_text())["rows"][1]["schemes"] == result["rows"][1]["schemes"]
+    assert "error" in result["rows"][0] and "round_energy_j" in result["rows"][0]["error"]
+    alone = tree_plan(load_config(HIERFAVG, [*TINY_TREE, "plan.round_energy_j=40"]))
+    assert result["rows"][1]["schemes"]["planned"] == alone.schemes["planned"]

@@ -40,13 +40,13 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
     check_associate_round(cfg)
     p = cfg.plan
     budgets = round_budgets(cfg, int(cfg.algorithm.rounds))
-    pilot, profile = _record(cfg, {})
+    pilot, profile = record_round(cfg, {})
     before = None
     if p.associate:  # each tree it reports is recorded again (pilot runs): its plan is then exact
         from edgelearn.planning.tree.association import associated_plan
 
         def record(moves: dict[int, int]) -> tuple[SystemModel, RoundProfile]:
-            ctx, again = _record(cfg, moves)
+            ctx, again = record_round(cfg, moves)
             return ctx.system, again
 
         plan = associated_plan(
@@ -81,7 +81,7 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
     return plan
 
 
-def _record(cfg: RunConfig, moves: dict[int, int]) -> tuple[RunContext, RoundProfile]:
+def record_round(cfg: RunConfig, moves: dict[int, int]) -> tuple[RunContext, RoundProfile]:
     """A pilot run of ``cfg`` (devices in ``moves`` re-parented first) up to ``plan.profile_round``, and
     that round's profile."""
     from edgelearn.planning.tree.profile import RoundProfile
