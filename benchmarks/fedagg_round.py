@@ -40,6 +40,7 @@ from edgelearn.algorithms.fedagg.config import FedAggConfig
 from edgelearn.config import apply_overrides
 from edgelearn.data import DatasetBundle
 from edgelearn.engine.precision import autocast
+from edgelearn.errors import exit_on_user_error
 from edgelearn.run_config import build_config
 from edgelearn.runner import build_context
 
@@ -71,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "configs/fedagg/digits.yaml's 360 by default, e.g. 2000 on Fashion-MNIST)",
     )
     p.add_argument("--executor", default="auto", choices=["auto", "serial", "vmap"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where the round runs")
     p.add_argument("--schedule", default="parallel", choices=["parallel", "sequential"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (executor probes, caches)")
@@ -113,10 +115,16 @@ def train_subset(size: int | None) -> Iterator[None]:
         runner.load_dataset = load  # type: ignore[assignment]
 
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
-    """``fn()`` and the seconds it took on every clock of :data:`CLOCKS`."""
+def timed(fn: Callable[[], Any], device: torch.device | None = None) -> tuple[Any, dict[str, float]]:
+    """``fn()`` and the seconds it took on every clock of :data:`CLOCKS` (on a CUDA ``device`` its queue is
+    drained before and after, so the wall clock covers the GPU's work)."""
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(device)
     start = {k: clock() for k, clock in CLOCKS.items()}
     out = fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     return out, {k: clock() - start[k] for k, clock in CLOCKS.items()}
 
 
@@ -164,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"partition.alpha={args.alpha}",
         f"executor={args.executor}",
         f"data.holdout={args.holdout}",
+        f"device={args.device}",
     ]
     if args.data_dir:
         overrides.append(f"data.data_dir={args.data_dir}")
@@ -182,7 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     floors: list[dict[str, float]] = []
     parts = []
     for r in range(args.warmup + 1, args.warmup + args.rounds + 1):
-        stats, seconds = timed(lambda r=r: algo.run_round(r))
+        stats, seconds = timed(lambda r=r: algo.run_round(r), ctx.device)
         rounds.append(seconds)
         parts.append(stats["wall_s_by_part"])
         floors.append(floor_epoch(algo, args.batch_size))
@@ -260,4 +269,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)

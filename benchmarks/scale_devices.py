@@ -21,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgelearn.engine.device import resolve_device
+from edgelearn.errors import exit_on_user_error
+
 DEFAULT_DEVICES = (1_000, 3_000, 10_000, 30_000, 100_000)
 SAMPLES_PER_DEVICE = 2
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    resolve_device(args.device)  # a missing GPU exits 2 here, before any probe process starts
     base = probe(0, args.executor, args.device)["rss_mb"]
     rows = []
     print(f"{'devices':>8} {'context s':>10} {'round s':>9} {'peak RSS MB':>12} {'added MB':>9}")
@@ -103,4 +107,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_user_error(main)
