@@ -225,7 +225,9 @@ class CpuWatch:
         if machine is None or self.machine is None:
             return None
         elapsed = max(time.perf_counter() - self.started, MIN_DURATION_S)
-        return max(0.0, (machine - self.machine) - (_own_cpu_s() - self.own)) / elapsed
+        others = max(0.0, (machine - self.machine) - (_own_cpu_s() - self.own)) / elapsed
+        # /proc/stat counts in clock ticks (10 ms): over a short run the quotient can overshoot the CPUs
+        return min(others, float(os.cpu_count() or 1))
 
 
 def _label(executor: str) -> str:
