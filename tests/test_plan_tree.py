@@ -337,3 +337,46 @@ def test_one_pilot_planned_for_many_budgets_equals_each_plan_alone(tmp_path: Pat
     assert "error" in result["rows"][0] and "round_energy_j" in result["rows"][0]["error"]
     alone = tree_plan(load_config(HIERFAVG, [*TINY_TREE, "plan.round_energy_j=40"]))
     assert result["rows"][1]["schemes"]["planned"] == alone.schemes["planned"]
+
+
+CLOSED_FORM_RTOL = 1e-4
+"""The convex program against a closed form: cvxpy's solvers stop at ~1e-8 relative gaps and the planner
+shrinks budgets by 1e-7 (allocation.BUDGET_MARGIN), so 1e-4 is loose for every kernel and solver."""
+
+
+def test_closed_forms_cross_check_the_convex_program() -> None:
+    """One device under one edge. Compute only (DVFS: energy kappa C f^2, time C / f): the least energy within
+    T is E_full (t_full / T)^2, and the shortest round within E_full / 9 is 3 t_full. Transmit only (the
+    downlink then the uplink, each p = a (2^(1/tau) - 1) over time c tau): the KKT conditions give each
+    link's tau from one multiplier, a_i (1 - 2^(1/tau)(1 - ln 2 / tau)) = lambda, found by root finding so
+    the times fill the budget; its energy is what the program must reach."""
+    from scipy.optimize import brentq
+
+    from edgelearn.planning.tree.inner import price
+
+    system = SystemModel.build(Topology.hierarchical(1, 1), None, ChannelSpec(), Seeds(0))
+    compute = hierarchical_round(system, model_bytes=0.0, device_flops=1e9, edge_flops=0.0, cloud_flops=0.0)
+    full = compute.replay(system, None)
+    energy = plan_round(system, compute, Budgets("energy", delay_s=2 * full["delay_s"]))
+    assert energy.predicted["energy_j"] == pytest.approx(full["energy_j"] / 4, rel=CLOSED_FORM_RTOL)
+    delay = plan_round(system, compute, Budgets("delay", energy_j=full["energy_j"] / 9))
+    assert delay.predicted["delay_s"] == pytest.approx(3 * full["delay_s"], rel=CLOSED_FORM_RTOL)
+
+    system = SystemModel.build(Topology.hierarchical(1, 1), None, ChannelSpec(), Seeds(0))
+    radio = hierarchical_round(system, model_bytes=2e5, device_flops=0.0, edge_flops=0.0, cloud_flops=0.0)
+    budget = 1.5 * radio.replay(system, None)["delay_s"]
+    terms = price(radio.graph(), system, radio.round)
+    a, c = terms.link_a, terms.link_c
+    spare = budget - float(terms.fixed_s.sum())  # the wired edge-cloud hops take their fixed time
+
+    def tau(lam: float, a_i: float) -> float:
+        ln2 = np.log(2.0)
+        return brentq(lambda t: a_i * (1 - 2 ** (1 / t) * (1 - ln2 / t)) - lam, 1e-3, 1e6)
+
+    lam = brentq(lambda m: sum(ci * tau(m, ai) for ai, ci in zip(a, c)) - spare, 1e-12, 1e3)
+    taus = np.array([tau(lam, ai) for ai in a])
+    assert np.all(taus > terms.link_tau_min)  # no radio at p_max: the closed form is the optimum
+    radios = float(np.sum(a * c * taus * (2 ** (1 / taus) - 1)))
+    planned = plan_round(system, radio, Budgets("energy", delay_s=budget))
+    # the radios' share alone (the wired hops' fixed energy would dilute a relative comparison)
+    assert planned.predicted["energy_j"] - terms.fixed_j == pytest.approx(radios, rel=CLOSED_FORM_RTOL)
