@@ -18,7 +18,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from edgelearn.errors import ConfigError, exit_on_user_error
 from edgelearn.planning.tree.plan import Budgets, plan_round
+from edgelearn.report.io import write_json_atomic
 from edgelearn.run_config import load_config
 from edgelearn.runner.planned import record_round
 
@@ -93,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
     }
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, result)  # folders created; never a half-written file
     return result
 
 

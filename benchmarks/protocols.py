@@ -61,6 +61,7 @@ from edgelearn.engine import evaluate_state
 from edgelearn.engine.device import resolve_device, timed
 from edgelearn.errors import exit_on_user_error
 from edgelearn.models import describe
+from edgelearn.report.io import write_json_atomic
 
 SEED = 0
 """Run seed: data split, client sampling, initial model, batch orders (and the centralized reference's)."""
@@ -568,8 +569,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     result = {"environment": environment(args.device), "records": records}
     print_table(result)
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_json_atomic(args.json, result)  # folders created; never a half-written file
     return result
 
 
