@@ -19,7 +19,10 @@ the tree. The search here follows it in two nested loops:
 * outer (exact): the association the inner loop settles on is planned with the full planner
   (:func:`~edgelearn.planning.tree.plan.plan_round`, clocks, powers and bandwidth shares) and kept only if its
   planned objective is lower; the inner loop then restarts at the new plan's point, for at most
-  :data:`EXACT_ROUNDS` rounds.
+  :data:`EXACT_ROUNDS` rounds;
+* polish (exact): the same moves and swaps, each priced by a full plan, first improvement kept, for a budget
+  of plans that shrinks as the tree grows (:func:`default_polish`, ``plan.association_polish``): the
+  surrogate ranks moves by a bound, and on small trees one misranked move separated it from the optimum.
 
 The surrogate is exact for the round at a fixed point (tested); it is a bound, not the optimum, of what a
 re-planned round costs, which is why every kept association is re-solved. The search starts from the better
