@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgelearn.commands.bench.machine import load_average
 from edgelearn.errors import ConfigError, exit_on_user_error
 from edgelearn.planning.tree.plan import Budgets, plan_round
 from edgelearn.report.io import write_json_atomic
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "profile_round": profile.round,
         "record_s": record_s,
         "rows": rows,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": load_average(),
         "cpus": os.cpu_count(),
     }
     if args.json is not None:

@@ -42,7 +42,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -53,6 +52,7 @@ from typing import Any
 
 import torch
 
+from edgelearn.commands.bench.machine import load_average, machine_facts
 from edgelearn.commands.bench.measure import CountingExecutor, build_fedavg, warm_up
 from edgelearn.commands.bench.records import MIN_DURATION_S
 from edgelearn.commands.bench.references import CENTRAL_WARMUP_STEPS, _central_steps
@@ -188,11 +188,6 @@ def protocol_config(
     }
 
 
-def _loadavg() -> list[float] | None:
-    """The 1/5/15-minute load averages, or None where the OS has none."""
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
 def _machine_cpu_s() -> float | None:
     """CPU seconds the whole machine has spent busy since boot (/proc/stat), or None off Linux."""
     try:
@@ -276,7 +271,7 @@ def run_protocol(
 ) -> tuple[dict[str, Any], Any]:
     """One FedAvg run of ``proto`` (its run ``config``) on ``executor``, timed round by round; its record
     and run context."""
-    load_before = _loadavg()
+    load_before = load_average()
     watch = CpuWatch()
     reset_ok = reset_peak_rss()
     started = time.perf_counter()
@@ -352,7 +347,7 @@ def run_protocol(
         "final_accuracy": float(ev["accuracy"]),
         "final_loss": float(ev["loss"]),
         "loadavg_before": load_before,
-        "loadavg_after": _loadavg(),
+        "loadavg_after": load_average(),
         "other_processes_cpus": others,
         "busy": None if others is None else others >= BUSY_OTHER_CPUS,
         "busy_rule": f"other processes used >= {BUSY_OTHER_CPUS} CPUs on average during the FL run "
@@ -441,20 +436,6 @@ def run_isolated(args: argparse.Namespace, names: Sequence[str]) -> list[dict[st
                 rec["process"] = "fresh process for this pair"
                 records.append(rec)
     return records
-
-
-def environment(device: str) -> dict[str, Any]:
-    """Machine facts the numbers depend on."""
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "requested_device": device,
-        "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "loadavg_end": _loadavg(),
-    }
 
 
 TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -566,7 +547,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         records = run_in_process(args, names)
     else:
         records = run_isolated(args, names)
-    result = {"environment": environment(args.device), "records": records}
+    result = {"environment": machine_facts(args.device), "records": records}
     print_table(result)
     if args.json is not None:
         write_json_atomic(args.json, result)  # folders created; never a half-written file

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edgelearn.commands.bench.jobs import run_plan
+from edgelearn.commands.bench.machine import machine_facts
 from edgelearn.commands.bench.plan import BENCH_THREADS, SEED, BenchPlan, default_plan
 from edgelearn.commands.bench.records import summarize
 from edgelearn.commands.bench.tables import print_tables
@@ -20,18 +17,9 @@ from edgelearn.errors import ConfigError
 
 def environment(plan: BenchPlan) -> dict[str, Any]:
     """Machine, library versions and settings the numbers were measured under."""
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        **machine_facts(plan.device),
         "torch_threads": plan.threads,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "device": plan.device,
-        "gpu": torch.cuda.get_device_name() if plan.device != "cpu" and torch.cuda.is_available() else None,
-        "load_average": list(load) if load else None,
         "isolated_processes": plan.isolate,
         "seed": SEED,
     }

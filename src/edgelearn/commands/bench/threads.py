@@ -4,7 +4,6 @@ neighbour process, the settings alternated round by round in one process."""
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 import torch
 
+from edgelearn.commands.bench.machine import load_average
 from edgelearn.commands.bench.measure import build_fedavg
 from edgelearn.commands.bench.plan import THREAD_STEADY_FROM
 from edgelearn.commands.bench.records import record
@@ -61,7 +61,7 @@ def measure_threads(
     of the settings in turn, so every setting follows every other equally often (a run right after a
     two-thread one would otherwise inherit that one's spinning OpenMP workers more often than the others).
     """
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    load = load_average()
     neighbour = busy_neighbour(max_s) if busy else None
     try:
         runs = []
