@@ -91,6 +91,30 @@ class HoldingLoss:
         return F.cross_entropy(apply(batch["x"]), batch["y"], reduction="none")
 
 
+def train_while_held(
+    executor: RayExecutor, cohort: Cohort, spec: LocalSpec, hold_dir: Path, workers: int, wait_s: float
+) -> tuple[threading.Thread, dict[str, CohortResult | BaseException], list[int]]:
+    """Start ``executor.train`` in a thread while ``hold_dir/hold`` exists (``spec.loss`` a
+    :class:`HoldingLoss` on ``hold_dir``) and wait up to ``wait_s`` until ``workers`` workers announce they
+    are inside a chunk: the thread, the box its result or exception lands in, the waiting workers' pids."""
+    (hold_dir / "hold").touch()
+    out: dict[str, CohortResult | BaseException] = {}
+
+    def call() -> None:
+        try:
+            out["result"] = executor.train(cohort, spec)
+        except BaseException as exc:  # surfaced by the callers' assertions
+            out["result"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    deadline = time.monotonic() + wait_s
+    while len(list(hold_dir.glob("started-*"))) < workers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    waiting = sorted(int(p.name.split("-")[1]) for p in hold_dir.glob("started-*"))
+    return thread, out, waiting
+
+
 def _ragged_cohort(sizes: list[int], num_groups: int = 3, keep: bool = True) -> Cohort:
     """Clients of the given sizes, one start per group, a per-sample ``scale`` extra tensor."""
     g = torch.Generator().manual_seed(7)
@@ -281,21 +305,8 @@ def test_killed_worker_mid_call_does_not_change_results(fresh: RayExecutor, tmp_
     spec = LocalSpec(lr=0.1, batch_size=8, epochs=1, momentum=0.9, loss=HoldingLoss(str(tmp_path)))
     want = SerialExecutor(CPU).train(cohort, spec)
     before = fresh.worker_pids()
-    (tmp_path / "hold").touch()
-    out: dict[str, CohortResult | BaseException] = {}
-
-    def call() -> None:
-        try:
-            out["result"] = fresh.train(cohort, spec)
-        except BaseException as exc:  # surfaced by the assertion below
-            out["result"] = exc
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    deadline = time.monotonic() + 120  # generous: a loaded 2-core machine can take long to reach the chunk
-    while len(list(tmp_path.glob("started-*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    waiting = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("started-*"))
+    # generous wait: a loaded 2-core machine can take long to reach the chunk
+    thread, out, waiting = train_while_held(fresh, cohort, spec, tmp_path, workers=2, wait_s=120)
     assert waiting == sorted(before)  # both workers are inside a chunk
     os.kill(before[0], signal.SIGKILL)
     time.sleep(0.2)

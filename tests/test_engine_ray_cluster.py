@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,15 @@ ray = pytest.importorskip("ray")
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 from ray_cluster import Cluster, ray_cli, two_node_cluster  # noqa: E402
-from test_engine_ray import CPU, SIZES, SPEC, HoldingLoss, _assert_same, _ragged_cohort  # noqa: E402
+from test_engine_ray import (  # noqa: E402
+    CPU,
+    SIZES,
+    SPEC,
+    HoldingLoss,
+    _assert_same,
+    _ragged_cohort,
+    train_while_held,
+)
 
 import edgelearn  # noqa: E402
 from edgelearn.engine import CohortResult, LocalSpec, SerialExecutor  # noqa: E402
@@ -113,21 +120,7 @@ def test_round_survives_losing_a_node(
     want = SerialExecutor(CPU).train(cohort, spec)
     workers = executor.workers()  # joins the cluster and starts the pool, if no earlier test did
     names = _node_names()
-    (tmp_path / "hold").touch()
-    out: dict[str, CohortResult | BaseException] = {}
-
-    def call() -> None:
-        try:
-            out["result"] = executor.train(cohort, spec)
-        except BaseException as exc:  # surfaced by the assertion below
-            out["result"] = exc
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while len(list(tmp_path.glob("started-*"))) < WORKERS and time.monotonic() < deadline:
-        time.sleep(0.02)
-    waiting = sorted(int(p.name.split("-")[1]) for p in tmp_path.glob("started-*"))
+    thread, out, waiting = train_while_held(executor, cohort, spec, tmp_path, workers=WORKERS, wait_s=WAIT_S)
     assert waiting == sorted(pid for pid, _ in workers)  # both workers are inside a chunk
     cluster.nodes["b"].kill()  # raylet, agents and its worker, mid-chunk
     (tmp_path / "hold").unlink()
