@@ -49,17 +49,35 @@ def _cohort(
         x = torch.randn(n, *shape, generator=g)
         y = torch.randint(0, CLASSES, (n,), generator=g)
         data.append(ClientData(x, y, extra(n, g) if extra is not None else {}))
-    count = len(sizes)
+    return round_robin_cohort(
+        model_fn, f"test:{id(model_fn)}", starts, data, num_groups, 7, batch_sizes, keep_states=keep_states
+    )
+
+
+def round_robin_cohort(
+    model_fn: Callable[[], nn.Module],
+    key: str,
+    starts: Sequence[Mapping[str, torch.Tensor]],
+    data: Sequence[ClientData],
+    num_groups: int,
+    seed_offset: int,
+    batch_sizes: Sequence[int] | None = None,
+    *,
+    keep_states: bool = True,
+) -> Cohort:
+    """A cohort of ``data``'s clients with starts and groups assigned round-robin, weights size + 1 and seeds
+    ``seed_offset`` + index."""
+    count = len(data)
     return Cohort(
         model_fn=model_fn,
-        arch_key=f"test:{id(model_fn)}",
-        data=data,
-        starts=starts,
-        start_of=np.arange(count) % num_starts,
+        arch_key=key,
+        data=list(data),
+        starts=list(starts),
+        start_of=np.arange(count) % len(starts),
         group_of=np.arange(count) % num_groups,
         num_groups=num_groups,
-        weights=np.asarray(sizes, dtype=np.float64) + 1.0,
-        seeds=np.arange(count, dtype=np.int64) + 7,
+        weights=np.asarray([len(d) for d in data], dtype=np.float64) + 1.0,
+        seeds=np.arange(count, dtype=np.int64) + seed_offset,
         batch_sizes=None if batch_sizes is None else np.asarray(batch_sizes),
         keep_states=keep_states,
     )

@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine_vmap import round_robin_cohort
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -176,20 +177,7 @@ def _cohort(
         )
         for n in sizes
     ]
-    count = len(sizes)
-    return Cohort(
-        model_fn=model_fn,
-        arch_key=key,
-        data=data,
-        starts=starts,
-        start_of=np.arange(count) % num_starts,
-        group_of=np.arange(count) % num_groups,
-        num_groups=num_groups,
-        weights=np.asarray(sizes, dtype=np.float64) + 1.0,
-        seeds=np.arange(count, dtype=np.int64) + 3,
-        batch_sizes=None if batch_sizes is None else np.asarray(batch_sizes),
-        keep_states=True,
-    )
+    return round_robin_cohort(model_fn, key, starts, data, num_groups, 3, batch_sizes)
 
 
 def _assert_same(
