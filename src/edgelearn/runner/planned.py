@@ -56,9 +56,9 @@ def tree_plan(cfg: RunConfig) -> TreePlan:
             record=record,
             max_evaluations=p.association_evaluations,
             polish_solves=p.association_polish,
+            mid_run=p.associate_round is not None,
         )
-        if p.associate_round is not None and plan.association:  # the config's tree runs until they migrate
-            before = plan_round(pilot.system, profile, budgets)
+        before = plan.before
     else:
         plan = plan_round(pilot.system, profile, budgets)
     if p.scheme != "planned":  # a baseline's point, on the same budgets (it may exceed them)

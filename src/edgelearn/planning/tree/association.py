@@ -361,12 +361,15 @@ def associated_plan(
     record: Recorder,
     max_evaluations: int,
     polish_solves: int | None = None,
+    mid_run: bool = False,
 ) -> TreePlan:
     """The plan with the association :func:`associate` keeps, and the association baselines as schemes
     (plan.py, ``ASSOCIATION_SCHEMES``): ``nearest_edge`` and ``allocation_only`` (the config's tree), each
     planned in full on a round ``record``-ed on its own tree, and ``association_only`` (the kept tree at full
     speed and equal shares). Of the kept, the nearest-edge and the config's tree, the one whose recorded round
-    plans best is the plan, so the plan is never worse than either baseline on its objective, exactly."""
+    plans best is the plan, so the plan is never worse than either baseline on its objective, exactly.
+    ``mid_run``: the devices move during the run, so the config's tree's plan (already made here) comes back
+    as :attr:`TreePlan.before` when the kept association moves any."""
     found = associate(system, profile, budgets, max_evaluations=max_evaluations, polish_solves=polish_solves)
     cache: dict[frozenset[tuple[int, int]], TreePlan | None] = {}
 
@@ -426,4 +429,6 @@ def associated_plan(
         association=dict(trees[chosen]),
         association_record=record,
         associations={"nearest_edge": dict(found.nearest), "allocation_only": {}},
+        # the devices move mid-run: the config's tree runs at its own plan until then
+        before=plans["configured"] if mid_run and trees[chosen] else None,
     )
