@@ -135,15 +135,19 @@ class _Search:
         moved = np.flatnonzero(assign != self.home)
         return {int(self.devices[i]): int(self.edges[assign[i]]) for i in moved}
 
+    def moved(self, assign: np.ndarray) -> tuple[SystemModel, RoundProfile]:
+        """``assign``'s tree (a copy of the system re-parented) and the recorded round re-targeted to it."""
+        moves = self.moves(assign)
+        home = self.system.topology.parent_array
+        retargeted = retarget(self.profile, {d: (int(home[d]), e) for d, e in moves.items()})
+        return moved_view(self.system, moves), retargeted
+
     def exact(self, assign: np.ndarray) -> tuple[float, TreePlan | None]:
         """The planned objective of ``assign`` on the re-targeted round (inf where no plan meets the budgets)
         and its plan."""
         started = time.perf_counter()
         self.exact_solves += 1
-        moves = self.moves(assign)
-        view = moved_view(self.system, moves)
-        home = self.system.topology.parent_array
-        candidate = retarget(self.profile, {d: (int(home[d]), e) for d, e in moves.items()})
+        view, candidate = self.moved(assign)
         try:
             plan = plan_round(view, candidate, self.budgets, baselines=False)
         except ConfigError:
@@ -155,10 +159,7 @@ class _Search:
 
     def surrogate(self, assign: np.ndarray, plan: TreePlan | None) -> EdgeSurrogate:
         """The surrogate at ``plan``'s clocks and powers (full speed without one), on ``assign``'s tree."""
-        moves = self.moves(assign)
-        view = moved_view(self.system, moves)
-        home = self.system.topology.parent_array
-        candidate = retarget(self.profile, {d: (int(home[d]), e) for d, e in moves.items()})
+        view, candidate = self.moved(assign)
         point = None if plan is None else plan.points["uniform_bandwidth"]
         if point is not None:  # servers at full clock: their work is fixed, and a plan's slack is no clue
             servers = np.asarray(self.system.topology.tier_codes) != TIER_CODE[Tier.DEVICE]
@@ -174,10 +175,7 @@ class _Search:
         if b.objective == "weighted":
             return 0.0
         started = time.perf_counter()
-        moves = self.moves(assign)
-        view = moved_view(self.system, moves)
-        home = self.system.topology.parent_array
-        candidate = retarget(self.profile, {d: (int(home[d]), e) for d, e in moves.items()})
+        view, candidate = self.moved(assign)
         full = candidate.replay(view, None)
         found = solve(
             price_terms(candidate.graph(), view, candidate.round),
