@@ -161,6 +161,8 @@ class NaiveLoop:
         self.gen = torch.Generator().manual_seed(SEED)
         torch.manual_seed(SEED)
         self.model = ctx.model_fn().to(ctx.device)
+        self.worker = copy.deepcopy(self.model) if lean else None
+        """The lean loop's one module, loaded with the global weights for each device."""
         self.devices = [d for d in ctx.client_data if len(d) > 0]
 
     def round(self, clients: Sequence[Any] | None = None) -> int:
@@ -196,9 +198,8 @@ class NaiveLoop:
 
     def _lean_round(self, clients: Sequence[Any]) -> int:
         """:meth:`round` as ``benchmarks/plain_fedavg.py`` writes it: one worker module, a running sum."""
-        worker = getattr(self, "_worker", None)
-        if worker is None:
-            worker = self._worker = copy.deepcopy(self.model)
+        worker = self.worker
+        assert worker is not None  # built with lean=True
         start = {k: v.clone() for k, v in self.model.state_dict().items()}
         total = {k: torch.zeros_like(v) for k, v in start.items()}
         seen, weight = 0, 0.0
